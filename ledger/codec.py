@@ -1,0 +1,98 @@
+"""Canonical MessagePack: one byte string per value.
+
+Spec: docs/spec/codec.md. msgpack itself does not promise a canonical form, so this module
+pins one and the decoder enforces it by re-encoding: input whose re-encoding differs from the
+received bytes is rejected. Hashes and signatures are always taken over the exact received bytes.
+
+Values: None, bool, int (−2^63 … 2^64−1), str (UTF-8), bytes, list/tuple (encoded as arrays) and
+dict with str keys (encoded as maps with keys sorted by their UTF-8 bytes). Floats, extension
+types and non-str map keys are refused, so no float can ever reach ledger state or a hash.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import msgpack
+
+from ledger.errors import CodecError
+
+Value: TypeAlias = Any
+"""A decoded canonical value (see the module docstring for the admitted types)."""
+
+MAX_MESSAGE_BYTES = 1 << 20
+"""Default bound on any single encoded value [bytes]; callers pass tighter ones where they can."""
+
+_INT_MIN = -(1 << 63)
+_INT_MAX = (1 << 64) - 1
+
+
+def encode(value: Value) -> bytes:
+    """Encode ``value`` canonically.
+
+    Raises:
+        CodecError: the value holds a type outside the canonical set (float, set, object, …),
+            an integer outside 64 bits or a map key that is not a str.
+    """
+    try:
+        packed: bytes = msgpack.packb(_canonical(value), use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CodecError(f"cannot encode: {exc}") from exc
+    return packed
+
+
+def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Value:
+    """Decode bytes that must be the canonical encoding of one value.
+
+    Raises:
+        CodecError: oversized, truncated, trailing bytes, floats, extension types, non-str map
+            keys, or any encoding other than the canonical one.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise CodecError(f"expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) > max_bytes:
+        raise CodecError(f"message of {len(data)} bytes exceeds the limit of {max_bytes}")
+    try:
+        value = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            max_str_len=max_bytes,
+            max_bin_len=max_bytes,
+            max_array_len=max_bytes,
+            max_map_len=max_bytes,
+            max_ext_len=0,
+        )
+    except (
+        ValueError,
+        TypeError,
+        msgpack.ExtraData,
+        msgpack.UnpackException,
+        RecursionError,
+    ) as exc:
+        raise CodecError(f"not a MessagePack value: {type(exc).__name__}: {exc}") from exc
+    if encode(value) != data:
+        raise CodecError("not the canonical encoding of its value")
+    return value
+
+
+def _canonical(value: Value) -> Value:
+    """Return ``value`` with maps key-sorted and tuples as lists; refuse non-canonical types."""
+    if value is None or isinstance(value, bool | str | bytes):
+        return value
+    if isinstance(value, int):
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise CodecError(f"integer {value} is outside the 64-bit range")
+        return value
+    if isinstance(value, list | tuple):
+        return [_canonical(item) for item in value]
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                raise CodecError(f"map key {key!r} is not a str")
+        return {
+            key: _canonical(value[key]) for key in sorted(value, key=lambda k: k.encode("utf-8"))
+        }
+    raise CodecError(f"type {type(value).__name__} has no canonical encoding")
