@@ -1,0 +1,1 @@
+"""Transports that carry signed ledger messages between nodes: in-memory (tests) and MQTT."""

@@ -1,0 +1,56 @@
+"""The transport port: what consensus, mempool gossip and block sync send and receive through.
+
+Spec: docs/spec/transport.md. A transport is trusted for nothing but delivery: it may drop,
+delay, duplicate or reorder; every payload is signed by its author and checked by the receiver.
+``sender`` is where the transport says a message came from (an MQTT topic segment, say) and is a
+routing hint only, never an identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+CHANNELS = ("tx", "consensus", "block", "sync_req", "sync_resp", "join")
+"""Channel names. On MQTT: ``lem/1/<chain_id>/<channel>/<sender>`` for broadcasts and
+``lem/1/<chain_id>/<channel>/to/<recipient>/<sender>`` for messages to one node."""
+
+
+class TransportError(Exception):
+    """Base of transport failures (not reachable, closed, payload too large)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One received payload.
+
+    Attributes:
+        channel: one of :data:`CHANNELS`.
+        sender: the node id the transport attributes the message to (untrusted).
+        payload: the exact received bytes (canonical MessagePack, signed inside).
+    """
+
+    channel: str
+    sender: str
+    payload: bytes
+
+
+class Transport(Protocol):
+    """A node's connection to its community."""
+
+    node_id: str
+
+    async def publish(self, channel: str, payload: bytes, *, to: str | None = None) -> None:
+        """Send ``payload`` on ``channel`` to every node, or only to node ``to``.
+
+        Never blocks on a lost link: while disconnected, messages are dropped (or queued in a
+        bounded buffer) — consensus re-publishes what matters.
+        """
+        ...
+
+    def messages(self) -> AsyncIterator[Message]:
+        """Every message received for this node, its own broadcasts excluded."""
+        ...
+
+    async def close(self) -> None: ...
