@@ -73,3 +73,11 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     """A config path that does not exist stops start-up with the path in the message."""
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_shipped_example_config_is_valid() -> None:
+    """edge/lemd.example.toml, the documented defaults, loads without error."""
+    example = Path(__file__).resolve().parents[3] / "edge" / "lemd.example.toml"
+    config = load_config(example)
+    assert config.meter.driver == "iec"
+    assert config.ledger.brokers[0].startswith("mqtts://")
