@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 # Each module exposes ``register(subparsers)``; the parser it adds sets ``func`` to a callable
 # taking the parsed namespace and returning the process exit status.
-COMMAND_MODULES: tuple[str, ...] = ("edge.cli.settle",)
+COMMAND_MODULES: tuple[str, ...] = ("edge.cli.settle", "edge.cli.window", "edge.cli.schedule")
 
 
 def build_parser() -> argparse.ArgumentParser:
