@@ -1,0 +1,528 @@
+"""Continuous double auction for local ancillary services: CDA, NCDA, OCDA (docs/spec/cda.md).
+
+Seed 003 (Troncia et al. 2019) §2.2: balancing responsible parties (BRPs) post *shouts* — asks
+for reserve and offers of reserve — into two independent pools, AS+ (upward: more injection) and
+AS− (downward: less injection). A round takes the *outstanding ask* (highest price, then oldest)
+and fills it from the *suitable offers* (price <= the ask's price) until it is satisfied or the
+suitable set is exhausted; every partial fill is a peer-to-peer trade priced at the mean of the
+two prices. Residual demand rests in the book for later rounds of the same service window;
+cleared shouts leave the book. The three mechanisms differ only in how suitable offers are
+ordered:
+
+* CDA  — price first, then time first (seed 003 §2.2, "price first and time first");
+* NCDA — nearest offeror first, distance along the lines from the operator's topology
+  (:mod:`market.topology`), then price, then time;
+* OCDA — the operator's ranking first (computed off-ledger with an OPF, recorded as data), then
+  price, then time; a pair the ranking omits is not matched, and its cap bounds the volume.
+
+Everything is integer or exact rational: quantities [Wh], prices [ECT/kWh] as
+:class:`~fractions.Fraction` with at most 6 decimals, amounts [µECT] rounded half-to-even.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from fractions import Fraction
+
+from market.decimals import format_decimal, parse_decimal
+from market.errors import InvalidInput, MarketError
+from market.topology import Topology
+
+#: Prices carry at most this many decimals [ECT/kWh], so a mean price is exact with one more.
+PRICE_PLACES = 6
+#: µECT per (Wh · ECT/kWh): 1 Wh at 1 ECT/kWh is 1/1000 ECT = 1000 µECT.
+UECT_PER_WH_ECT_PER_KWH = 1000
+#: Default bound on resting shouts per (window, pool) book; a full book refuses new shouts.
+MAX_RESTING_PER_BOOK = 1024
+MAX_QUANTITY_WH = 10**12  # 1 TWh: far above any MV node, catches unit mistakes
+MAX_ID_CHARS = 128
+
+
+class Side(StrEnum):
+    """Whether a shout asks for reserve or offers it (seed 003: "shout type")."""
+
+    ASK = "ask"
+    OFFER = "offer"
+
+
+class Pool(StrEnum):
+    """The two independent pools, named from the grid's point of view (seed 003 §2.2)."""
+
+    UP = "AS+"
+    DOWN = "AS-"
+
+
+class Mechanism(StrEnum):
+    """How suitable offers are ordered for the outstanding ask."""
+
+    CDA = "cda"
+    NCDA = "ncda"
+    OCDA = "ocda"
+
+
+class UnknownShoutError(MarketError):
+    """A cancellation names a shout that is not resting in any open book."""
+
+    def __init__(self, shout_id: str) -> None:
+        super().__init__(f"shout {shout_id!r} is not resting in any open book")
+        self.shout_id = shout_id
+
+
+class NotOwnerError(MarketError):
+    """A BRP tried to cancel another BRP's shout."""
+
+    def __init__(self, shout_id: str, brp: str) -> None:
+        super().__init__(f"shout {shout_id!r} does not belong to BRP {brp!r}")
+        self.shout_id = shout_id
+        self.brp = brp
+
+
+class WindowClosedError(MarketError):
+    """A shout or ranking for a service window that has already been closed."""
+
+    def __init__(self, window: int, open_from: int) -> None:
+        super().__init__(f"window {window} is closed (windows before {open_from} are closed)")
+        self.window = window
+        self.open_from = open_from
+
+
+class BookFullError(MarketError):
+    """The (window, pool) book already holds its maximum number of resting shouts."""
+
+    def __init__(self, window: int, pool: Pool, limit: int) -> None:
+        super().__init__(f"book window={window} pool={pool} is full ({limit} resting shouts)")
+        self.window = window
+        self.pool = pool
+        self.limit = limit
+
+
+class TopologyMissingError(MarketError):
+    """NCDA needs the operator's topology before it can accept shouts."""
+
+    def __init__(self) -> None:
+        super().__init__("NCDA needs a published topology before shouts are accepted")
+
+
+@dataclass(frozen=True, slots=True)
+class Shout:
+    """One ask or offer (seed 003 §2.2: BRP id, timestamp, type, quantity, price, service time).
+
+    Attributes:
+        shout_id: unique id (on the ledger: the hash of the PlaceShout tx).
+        brp: id of the balancing responsible party that placed it.
+        bus: network bus where the BRP's resource is connected (used by NCDA and OCDA).
+        timestamp: submission order, strictly increasing per market (time-first key).
+        side: ask or offer.
+        pool: AS+ or AS−.
+        quantity_wh: reserve asked or offered over the window [Wh], > 0.
+        price: willingness to pay (ask) or price asked (offer) [ECT/kWh], >= 0, <= 6 decimals.
+        window: index of the service window (the Δt in which the service is delivered).
+    """
+
+    shout_id: str
+    brp: str
+    bus: str
+    timestamp: int
+    side: Side
+    pool: Pool
+    quantity_wh: int
+    price: Fraction
+    window: int
+
+    def __post_init__(self) -> None:
+        _validate_shout(self)
+
+    @classmethod
+    def from_data(cls, data: object, timestamp: int) -> Shout:
+        """Build from plain data (``price`` as a decimal string), validating every field.
+
+        Args:
+            data: map with shout_id, brp, bus, side, pool, quantity_wh, price, window.
+            timestamp: submission order assigned by the caller (the state machine).
+
+        Raises:
+            InvalidInput: a field is missing or malformed, named as ``shout.<field>``.
+        """
+        if not isinstance(data, Mapping):
+            raise InvalidInput("shout", data, "must be a map")
+        missing = [k for k in _SHOUT_KEYS if k not in data]
+        if missing:
+            raise InvalidInput("shout", sorted(data), f"missing fields {missing}")
+        side, pool = data["side"], data["pool"]
+        if side not in Side.__members__.values():
+            raise InvalidInput("shout.side", side, "must be 'ask' or 'offer'")
+        if pool not in Pool.__members__.values():
+            raise InvalidInput("shout.pool", pool, "must be 'AS+' or 'AS-'")
+        return cls(
+            shout_id=data["shout_id"],
+            brp=data["brp"],
+            bus=data["bus"],
+            timestamp=timestamp,
+            side=Side(side),
+            pool=Pool(pool),
+            quantity_wh=data["quantity_wh"],
+            price=parse_decimal("shout.price", data["price"]),
+            window=data["window"],
+        )
+
+    def to_data(self) -> dict[str, object]:
+        """Plain data with the price as an exact decimal string (inverse of :meth:`from_data`)."""
+        return {
+            "shout_id": self.shout_id,
+            "brp": self.brp,
+            "bus": self.bus,
+            "side": self.side.value,
+            "pool": self.pool.value,
+            "quantity_wh": self.quantity_wh,
+            "price": format_decimal(self.price, PRICE_PLACES),
+            "window": self.window,
+        }
+
+
+_SHOUT_KEYS = ("shout_id", "brp", "bus", "side", "pool", "quantity_wh", "price", "window")
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """One peer-to-peer match: the offeror reserves ``quantity_wh`` for the asker.
+
+    Attributes:
+        seq: position of the trade in the market's history (0, 1, ...).
+        window: service window.
+        pool: AS+ or AS−.
+        ask_id: id of the ask shout.
+        offer_id: id of the offer shout.
+        asker: BRP that pays.
+        offeror: BRP that is paid and must deliver.
+        asker_bus: bus of the asker.
+        offeror_bus: bus of the offeror.
+        quantity_wh: matched quantity [Wh].
+        price: (ask price + offer price) / 2 [ECT/kWh], exact.
+        amount_uect: quantity_wh · price in µECT, rounded half-to-even [µECT].
+    """
+
+    seq: int
+    window: int
+    pool: Pool
+    ask_id: str
+    offer_id: str
+    asker: str
+    offeror: str
+    asker_bus: str
+    offeror_bus: str
+    quantity_wh: int
+    price: Fraction
+    amount_uect: int
+
+
+@dataclass(frozen=True, slots=True)
+class RankEntry:
+    """The operator's verdict on one (asker bus, offeror bus) pair for OCDA.
+
+    Attributes:
+        score: lower is preferred (e.g. marginal losses [W/MW] from the operator's OPF).
+        cap_wh: most energy [Wh] the pair may trade while this ranking is in force; ``None``
+            means unbounded.
+    """
+
+    score: int
+    cap_wh: int | None = None
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The operator's OCDA ranking for one (window, pool) book (docs/spec/cda.md §4).
+
+    Attributes:
+        window: service window it applies to.
+        pool: pool it applies to.
+        entries: ``(asker_bus, offeror_bus) -> RankEntry``; a pair absent here is not matched.
+    """
+
+    window: int
+    pool: Pool
+    entries: Mapping[tuple[str, str], RankEntry]
+
+    def __post_init__(self) -> None:
+        _check_int("ranking.window", self.window, 0, 2**63 - 1)
+        for (a, o), entry in self.entries.items():
+            path = f"ranking[{a!r},{o!r}]"
+            _check_id(f"{path}.asker_bus", a)
+            _check_id(f"{path}.offeror_bus", o)
+            _check_int(f"{path}.score", entry.score, -(2**63), 2**63 - 1)
+            if entry.cap_wh is not None:
+                _check_int(f"{path}.cap_wh", entry.cap_wh, 0, MAX_QUANTITY_WH)
+
+
+@dataclass(frozen=True, slots=True)
+class Unmatched:
+    """What was left of a shout when its window closed or it was cancelled [Wh]."""
+
+    shout: Shout
+    remaining_wh: int
+
+
+@dataclass(slots=True)
+class _Resting:
+    shout: Shout
+    remaining_wh: int
+
+
+@dataclass(slots=True)
+class _Book:
+    asks: dict[str, _Resting] = field(default_factory=dict)
+    offers: dict[str, _Resting] = field(default_factory=dict)
+    caps: dict[tuple[str, str], int] = field(default_factory=dict)  # OCDA caps left [Wh]
+    ranking: Ranking | None = None
+
+    def size(self) -> int:
+        return len(self.asks) + len(self.offers)
+
+
+class Market:
+    """All open (window, pool) books of one mechanism; deterministic and single-threaded.
+
+    Every mutating call runs the matching rounds it makes possible and returns the new trades,
+    so the book is always left with no outstanding ask that still has a matchable offer.
+    """
+
+    def __init__(
+        self,
+        mechanism: Mechanism,
+        topology: Topology | None = None,
+        max_resting_per_book: int = MAX_RESTING_PER_BOOK,
+    ) -> None:
+        self.mechanism = mechanism
+        self.topology = topology
+        self.max_resting_per_book = max_resting_per_book
+        self.open_from = 0  # windows below this are closed
+        self.last_timestamp = -1
+        self.trades: list[Trade] = []
+        self._books: dict[tuple[int, Pool], _Book] = {}
+        self._where: dict[str, tuple[int, Pool]] = {}
+
+    def place(self, shout: Shout) -> list[Trade]:
+        """Add a shout and run the rounds it enables (seed 003 §2.2).
+
+        Raises:
+            InvalidInput: duplicate id, or timestamp not after the previous shout's.
+            WindowClosedError, BookFullError, TopologyMissingError: see their docstrings.
+        """
+        if shout.timestamp <= self.last_timestamp:
+            raise InvalidInput(
+                "shout.timestamp", shout.timestamp, f"must exceed {self.last_timestamp}"
+            )
+        if shout.shout_id in self._where:
+            raise InvalidInput("shout.shout_id", shout.shout_id, "already resting in a book")
+        if shout.window < self.open_from:
+            raise WindowClosedError(shout.window, self.open_from)
+        if self.mechanism is Mechanism.NCDA:
+            if self.topology is None:
+                raise TopologyMissingError()
+            if shout.bus not in self.topology.buses:
+                raise InvalidInput("shout.bus", shout.bus, "not a bus of the published topology")
+        key = (shout.window, shout.pool)
+        book = self._books.setdefault(key, _Book())
+        if book.size() >= self.max_resting_per_book:
+            raise BookFullError(shout.window, shout.pool, self.max_resting_per_book)
+        side = book.asks if shout.side is Side.ASK else book.offers
+        side[shout.shout_id] = _Resting(shout, shout.quantity_wh)
+        self._where[shout.shout_id] = key
+        self.last_timestamp = shout.timestamp
+        return self._run_rounds(book)
+
+    def cancel(self, shout_id: str, brp: str) -> Unmatched:
+        """Withdraw what is left of a resting shout; only its own BRP may do so.
+
+        Raises:
+            UnknownShoutError: no resting shout has this id.
+            NotOwnerError: the shout belongs to another BRP.
+        """
+        key = self._where.get(shout_id)
+        if key is None:
+            raise UnknownShoutError(shout_id)
+        book = self._books[key]
+        resting = book.asks.get(shout_id) or book.offers[shout_id]
+        if resting.shout.brp != brp:
+            raise NotOwnerError(shout_id, brp)
+        self._remove(book, resting.shout)
+        return Unmatched(resting.shout, resting.remaining_wh)
+
+    def publish_topology(self, topology: Topology) -> list[Trade]:
+        """Replace the topology (NCDA) and run any rounds it makes possible."""
+        self.topology = topology
+        trades: list[Trade] = []
+        for key in sorted(self._books):
+            trades += self._run_rounds(self._books[key])
+        return trades
+
+    def record_ranking(self, ranking: Ranking) -> list[Trade]:
+        """Install the operator's OCDA ranking for one book (resets its caps) and match.
+
+        Raises:
+            WindowClosedError: the ranking is for a closed window.
+        """
+        if ranking.window < self.open_from:
+            raise WindowClosedError(ranking.window, self.open_from)
+        book = self._books.setdefault((ranking.window, ranking.pool), _Book())
+        book.ranking = ranking
+        book.caps = {pair: e.cap_wh for pair, e in ranking.entries.items() if e.cap_wh is not None}
+        return self._run_rounds(book)
+
+    def close_window(self, window: int) -> list[Unmatched]:
+        """Close every window <= ``window``; what is left rests with external resources.
+
+        Returns:
+            The unmatched remainders (residual demand and unsold offers), in book then
+            time order.
+        """
+        left: list[Unmatched] = []
+        for key in sorted(k for k in self._books if k[0] <= window):
+            book = self._books.pop(key)
+            for resting in sorted(
+                [*book.asks.values(), *book.offers.values()], key=lambda r: r.shout.timestamp
+            ):
+                del self._where[resting.shout.shout_id]
+                left.append(Unmatched(resting.shout, resting.remaining_wh))
+        self.open_from = max(self.open_from, window + 1)
+        return left
+
+    def resting(self, window: int, pool: Pool) -> list[Unmatched]:
+        """Resting shouts of one book with what is left of each, in time order."""
+        book = self._books.get((window, pool))
+        if book is None:
+            return []
+        rows = [*book.asks.values(), *book.offers.values()]
+        return [Unmatched(r.shout, r.remaining_wh) for r in sorted(rows, key=_by_time)]
+
+    def _run_rounds(self, book: _Book) -> list[Trade]:
+        """One pass over the asks in priority order, each filled from its suitable offers.
+
+        A single pass suffices: a round only consumes offers, so an ask already passed cannot
+        gain a suitable offer later in the same pass.
+        """
+        trades: list[Trade] = []
+        for ask in sorted(book.asks.values(), key=_ask_priority):
+            for offer in self._suitable_offers(book, ask.shout):
+                if offer.remaining_wh == 0 or self._cap_left(book, ask.shout, offer.shout) == 0:
+                    continue  # consumed earlier in this round, or the operator's cap is used up
+                trades.append(self._fill(book, ask, offer))
+                if ask.remaining_wh == 0:
+                    break
+        return trades
+
+    def _suitable_offers(self, book: _Book, ask: Shout) -> list[_Resting]:
+        """The offers ``ask`` may match, best first for this market's mechanism."""
+        rows: list[tuple[tuple[int | Fraction, ...], _Resting]] = []
+        for offer in book.offers.values():
+            o = offer.shout
+            if o.price > ask.price or o.brp == ask.brp:
+                continue  # not good enough, or a BRP trading with itself
+            first = self._network_key(book, ask, o)
+            if first is None:
+                continue
+            rows.append(((*first, o.price, o.timestamp), offer))
+        rows.sort(key=lambda row: row[0])
+        return [offer for _, offer in rows]
+
+    def _network_key(self, book: _Book, ask: Shout, offer: Shout) -> tuple[int, ...] | None:
+        """The mechanism's leading sort key, or ``None`` when the pair may not trade."""
+        if self.mechanism is Mechanism.CDA:
+            return ()
+        if self.mechanism is Mechanism.NCDA:
+            assert self.topology is not None  # place() refuses NCDA shouts without one
+            if offer.bus not in self.topology.buses or ask.bus not in self.topology.buses:
+                return None  # a bus dropped by a later topology
+            distance = self.topology.distance_m(ask.bus, offer.bus)
+            return None if distance is None else (distance,)
+        entry = None if book.ranking is None else book.ranking.entries.get((ask.bus, offer.bus))
+        if entry is None or self._cap_left(book, ask, offer) == 0:
+            return None
+        return (entry.score,)
+
+    @staticmethod
+    def _cap_left(book: _Book, ask: Shout, offer: Shout) -> int:
+        """Energy the pair may still trade under the OCDA ranking's cap [Wh]."""
+        return book.caps.get((ask.bus, offer.bus), MAX_QUANTITY_WH)
+
+    def _fill(self, book: _Book, ask: _Resting, offer: _Resting) -> Trade:
+        pair = (ask.shout.bus, offer.shout.bus)
+        quantity = min(
+            ask.remaining_wh, offer.remaining_wh, self._cap_left(book, ask.shout, offer.shout)
+        )
+        ask.remaining_wh -= quantity
+        offer.remaining_wh -= quantity
+        if pair in book.caps:
+            book.caps[pair] -= quantity
+        price = (ask.shout.price + offer.shout.price) / 2
+        trade = Trade(
+            seq=len(self.trades),
+            window=ask.shout.window,
+            pool=ask.shout.pool,
+            ask_id=ask.shout.shout_id,
+            offer_id=offer.shout.shout_id,
+            asker=ask.shout.brp,
+            offeror=offer.shout.brp,
+            asker_bus=ask.shout.bus,
+            offeror_bus=offer.shout.bus,
+            quantity_wh=quantity,
+            price=price,
+            amount_uect=round(quantity * price * UECT_PER_WH_ECT_PER_KWH),  # half-to-even
+        )
+        self.trades.append(trade)
+        for resting in (ask, offer):
+            if resting.remaining_wh == 0:
+                self._remove(book, resting.shout)
+        return trade
+
+    def _remove(self, book: _Book, shout: Shout) -> None:
+        (book.asks if shout.side is Side.ASK else book.offers).pop(shout.shout_id)
+        del self._where[shout.shout_id]
+
+
+def _ask_priority(resting: _Resting) -> tuple[Fraction, int]:
+    """Outstanding ask first: highest price, then oldest (seed 003 §2.2)."""
+    return (-resting.shout.price, resting.shout.timestamp)
+
+
+def _by_time(resting: _Resting) -> int:
+    return resting.shout.timestamp
+
+
+def total_uect(trades: Iterable[Trade]) -> int:
+    """Sum of trade amounts [µECT] (what askers pay and offerors receive in total)."""
+    return sum(t.amount_uect for t in trades)
+
+
+def _check_id(path: str, value: object) -> None:
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS:
+        raise InvalidInput(path, value, f"must be a non-empty string of <= {MAX_ID_CHARS} chars")
+
+
+def _check_int(path: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(path, value, "must be an integer")
+    if not low <= value <= high:
+        raise InvalidInput(path, value, f"must be in {low}..{high}")
+
+
+def _validate_shout(s: Shout) -> None:
+    for name in ("shout_id", "brp", "bus"):
+        _check_id(f"shout.{name}", getattr(s, name))
+    _check_int("shout.timestamp", s.timestamp, 0, 2**63 - 1)
+    _check_int("shout.window", s.window, 0, 2**63 - 1)
+    _check_int("shout.quantity_wh", s.quantity_wh, 1, MAX_QUANTITY_WH)
+    if not isinstance(s.side, Side):
+        raise InvalidInput("shout.side", s.side, "must be Side.ASK or Side.OFFER")
+    if not isinstance(s.pool, Pool):
+        raise InvalidInput("shout.pool", s.pool, "must be Pool.UP or Pool.DOWN")
+    if not isinstance(s.price, Fraction):
+        raise InvalidInput("shout.price", s.price, "must be an exact Fraction [ECT/kWh]")
+    if s.price < 0 or (s.price * 10**PRICE_PLACES).denominator != 1:
+        raise InvalidInput(
+            "shout.price", format_decimal(s.price, 12), f">= 0 with <= {PRICE_PLACES} decimals"
+        )
+    if s.price > 10**6:
+        raise InvalidInput("shout.price", format_decimal(s.price), "above 1e6 ECT/kWh")
