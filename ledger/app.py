@@ -1,0 +1,235 @@
+"""The application port consensus drives, and its implementation over the LMDB store.
+
+Spec: docs/spec/ledger.md §1 (a small synchronous cousin of CometBFT's ABCI++: CheckTx,
+PrepareProposal, ProcessProposal, FinalizeBlock + Commit folded into ``commit_block``).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Protocol
+
+from ledger import block as blk
+from ledger import codec, state
+from ledger.errors import BlockInvalid, TxRejected
+from ledger.execute import admit, execute_block, select_txs
+from ledger.registry import Context, EvidenceVerifier
+from ledger.store import Store
+from ledger.tx import Tx
+
+_CACHE_BLOCKS = 8  # validated proposals kept per height (one per round is typical)
+
+
+class Application(Protocol):
+    """What consensus needs from the ledger (docs/spec/ledger.md §1)."""
+
+    @property
+    def chain_id(self) -> str: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def last_block_hash(self) -> bytes: ...
+    @property
+    def last_block_time_ms(self) -> int: ...
+    @property
+    def app_hash(self) -> bytes: ...
+    def validators(self) -> list[tuple[bytes, int]]: ...
+    def check_tx(self, tx_bytes: bytes) -> None: ...
+    def prepare_block(
+        self, height: int, time_ms: int, proposer: bytes, txs: list[bytes], last_commit: codec.Value
+    ) -> bytes: ...
+    def validate_block(self, block_bytes: bytes) -> None: ...
+    def commit_block(self, block_bytes: bytes, commit: codec.Value) -> bytes: ...
+    def block(self, height: int) -> bytes | None: ...
+    def commit(self, height: int) -> codec.Value: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A built proposal and the candidates left out (with why)."""
+
+    block_bytes: bytes
+    dropped: list[tuple[bytes, TxRejected]]
+
+
+class App:
+    """The ledger application over one :class:`Store`.
+
+    Args:
+        store: the node's opened store.
+        evidence_verifier: consensus's double-sign checker; None refuses Evidence txs.
+    """
+
+    def __init__(self, store: Store, evidence_verifier: EvidenceVerifier | None = None) -> None:
+        self.store = store
+        self.evidence_verifier = evidence_verifier
+        self._validated: OrderedDict[bytes, dict[bytes, bytes | None]] = OrderedDict()
+
+    @property
+    def chain_id(self) -> str:
+        return self.store.genesis.chain_id
+
+    @property
+    def height(self) -> int:
+        return self.store.height
+
+    @property
+    def last_block_hash(self) -> bytes:
+        return self.store.last_block_hash
+
+    @property
+    def last_block_time_ms(self) -> int:
+        return self.store.last_time_ms
+
+    @property
+    def app_hash(self) -> bytes:
+        return self.store.app_hash
+
+    def validators(self) -> list[tuple[bytes, int]]:
+        """Validator set for height ``height + 1``, sorted by key."""
+        with self.store.state_reader() as base:
+            return state.validators(state.Overlay(base))
+
+    def block(self, height: int) -> bytes | None:
+        return self.store.block(height)
+
+    def commit(self, height: int) -> codec.Value:
+        return self.store.commit_at(height)
+
+    def _ctx(self, st: state.Overlay, height: int, time_ms: int, check_only: bool) -> Context:
+        return Context(st, self.chain_id, height, time_ms, check_only, self.evidence_verifier)
+
+    # mempool ------------------------------------------------------------------------------
+
+    def check_tx(self, tx_bytes: bytes) -> None:
+        """Admission check against the committed state (docs/spec/ledger.md §4).
+
+        Raises:
+            TxRejected: the reason and a message.
+        """
+        self.admit_tx(tx_bytes)
+
+    def admit_tx(self, tx_bytes: bytes, expected_sequence: int | None = None) -> Tx:
+        """:meth:`check_tx` that returns the decoded tx; the mempool passes the sequence it
+        expects after the signer's pending txs."""
+        with self.store.state_reader() as base:
+            ctx = self._ctx(state.Overlay(base), self.height + 1, self.last_block_time_ms, True)
+            tx, _, _ = admit(ctx, tx_bytes, expected_sequence)
+        return tx
+
+    def sequence(self, account: bytes) -> int:
+        """The next sequence number ``account`` must use, in the committed state."""
+        with self.store.state_reader() as base:
+            return state.Overlay(base).get_int(state.k_seq(account))
+
+    # proposals ----------------------------------------------------------------------------
+
+    def prepare(
+        self, height: int, time_ms: int, proposer: bytes, txs: list[bytes], last_commit: codec.Value
+    ) -> Prepared:
+        """Build the proposal for ``height`` from candidate txs (see :meth:`prepare_block`)."""
+        self._check_next(height, time_ms)
+        budget = blk.MAX_BLOCK_BYTES - 4096  # header, commit and framing stay well below this
+        with self.store.state_reader() as base:
+            overlay = state.Overlay(base)
+            ctx = self._ctx(overlay, height, time_ms, False)
+            kept, dropped = select_txs(ctx, _fit(txs, budget))
+        header = blk.Header(
+            blk.BLOCK_VERSION,
+            self.chain_id,
+            height,
+            time_ms,
+            self.last_block_hash,
+            blk.txs_hash(kept),
+            self.app_hash,
+            proposer,
+            blk.validators_hash(self.validators()),
+            blk.commit_hash(last_commit),
+        )
+        block = blk.Block(header, tuple(kept), last_commit)
+        self._remember(block.hash, overlay.writes)
+        return Prepared(block.encode(), dropped)
+
+    def prepare_block(
+        self, height: int, time_ms: int, proposer: bytes, txs: list[bytes], last_commit: codec.Value
+    ) -> bytes:
+        """Canonical block bytes for ``height`` holding the candidates that execute, in order.
+
+        Raises:
+            BlockInvalid: ``height`` is not the next one or ``time_ms`` does not advance.
+        """
+        return self.prepare(height, time_ms, proposer, txs, last_commit).block_bytes
+
+    def validate_block(self, block_bytes: bytes) -> None:
+        """Full check of a proposal (docs/spec/ledger.md §1).
+
+        Raises:
+            BlockInvalid: naming the first broken rule.
+        """
+        self._validate(block_bytes)
+
+    def _validate(self, block_bytes: bytes) -> blk.Block:
+        block = blk.decode(block_bytes)
+        if block.hash in self._validated:
+            return block
+        h = block.header
+        self._check_next(h.height, h.time_ms)
+        expected = {
+            "chain_id": self.chain_id,
+            "prev_block_hash": self.last_block_hash,
+            "app_hash": self.app_hash,
+            "validators_hash": blk.validators_hash(self.validators()),
+        }
+        for name, value in expected.items():
+            if getattr(h, name) != value:
+                raise BlockInvalid(f"block {h.height}: header.{name} does not match the chain")
+        if all(pk != h.proposer for pk, _ in self.validators()):
+            raise BlockInvalid(f"block {h.height}: proposer is not a validator")
+        with self.store.state_reader() as base:
+            overlay = state.Overlay(base)
+            try:
+                execute_block(self._ctx(overlay, h.height, h.time_ms, False), block.txs)
+            except TxRejected as exc:
+                raise BlockInvalid(f"block {h.height}: {exc}") from exc
+        self._remember(block.hash, overlay.writes)
+        return block
+
+    def _check_next(self, height: int, time_ms: int) -> None:
+        if height != self.height + 1:
+            raise BlockInvalid(f"height {height} is not the next height {self.height + 1}")
+        if time_ms <= self.last_block_time_ms:
+            raise BlockInvalid(
+                f"block time {time_ms} ms does not advance past {self.last_block_time_ms} ms"
+            )
+
+    def _remember(self, block_hash: bytes, writes: dict[bytes, bytes | None]) -> None:
+        self._validated[block_hash] = writes
+        while len(self._validated) > _CACHE_BLOCKS:
+            self._validated.popitem(last=False)
+
+    # commit -------------------------------------------------------------------------------
+
+    def commit_block(self, block_bytes: bytes, commit: codec.Value) -> bytes:
+        """Apply and durably store a decided block; returns the new app hash.
+
+        Raises:
+            BlockInvalid: the block does not extend the chain or a tx fails.
+            StoreError: the disk write failed (stop the process; nothing was stored).
+        """
+        block = self._validate(block_bytes)
+        writes = self._validated[block.hash]
+        app_hash = self.store.commit(block, block_bytes, commit, writes)
+        self._validated.clear()
+        return app_hash
+
+
+def _fit(txs: list[bytes], budget: int) -> list[bytes]:
+    """The longest prefix within the byte budget and the tx count limit."""
+    out, used = [], 0
+    for raw in txs[: blk.MAX_BLOCK_TXS]:
+        used += len(raw) + 3
+        if used > budget:
+            break
+        out.append(raw)
+    return out

@@ -1,0 +1,103 @@
+"""Deterministic execution of txs and blocks on a state overlay.
+
+Spec: docs/spec/ledger.md §2, §4. Check order (the first failure is the reason reported):
+size → envelope → chain id → kind → signature → body → sequence → kind rules. A tx executes in a
+child overlay, so a failure leaves no trace; a block may hold only txs that execute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from ledger import state
+from ledger.errors import Reason, TxRejected
+from ledger.registry import Context, TxKind, lookup
+from ledger.tx import Tx, decode
+
+
+def admit(
+    ctx: Context, raw: bytes, expected_sequence: int | None = None
+) -> tuple[Tx, TxKind[Any], Any]:
+    """Every check except applying: decode, authenticate and validate ``raw``.
+
+    Args:
+        ctx: execution context (``ctx.check_only`` for mempool admission).
+        raw: envelope bytes.
+        expected_sequence: the sequence the signer must use (mempool: committed + pending);
+            default: the signer's next sequence in ``ctx.state``.
+
+    Raises:
+        TxRejected: the first rule broken.
+    """
+    tx = decode(raw)
+    if tx.chain_id != ctx.chain_id:
+        raise TxRejected(
+            Reason.WRONG_CHAIN, f"tx for chain {tx.chain_id!r}, this is {ctx.chain_id!r}"
+        )
+    handler = lookup(tx.kind)
+    tx.verify_signature()
+    body = handler.decode_body(tx.body)
+    expected = (
+        ctx.state.get_int(state.k_seq(tx.signer))
+        if expected_sequence is None
+        else expected_sequence
+    )
+    if tx.sequence < expected:
+        raise TxRejected(Reason.STALE_SEQUENCE, f"sequence {tx.sequence}, next is {expected}")
+    if tx.sequence > expected:
+        raise TxRejected(Reason.FUTURE_SEQUENCE, f"sequence {tx.sequence}, next is {expected}")
+    handler.validate(ctx, tx, body)
+    return tx, handler, body
+
+
+def execute_tx(ctx: Context, raw: bytes) -> Tx:
+    """Admit and apply ``raw``; its writes land in ``ctx.state`` only if it succeeds.
+
+    Raises:
+        TxRejected: the tx does not execute (``ctx.state`` unchanged).
+    """
+    child = ctx.state.child()
+    cctx = dataclasses.replace(ctx, state=child)
+    tx, handler, body = admit(cctx, raw)
+    handler.apply(cctx, tx, body)
+    child.put_value(state.k_seq(tx.signer), tx.sequence + 1)
+    ctx.state.merge(child)
+    return tx
+
+
+def execute_block(ctx: Context, txs: Sequence[bytes]) -> list[Tx]:
+    """Execute every tx in order.
+
+    Raises:
+        TxRejected: the first tx that fails, with its index in the message.
+    """
+    done = []
+    for index, raw in enumerate(txs):
+        try:
+            done.append(execute_tx(ctx, raw))
+        except TxRejected as exc:
+            raise TxRejected(exc.reason, f"tx {index}: {exc.message}") from exc
+    return done
+
+
+def select_txs(
+    ctx: Context, candidates: Sequence[bytes]
+) -> tuple[list[bytes], list[tuple[bytes, TxRejected]]]:
+    """Proposer's filter: keep the candidates that execute in order.
+
+    Returns:
+        (kept txs, [(dropped tx, its rejection)]). Dropped txs whose reason is in
+        ``TIME_REASONS`` may succeed in a later block; the mempool keeps those.
+    """
+    kept: list[bytes] = []
+    dropped: list[tuple[bytes, TxRejected]] = []
+    for raw in candidates:
+        try:
+            execute_tx(ctx, raw)
+        except TxRejected as exc:
+            dropped.append((raw, exc))
+        else:
+            kept.append(raw)
+    return kept, dropped

@@ -1,0 +1,190 @@
+"""Genesis: the chain's first state, canonical and hashable.
+
+Spec: docs/spec/ledger.md §5.1. A genesis document is written as JSON for humans (keys as hex)
+and committed to as the canonical MessagePack map of :meth:`Genesis.to_value`; its SHA-256 is the
+genesis hash, which block 1 links to as ``prev_block_hash``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledger import codec, keys, state
+from ledger.errors import LedgerError
+
+DEFAULT_CLOCK_SKEW_MS = 60_000
+"""How far a measured slot's end may lie after the block time [ms] (node clocks differ)."""
+
+
+class GenesisError(LedgerError):
+    """A genesis document that is malformed or inconsistent (names the field)."""
+
+
+@dataclass(frozen=True)
+class Period:
+    """A market period (seed 000 §4.4 MP: TsStart, TsEnd, parameters)."""
+
+    period_id: str
+    start_ms: int
+    end_ms: int
+    params: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Genesis:
+    """The chain's constitution.
+
+    Attributes:
+        chain_id: the chain's name (no '/').
+        genesis_time_ms: block time of height 0 [ms since epoch, UTC].
+        validators: (public key, voting power) pairs.
+        admins: admin (community operator) public keys.
+        governance_keys: keys whose k-of-n approvals pass governance proposals.
+        governance_threshold: k.
+        meters: allowed meters, meter id → owner account public key.
+        periods: initial market periods.
+        clock_skew_ms: see :data:`DEFAULT_CLOCK_SKEW_MS`.
+        settle_grace_ms: how long after a period's end SolveMarkets must wait [ms].
+        privacy: privacy mode; only "open" (meter ids visible to prosumers) exists now.
+    """
+
+    chain_id: str
+    genesis_time_ms: int
+    validators: tuple[tuple[bytes, int], ...]
+    admins: tuple[bytes, ...]
+    governance_keys: tuple[bytes, ...]
+    governance_threshold: int
+    meters: dict[str, bytes] = field(default_factory=dict)
+    periods: tuple[Period, ...] = ()
+    clock_skew_ms: int = DEFAULT_CLOCK_SKEW_MS
+    settle_grace_ms: int = 0
+    privacy: str = "open"
+
+    def __post_init__(self) -> None:
+        _require(bool(self.chain_id) and "/" not in self.chain_id, "chain_id", self.chain_id)
+        _require(len(self.chain_id) <= 64, "chain_id", self.chain_id)
+        _require(self.genesis_time_ms >= 0, "genesis_time_ms", self.genesis_time_ms)
+        _require(len(self.validators) >= 1, "validators", "at least one")
+        for pk, power in self.validators:
+            _require(len(pk) == keys.PUBLIC_KEY_BYTES and power > 0, "validators", pk.hex())
+        _require(len({pk for pk, _ in self.validators}) == len(self.validators), "validators", "")
+        _require(len(self.admins) >= 1, "admins", "at least one")
+        n = len(self.governance_keys)
+        _require(1 <= self.governance_threshold <= max(n, 1), "governance_threshold", n)
+        _require(self.privacy == "open", "privacy", self.privacy)
+        _require(self.clock_skew_ms >= 0, "clock_skew_ms", self.clock_skew_ms)
+        _require(self.settle_grace_ms >= 0, "settle_grace_ms", self.settle_grace_ms)
+
+    def to_value(self) -> dict[str, codec.Value]:
+        """Canonical value (the hashed form)."""
+        return {
+            "chain_id": self.chain_id,
+            "genesis_time_ms": self.genesis_time_ms,
+            "validators": [[pk, p] for pk, p in sorted(self.validators)],
+            "admins": sorted(self.admins),
+            "governance": {
+                "keys": sorted(self.governance_keys),
+                "threshold": self.governance_threshold,
+            },
+            "meters": dict(self.meters),
+            "periods": [[p.period_id, p.start_ms, p.end_ms, p.params] for p in self.periods],
+            "chain": self.chain_params(),
+        }
+
+    def chain_params(self) -> dict[str, codec.Value]:
+        return {
+            "clock_skew_ms": self.clock_skew_ms,
+            "settle_grace_ms": self.settle_grace_ms,
+            "privacy": self.privacy,
+        }
+
+    def encode(self) -> bytes:
+        return codec.encode(self.to_value())
+
+    @property
+    def hash(self) -> bytes:
+        """SHA-256 of :meth:`encode` — the genesis hash."""
+        return keys.sha256(self.encode())
+
+    @classmethod
+    def decode(cls, data: bytes) -> Genesis:
+        """Inverse of :meth:`encode` (raises GenesisError)."""
+        try:
+            value = codec.decode(data)
+            return cls.from_value(value)
+        except (LedgerError, KeyError, TypeError, ValueError) as exc:
+            raise GenesisError(f"stored genesis: {exc}") from exc
+
+    @classmethod
+    def from_value(cls, v: dict[str, Any]) -> Genesis:
+        chain = v["chain"]
+        return cls(
+            chain_id=v["chain_id"],
+            genesis_time_ms=v["genesis_time_ms"],
+            validators=tuple((bytes(pk), int(p)) for pk, p in v["validators"]),
+            admins=tuple(bytes(a) for a in v["admins"]),
+            governance_keys=tuple(bytes(k) for k in v["governance"]["keys"]),
+            governance_threshold=int(v["governance"]["threshold"]),
+            meters={str(m): bytes(pk) for m, pk in v["meters"].items()},
+            periods=tuple(Period(p[0], p[1], p[2], dict(p[3])) for p in v["periods"]),
+            clock_skew_ms=int(chain["clock_skew_ms"]),
+            settle_grace_ms=int(chain["settle_grace_ms"]),
+            privacy=str(chain["privacy"]),
+        )
+
+    def to_json(self) -> str:
+        """Human-editable JSON (public keys as hex)."""
+        return json.dumps(_hexify(self.to_value()), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Genesis:
+        """Parse :meth:`to_json` output (raises GenesisError naming the field)."""
+        try:
+            v = json.loads(text)
+            v["validators"] = [[bytes.fromhex(pk), p] for pk, p in v["validators"]]
+            v["admins"] = [bytes.fromhex(a) for a in v["admins"]]
+            v["governance"]["keys"] = [bytes.fromhex(k) for k in v["governance"]["keys"]]
+            v["meters"] = {m: bytes.fromhex(pk) for m, pk in v["meters"].items()}
+            return cls.from_value(v)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise GenesisError(f"genesis JSON: {type(exc).__name__}: {exc}") from exc
+
+    def initial_state(self) -> dict[bytes, bytes]:
+        """The state at height 0 as key → canonical value bytes (docs/spec/ledger.md §5)."""
+        st = state.Overlay(state.MemoryState())
+        st.put_value(state.K_CHAIN, self.chain_params())
+        st.put_value(state.K_ADMINS, sorted(self.admins))
+        st.put_value(
+            state.K_GOVERNANCE,
+            {"keys": sorted(self.governance_keys), "threshold": self.governance_threshold},
+        )
+        st.put_value(state.K_VALIDATORS, [[pk, p] for pk, p in sorted(self.validators)])
+        for meter_id, owner in self.meters.items():
+            st.put_value(state.k_meter(meter_id), owner)
+            st.put_value(state.k_owned(owner, meter_id), True)
+        for p in self.periods:
+            st.put_value(state.k_period(p.period_id), period_record(p.start_ms, p.end_ms, p.params))
+            st.put_value(state.k_period_start(p.start_ms), p.period_id)
+        return {k: v for k, v in st.writes.items() if v is not None}
+
+
+def period_record(start_ms: int, end_ms: int, params: dict[str, str]) -> dict[str, codec.Value]:
+    """The stored form of a market period (solved flips once, at SolveMarkets)."""
+    return {"start_ms": start_ms, "end_ms": end_ms, "params": params, "solved": False}
+
+
+def _require(ok: bool, name: str, detail: object) -> None:
+    if not ok:
+        raise GenesisError(f"genesis field {name!r} is invalid ({detail})")
+
+
+def _hexify(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.hex()
+    if isinstance(v, list):
+        return [_hexify(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _hexify(x) for k, x in v.items()}
+    return v

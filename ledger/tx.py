@@ -1,0 +1,114 @@
+"""Signed transaction envelopes: encode, decode, sign, verify.
+
+Spec: docs/spec/codec.md §Transactions. An envelope is the canonical array
+``[chain_id, signer, sequence, kind, body, signature]``; the signature covers
+``keys.sign_bytes(chain_id, "tx", encode([kind, sequence, signer, body]))``. The tx hash is the
+SHA-256 of the exact envelope bytes as received.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ledger import codec, keys
+from ledger.errors import CodecError, Reason, SignatureError, TxRejected
+
+MAX_TX_BYTES = 4096
+"""Upper bound on one envelope [bytes], checked before any decoding."""
+
+KIND_RE = re.compile(r"^[A-Z][A-Za-z0-9]{0,31}$")
+"""Tx kind names: CamelCase identifiers (they never contain the sign-bytes separator ``/``)."""
+
+_MAX_SEQUENCE = (1 << 63) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Tx:
+    """A decoded, not yet verified envelope.
+
+    Attributes:
+        chain_id: the chain the signer meant.
+        signer: the signer's 32-byte ed25519 public key (its account id).
+        sequence: the signer's per-account sequence number (replay protection).
+        kind: the registered tx kind name (docs/spec/ledger.md §3).
+        body: the kind's canonical body value.
+        signature: 64-byte ed25519 signature.
+        raw: the exact envelope bytes.
+        hash: sha256(raw) [32 bytes].
+    """
+
+    chain_id: str
+    signer: bytes
+    sequence: int
+    kind: str
+    body: codec.Value
+    signature: bytes
+    raw: bytes
+    hash: bytes
+
+    def verify_signature(self) -> None:
+        """Check the envelope's signature.
+
+        Raises:
+            TxRejected: ``bad_signature``.
+        """
+        try:
+            keys.verify(self.signer, self.chain_id, "tx", signed_payload(self), self.signature)
+        except SignatureError as exc:
+            raise TxRejected(Reason.BAD_SIGNATURE, f"{self.kind} tx: {exc}") from exc
+
+
+def signed_payload(tx: Tx) -> bytes:
+    """The canonical bytes under the signature (before domain separation)."""
+    return codec.encode([tx.kind, tx.sequence, tx.signer, tx.body])
+
+
+def make(key: keys.SigningKey, chain_id: str, sequence: int, kind: str, body: codec.Value) -> bytes:
+    """Build and sign an envelope; returns its canonical bytes.
+
+    Raises:
+        TxRejected: the result would be malformed or exceed :data:`MAX_TX_BYTES`.
+    """
+    signer = key.public_key
+    payload = codec.encode([kind, sequence, signer, body])
+    signature = key.sign(chain_id, "tx", payload)
+    raw = codec.encode([chain_id, signer, sequence, kind, body, signature])
+    decode(raw)  # the same checks a receiver makes, so we never emit what peers refuse
+    return raw
+
+
+def decode(raw: bytes) -> Tx:
+    """Decode an envelope (structure only; the signature is checked by :meth:`Tx.verify_signature`).
+
+    Raises:
+        TxRejected: ``oversized`` beyond :data:`MAX_TX_BYTES`, ``malformed`` for anything that is
+            not one canonical envelope.
+    """
+    if not isinstance(raw, bytes):
+        raise TxRejected(Reason.MALFORMED, f"tx must be bytes, got {type(raw).__name__}")
+    if len(raw) > MAX_TX_BYTES:
+        raise TxRejected(Reason.OVERSIZED, f"tx of {len(raw)} bytes exceeds {MAX_TX_BYTES}")
+    try:
+        value = codec.decode(raw, max_bytes=MAX_TX_BYTES)
+    except CodecError as exc:
+        raise TxRejected(Reason.MALFORMED, f"tx envelope: {exc}") from exc
+    if not isinstance(value, list) or len(value) != 6:
+        raise TxRejected(Reason.MALFORMED, "tx envelope must be an array of 6 fields")
+    chain_id, signer, sequence, kind, body, signature = value
+    _check(isinstance(chain_id, str) and 0 < len(chain_id) <= 64, "chain_id")
+    _check(isinstance(signer, bytes) and len(signer) == keys.PUBLIC_KEY_BYTES, "signer")
+    _check(
+        isinstance(sequence, int)
+        and not isinstance(sequence, bool)
+        and 0 <= sequence <= _MAX_SEQUENCE,
+        "sequence",
+    )
+    _check(isinstance(kind, str) and KIND_RE.match(kind) is not None, "kind")
+    _check(isinstance(signature, bytes) and len(signature) == keys.SIGNATURE_BYTES, "signature")
+    return Tx(chain_id, signer, sequence, kind, body, signature, raw, keys.sha256(raw))
+
+
+def _check(ok: bool, field: str) -> None:
+    if not ok:
+        raise TxRejected(Reason.MALFORMED, f"tx envelope field {field!r} has a wrong type or size")
