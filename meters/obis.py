@@ -237,9 +237,7 @@ def _check_crc(raw: bytes, start: int, bang: int, crc_text: str, line: int) -> L
     return None
 
 
-def parse_readout(
-    data: bytes, *, tz: str = "Europe/Amsterdam", verify_crc: bool = True
-) -> Readout:
+def parse_readout(data: bytes, *, tz: str = "Europe/Amsterdam", verify_crc: bool = True) -> Readout:
     """Parse a readout or telegram; never raises on bad input.
 
     Args:
@@ -295,6 +293,16 @@ def parse_readout(
     if ident_pos is not None and not ended:
         errors.append(LineError(None, "telegram truncated: no '!' end line"))
     return _derive(Readout(ident, tuple(registers), tuple(errors), checksum), tz)
+
+
+def build_readout(
+    registers: list[Register],
+    identification: Identification | None = None,
+    *,
+    tz: str = "Europe/Amsterdam",
+) -> Readout:
+    """A readout from registers read one by one (IEC 62056-21 R2 answers)."""
+    return _derive(Readout(identification, tuple(registers)), tz)
 
 
 def _add_line(text: str, number: int, registers: list[Register], errors: list[LineError]) -> None:
