@@ -67,6 +67,16 @@ class Reason(StrEnum):
     EVIDENCE_UNSUPPORTED = "evidence_unsupported"
     BAD_EVIDENCE = "bad_evidence"
     DUPLICATE_EVIDENCE = "duplicate_evidence"
+    # market windows and forward schedules (ledger/apps/windows.py, ledger/apps/schedules.py)
+    MARKET_NOT_CONFIGURED = "market_not_configured"
+    WINDOW_NOT_OPEN = "window_not_open"
+    WINDOW_CLOSED = "window_closed"
+    DUPLICATE_REQUEST = "duplicate_request"
+    UNKNOWN_WINDOW = "unknown_window"
+    NO_ASSET = "no_asset"
+    SCHEDULE_REFUSED = "schedule_refused"
+    GATE_CLOSED = "gate_closed"
+    UNKNOWN_DAY = "unknown_day"
     DUPLICATE_TX = "duplicate_tx"
     MEMPOOL_FULL = "mempool_full"
 
