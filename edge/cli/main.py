@@ -9,7 +9,12 @@ from collections.abc import Sequence
 
 # Each module exposes ``register(subparsers)``; the parser it adds sets ``func`` to a callable
 # taking the parsed namespace and returning the process exit status.
-COMMAND_MODULES: tuple[str, ...] = ("edge.cli.settle", "edge.cli.window", "edge.cli.schedule")
+COMMAND_MODULES: tuple[str, ...] = (
+    "edge.cli.settle",
+    "edge.cli.window",
+    "edge.cli.schedule",
+    "edge.cli.ledger",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,109 @@
+"""``lemctl ledger verify|show``: inspect a node's ledger store (running or stopped).
+
+Spec: docs/spec/ledger.md §10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ledger import block as blk
+from ledger.errors import LedgerError
+from ledger.registry import EvidenceVerifier
+from ledger.store import Store
+from ledger.verify import verify_store
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("ledger", help="inspect and verify the ledger store")
+    sub = parser.add_subparsers(dest="ledger_command", required=True, metavar="SUBCOMMAND")
+    verify = sub.add_parser("verify", help="replay the chain from genesis and check every hash")
+    verify.add_argument("--data-dir", type=Path, required=True, help="the ledger store directory")
+    verify.add_argument("--json", action="store_true", help="print JSON")
+    verify.set_defaults(func=_verify)
+    show = sub.add_parser("show", help="print a block's height, hash, app hash, time, tx count")
+    show.add_argument("--data-dir", type=Path, required=True, help="the ledger store directory")
+    show.add_argument("--height", type=int, help="block height (default: the last one)")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(func=_show)
+
+
+def _open(path: Path) -> Store:
+    if not (path / "data.mdb").exists():
+        raise LedgerError(f"{path}: no ledger store here (data.mdb missing)")
+    return Store(path, readonly=True)
+
+
+def _evidence_verifier() -> EvidenceVerifier | None:
+    """Consensus's double-sign checker, when that package provides one."""
+    try:
+        module = importlib.import_module("ledger.consensus.evidence")
+    except ImportError:
+        return None
+    verifier: EvidenceVerifier | None = getattr(module, "verify_evidence", None)
+    return verifier
+
+
+def _verify(args: argparse.Namespace) -> int:
+    try:
+        store = _open(args.data_dir)
+    except LedgerError as exc:
+        print(f"lemctl ledger verify: {exc}", file=sys.stderr)
+        return 2
+    try:
+        report = verify_store(store, _evidence_verifier())
+    finally:
+        store.close()
+    if args.json:
+        out = {"ok": report.ok, "height": report.height, "verified_height": report.verified_height}
+        print(json.dumps({**out, "problems": report.problems}))
+    elif report.ok:
+        print(f"ok: {report.height} blocks verified by replay from genesis")
+    else:
+        print("\n".join(report.problems))
+    return 0 if report.ok else 1
+
+
+def _show(args: argparse.Namespace) -> int:
+    try:
+        store = _open(args.data_dir)
+        try:
+            info = _block_info(store, store.height if args.height is None else args.height)
+        finally:
+            store.close()
+    except LedgerError as exc:
+        print(f"lemctl ledger show: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(info))
+    else:
+        for k, v in info.items():
+            print(f"{k}: {v}")
+    return 0
+
+
+def _block_info(store: Store, height: int) -> dict[str, Any]:
+    if not 0 <= height <= store.height:
+        raise LedgerError(f"height {height} is not in 0..{store.height}")
+    app_hash = store.app_hash_at(height) or b""
+    if height == 0:
+        block_hash, time_ms, n_txs = store.genesis.hash, store.genesis.genesis_time_ms, 0
+    else:
+        block = blk.decode(store.block(height) or b"")
+        block_hash, time_ms, n_txs = block.hash, block.header.time_ms, len(block.txs)
+    when = dt.datetime.fromtimestamp(time_ms / 1000, tz=dt.UTC).isoformat()
+    return {
+        "chain_id": store.genesis.chain_id,
+        "height": height,
+        "hash": block_hash.hex(),
+        "app_hash": app_hash.hex(),
+        "time_ms": time_ms,
+        "time": when,
+        "n_txs": n_txs,
+    }
