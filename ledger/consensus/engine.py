@@ -1,0 +1,406 @@
+"""The consensus engine: drives :class:`HeightState` from messages, timers and the application.
+
+Spec: docs/spec/consensus.md §Engine. Single-threaded and synchronous: the owner calls
+:meth:`Engine.receive` for every transport message and the clock calls back timers; the engine
+sends through the ``send`` callable. This keeps it deterministic under a virtual clock; the
+asyncio node (ledger/node.py) feeds it from one bounded queue.
+
+Order of effects for an own message (it never double-signs, also across crashes): sign-state
+persists → WAL records → publish → the core counts it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ledger.consensus import wire
+from ledger.consensus.app import ConsensusApp
+from ledger.consensus.clock import Clock, TimerHandle
+from ledger.consensus.commit import block_time_ms
+from ledger.consensus.core import (
+    Action,
+    DecideAction,
+    EquivocationAction,
+    HeightState,
+    ProposeAction,
+    TimeoutAction,
+    TimeoutConfig,
+    VoteAction,
+)
+from ledger.consensus.crash import NO_CRASH, PERSISTED_NOT_SENT, CrashPoints
+from ledger.consensus.errors import DoubleSignError, MessageError, StoreError
+from ledger.consensus.evidence import Evidence
+from ledger.consensus.messages import Commit, Proposal, Step, Vote
+from ledger.consensus.privval import SignState
+from ledger.consensus.sync import BlockFollower
+from ledger.consensus.validators import ValidatorSet
+from ledger.consensus.wal import ConsensusStore
+from ledger.keys import SigningKey, sha256
+
+Send = Callable[[str, bytes, str | None], None]
+"""``send(channel, payload, to)``: publish on a transport channel (``to`` None: broadcast)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Engine parameters (docs/spec/consensus.md §Parameters).
+
+    Attributes:
+        chain_id: the chain this node belongs to.
+        timeouts: per-step timeouts [ms].
+        heartbeat_ms: an empty block is made after this long without transactions [ms].
+        republish_ms: period of re-publishing own votes and the latest commit while a height
+            is undecided [ms].
+        sync_retry_ms: minimum spacing of block-sync requests [ms].
+        sync_batch: blocks answered per sync request.
+        future_heights: consensus messages up to this many heights ahead are buffered.
+        future_buffer: bound on buffered future-height messages (older ones win).
+        dedup_size: payload hashes remembered to drop duplicates.
+    """
+
+    chain_id: str
+    timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
+    heartbeat_ms: int = 60_000
+    republish_ms: int = 2_000
+    sync_retry_ms: int = 2_000
+    sync_batch: int = 16
+    future_heights: int = 2
+    future_buffer: int = 1024
+    dedup_size: int = 8192
+
+
+class Engine(BlockFollower):
+    """One node's consensus: a validator when its key is in the height's set, else a follower.
+
+    Args:
+        config: parameters.
+        app: the application port.
+        clock: time source and timer scheduler.
+        send: publishes a payload on a channel.
+        store: the consensus store (WAL, validator sets, seen commits).
+        key: this node's signing key (None: a member that never signs).
+        sign_state: the sign-state guarding ``key`` (required with a key).
+        crash: injected crash points (tests).
+    """
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        app: ConsensusApp,
+        clock: Clock,
+        send: Send,
+        store: ConsensusStore,
+        *,
+        key: SigningKey | None = None,
+        sign_state: SignState | None = None,
+        crash: CrashPoints = NO_CRASH,
+    ) -> None:
+        if key is not None and sign_state is None:
+            raise StoreError("a signing key needs a sign-state")
+        super().__init__(config, app, clock, send, store, crash)
+        self.key = key
+        self._sign_state = sign_state
+        self._crash = crash
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._future: dict[int, list[bytes]] = {}
+        self._future_count = 0
+        self._own: dict[tuple[int, int, int], bytes] = {}
+        self._reported: set[bytes] = set()
+        self._replaying = False
+        self._republish_timer: TimerHandle | None = None
+        self.core = self._new_core()
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @property
+    def is_validator(self) -> bool:
+        """Whether this node votes at the current height."""
+        return self.key is not None and self.key.public_key in self.valset
+
+    def start(self) -> None:
+        """Resume the current height from the WAL, then run timers."""
+        self._replay()
+        self._arm_height()
+        self._republish_timer = self._clock.call_later(self._config.republish_ms, self._republish)
+
+    def stop(self) -> None:
+        """Stop reacting (pending timers become no-ops; the owner closes stores)."""
+        if self._republish_timer is not None:
+            self._republish_timer.cancel()
+        self.stopped = True
+
+    def notify_tx(self) -> None:
+        """The mempool admitted a transaction: start the height if it waits."""
+        if self.is_validator and not self.core.started and not self.stopped:
+            self._start_height()
+
+    # ----------------------------------------------------------------- input
+
+    def receive(self, channel: str, sender: str, payload: bytes) -> None:
+        """Handle one transport message (any channel but ``tx``)."""
+        if self.stopped:
+            return
+        digest = sha256(payload)
+        if digest in self._seen:
+            self.stats["duplicate"] += 1
+            return
+        self._seen[digest] = None
+        if len(self._seen) > self._config.dedup_size:
+            self._seen.popitem(last=False)
+        try:
+            msg = wire.decode(self._config.chain_id, payload)
+        except MessageError as exc:
+            self.stats[exc.reason] += 1
+            return
+        if isinstance(msg, Vote | Proposal):
+            if channel == "consensus":
+                self._on_consensus(msg, payload)
+        elif isinstance(msg, wire.BlockAnnouncement):
+            self.on_block(msg)
+        else:
+            self.answer_sync(msg.from_height, sender)
+
+    def _on_consensus(self, msg: Vote | Proposal, payload: bytes) -> None:
+        if not self.is_validator:
+            self.stats["not_validating"] += 1
+            return
+        if msg.height < self.height:
+            self.stats["old_height"] += 1
+            return
+        if msg.height > self.height:
+            self._buffer_future(msg.height, payload)
+            self.request_sync()
+            return
+        signer = msg.validator if isinstance(msg, Vote) else msg.proposer
+        if signer not in self.valset:
+            self.stats["not_validator"] += 1
+            return
+        try:
+            msg.verify(self._config.chain_id)
+        except MessageError as exc:
+            self.stats[exc.reason] += 1
+            return
+        if not self._replaying:
+            own = self.key is not None and signer == self.key.public_key
+            self.store.wal_append(self.height, ["msg", payload], sync=own)
+        self._feed(msg)
+
+    def _feed(self, msg: Vote | Proposal) -> None:
+        if isinstance(msg, Vote):
+            actions = self.core.on_vote(msg)
+        else:
+            actions = self.core.on_proposal(msg)
+            if not self.core.started and self.core.proposals(msg.round):
+                # A valid proposer is proposing: someone has transactions; take part.
+                actions += self._start_actions()
+        self._perform(actions)
+
+    def _buffer_future(self, height: int, payload: bytes) -> None:
+        if height > self.height + self._config.future_heights:
+            self.stats["far_future"] += 1
+            return
+        if self._future_count >= self._config.future_buffer:
+            self.stats["future_buffer_full"] += 1
+            return
+        self._future.setdefault(height, []).append(payload)
+        self._future_count += 1
+
+    # ----------------------------------------------------------------- actions
+
+    def _perform(self, actions: list[Action]) -> None:
+        queue = list(actions)
+        while queue:
+            action = queue.pop(0)
+            if isinstance(action, VoteAction | ProposeAction):
+                queue.extend(self._sign_and_send(action))
+            elif isinstance(action, TimeoutAction):
+                self._arm_timeout(action)
+            elif isinstance(action, EquivocationAction):
+                self._report(Evidence(action.first, action.second))
+            elif isinstance(action, DecideAction):
+                self._decide(action)
+                return  # the height changed: leftover actions belong to the old core
+
+    def _sign_and_send(self, action: VoteAction | ProposeAction) -> list[Action]:
+        hrs = (self.height, action.round, int(_step_of(action)))
+        payload = self._own.get(hrs)
+        if payload is None:
+            try:
+                msg = self._sign(action)
+            except DoubleSignError:
+                self.stats["sign_refused"] += 1
+                return []
+            payload = self._encode(msg)
+            self._own[hrs] = payload
+            self.store.wal_append(self.height, ["msg", payload], sync=True)
+            self._crash.hit(PERSISTED_NOT_SENT)
+        self._send("consensus", payload, None)
+        self._seen[sha256(payload)] = None
+        sent = wire.decode(self._config.chain_id, payload)
+        if isinstance(sent, Vote):
+            return self.core.on_vote(sent)
+        assert isinstance(sent, Proposal)
+        return self.core.on_proposal(sent)
+
+    def _sign(self, action: VoteAction | ProposeAction) -> Vote | Proposal:
+        assert self.key is not None
+        assert self._sign_state is not None
+        now = max(self._clock.now_ms(), self.last_block_time_ms + 1)
+        me = self.key.public_key
+        if isinstance(action, VoteAction):
+            vote = Vote(action.step, self.height, action.round, action.block_hash, now, me)
+            return self._sign_state.sign_vote(self.key, self._config.chain_id, vote)
+        proposal = Proposal(
+            self.height,
+            action.round,
+            action.pol_round,
+            sha256(action.block),
+            now,
+            me,
+            action.block,
+        )
+        return self._sign_state.sign_proposal(self.key, self._config.chain_id, proposal)
+
+    def _encode(self, msg: Vote | Proposal) -> bytes:
+        if isinstance(msg, Vote):
+            return wire.encode_vote(self._config.chain_id, msg)
+        return wire.encode_proposal(self._config.chain_id, msg)
+
+    def _arm_timeout(self, action: TimeoutAction) -> None:
+        height = self.height
+
+        def fire() -> None:
+            if self.height != height or self.stopped:
+                return
+            self.store.wal_append(height, ["timeout", int(action.step), action.round], sync=True)
+            self._perform(self.core.on_timeout(action.step, action.round))
+
+        self._clock.call_later(action.delay_ms, fire)
+
+    def _report(self, evidence: Evidence) -> None:
+        self.stats["equivocation"] += 1
+        if evidence.key not in self._reported:
+            self._reported.add(evidence.key)
+            self.app.report_evidence(evidence)
+
+    def _decide(self, action: DecideAction) -> None:
+        self.apply_block(action.block, action.commit)
+        payload = wire.encode_block(self._config.chain_id, action.block, action.commit)
+        self._send("block", payload, None)
+
+    # ----------------------------------------------------------------- heights
+
+    def _new_core(self) -> HeightState:
+        me = self.key.public_key if self.key is not None else None
+        return HeightState(
+            self.height,
+            self.valset,
+            me,
+            self._config.timeouts,
+            lambda block: self.app.validate_block(self.height, block),
+            self._get_value,
+        )
+
+    def _get_value(self, round_: int) -> bytes:
+        del round_  # the block does not depend on the round
+        if self.last_commit is not None and self.prev_valset is not None:
+            time_ms = block_time_ms(self.last_commit, self.prev_valset)
+        else:
+            time_ms = self._clock.now_ms()
+        return self.app.prepare_block(self.height, self.last_commit, time_ms)
+
+    def entered_height(self) -> None:
+        """Called by the follower after a block is applied: fresh core, buffered messages."""
+        self.store.wal_prune(self.height)
+        self._own.clear()
+        self.core = self._new_core()
+        future, self._future = self._future, {}
+        self._future_count = 0
+        for height, payloads in sorted(future.items()):
+            if height == self.height:
+                for payload in payloads:
+                    self._seen.pop(sha256(payload), None)
+                    self.receive("consensus", "", payload)
+            elif height > self.height:
+                for payload in payloads:
+                    self._buffer_future(height, payload)
+        self._arm_height()
+
+    def _arm_height(self) -> None:
+        """Start now if there are transactions, else when the heartbeat is due."""
+        if not self.is_validator or self.core.started:
+            return
+        if self.app.pending_txs() > 0:
+            self._start_height()
+            return
+        height = self.height
+
+        def heartbeat() -> None:
+            if self.height == height and not self.core.started and not self.stopped:
+                self._start_height()
+
+        self._clock.call_later(self._config.heartbeat_ms, heartbeat)
+
+    def _start_height(self) -> None:
+        self._perform(self._start_actions())
+
+    def _start_actions(self) -> list[Action]:
+        if not self._replaying:
+            self.store.wal_append(self.height, ["start"], sync=True)
+        return self.core.start()
+
+    def _replay(self) -> None:
+        """Feed the WAL of the current height back into a fresh core (crash recovery)."""
+        records = self.store.wal_records(self.height)
+        for record in records:
+            # Own messages first: a replayed step re-sends what was signed, never re-signs.
+            if record[0] == "msg":
+                own = wire.decode(self._config.chain_id, record[1])
+                if not isinstance(own, Vote | Proposal) or self.key is None:
+                    continue
+                if _signer(own) == self.key.public_key:
+                    self._own[(own.height, own.round, int(_step_of_msg(own)))] = record[1]
+        self._replaying = True
+        try:
+            for record in records:
+                if record[0] == "start":
+                    self._perform(self.core.start())
+                elif record[0] == "timeout":
+                    self._perform(self.core.on_timeout(Step(record[1]), record[2]))
+                elif record[0] == "msg":
+                    msg = wire.decode(self._config.chain_id, record[1])
+                    if isinstance(msg, Vote | Proposal):
+                        self._on_consensus(msg, record[1])
+                self.stats["wal_replayed"] += 1
+        finally:
+            self._replaying = False
+
+    def _republish(self) -> None:
+        """Re-send own latest-round messages and the latest commit while the height is open."""
+        if self.stopped:
+            return
+        if self.is_validator and self.core.started and self.core.decision is None:
+            latest = max((hrs[1] for hrs in self._own), default=-1)
+            for hrs, payload in sorted(self._own.items()):
+                if hrs[1] == latest:
+                    self._send("consensus", payload, None)
+                    self.stats["republished"] += 1
+            self.announce_latest()
+        self._republish_timer = self._clock.call_later(self._config.republish_ms, self._republish)
+
+
+def _step_of(action: VoteAction | ProposeAction) -> Step:
+    return action.step if isinstance(action, VoteAction) else Step.PROPOSE
+
+
+def _step_of_msg(msg: Vote | Proposal) -> Step:
+    return msg.step if isinstance(msg, Vote) else Step.PROPOSE
+
+
+def _signer(msg: Vote | Proposal) -> bytes:
+    return msg.validator if isinstance(msg, Vote) else msg.proposer
+
+
+__all__ = ["Commit", "Engine", "EngineConfig", "Send", "ValidatorSet"]

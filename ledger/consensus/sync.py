@@ -1,0 +1,184 @@
+"""Following decided blocks: announcements, block sync, fork detection.
+
+Spec: docs/spec/consensus.md §Block sync and members. A node applies a block it did not decide
+itself only with a commit that :func:`verify_commit` accepts under the validator set of that
+height, and a block the application finds valid. Members (non-validators) advance only this
+way; validators use it to catch up after being away.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from ledger.consensus import wire
+from ledger.consensus.app import ConsensusApp
+from ledger.consensus.clock import Clock
+from ledger.consensus.commit import block_time_ms, verify_commit
+from ledger.consensus.crash import BLOCK_STORED, NO_CRASH, CrashPoints
+from ledger.consensus.errors import CommitError, ForkError, StoreError
+from ledger.consensus.messages import Commit
+from ledger.consensus.validators import ValidatorSet
+from ledger.consensus.wal import ConsensusStore
+from ledger.keys import sha256
+
+if TYPE_CHECKING:
+    from ledger.consensus.engine import EngineConfig, Send
+
+MAX_PENDING_BLOCKS = 64
+"""Out-of-order sync answers kept until their height comes up."""
+
+
+class BlockFollower:
+    """Height bookkeeping shared by validators and members; applies verified blocks."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        app: ConsensusApp,
+        clock: Clock,
+        send: Send,
+        store: ConsensusStore,
+        crash: CrashPoints = NO_CRASH,
+    ) -> None:
+        self._config = config
+        self.app = app
+        self._clock = clock
+        self._send = send
+        self.store = store
+        self._crash_follow = crash
+        self.stats: Counter[str] = Counter()
+        self.stopped = False
+        self._last_sync_ms = -(1 << 62)
+        self._pending_blocks: dict[int, wire.BlockAnnouncement] = {}
+        self.height = app.height() + 1
+        self.valset = self._load_valset()
+        self.prev_valset = store.load_valset(self.height - 1)
+        self.last_commit = store.load_commit(self.height - 1)
+        self.last_block: bytes | None = None
+        self.last_block_time_ms = 0
+        if self.last_commit is not None and self.prev_valset is not None:
+            self.last_block_time_ms = block_time_ms(self.last_commit, self.prev_valset)
+
+    def _load_valset(self) -> ValidatorSet:
+        stored = self.store.load_valset(self.height)
+        if stored is not None:
+            return stored
+        if self.height == 1:
+            vs = ValidatorSet.from_powers(self.app.validators())
+        else:
+            prev = self.store.load_valset(self.height - 1)
+            if prev is None:
+                raise StoreError(
+                    f"no validator set for height {self.height - 1}: the consensus store "
+                    "does not belong to this application state"
+                )
+            vs = prev.next_height(self.app.validators())
+        self.store.save_valset(self.height, vs)
+        return vs
+
+    def entered_height(self) -> None:
+        """Hook: the height advanced (the engine builds a new core)."""
+
+    # ----------------------------------------------------------------- applying
+
+    def apply_block(self, block: bytes, commit: Commit) -> None:
+        """Commit a decided block and advance to the next height."""
+        self.store.save_commit(commit)
+        self.app.commit_block(block, commit)
+        self._crash_follow.hit(BLOCK_STORED)
+        self.stats["blocks"] += 1
+        self.prev_valset, self.last_commit, self.last_block = self.valset, commit, block
+        self.last_block_time_ms = block_time_ms(commit, self.valset)
+        self.height += 1
+        self.valset = self.prev_valset.next_height(self.app.validators())
+        self.store.save_valset(self.height, self.valset)
+        self.entered_height()
+
+    def on_block(self, ann: wire.BlockAnnouncement) -> None:
+        """A decided block with its commit arrived (announcement or sync answer)."""
+        height = ann.commit.height
+        if height < self.height:
+            self._check_fork(ann)
+            return
+        if height > self.height:
+            if len(self._pending_blocks) < MAX_PENDING_BLOCKS:
+                self._pending_blocks.setdefault(height, ann)
+            self.request_sync()
+            return
+        if not self._apply_verified(ann):
+            return
+        while self.height in self._pending_blocks and not self.stopped:
+            if not self._apply_verified(self._pending_blocks.pop(self.height)):
+                break
+        self._pending_blocks = {h: a for h, a in self._pending_blocks.items() if h > self.height}
+
+    def _apply_verified(self, ann: wire.BlockAnnouncement) -> bool:
+        block_hash = sha256(ann.block)
+        try:
+            verify_commit(self._config.chain_id, self.valset, self.height, block_hash, ann.commit)
+        except CommitError:
+            self.stats["bad_commit"] += 1
+            return False
+        if not self.app.validate_block(self.height, ann.block):
+            # More than 1/3 signed an invalid block: refuse it (this node halts here).
+            self.stats["invalid_committed_block"] += 1
+            return False
+        self.stats["followed"] += 1
+        self.apply_block(ann.block, ann.commit)
+        return True
+
+    def _check_fork(self, ann: wire.BlockAnnouncement) -> None:
+        """Two valid commits for one height mean > 1/3 equivocated: stop, never diverge."""
+        height = ann.commit.height
+        mine = self.store.load_commit(height)
+        if mine is None or mine.block_hash == ann.commit.block_hash:
+            self.stats["old_block"] += 1
+            return
+        valset = self.store.load_valset(height)
+        if valset is None:
+            return
+        try:
+            verify_commit(self._config.chain_id, valset, height, sha256(ann.block), ann.commit)
+        except CommitError:
+            self.stats["bad_commit"] += 1
+            return
+        self.stopped = True
+        self.stats["fork_detected"] += 1
+        raise ForkError(height, (mine.block_hash, ann.commit.block_hash))
+
+    # ----------------------------------------------------------------- gossip
+
+    def announce_latest(self) -> None:
+        """Publish the last decided block with its commit (helps peers one height behind)."""
+        if self.last_commit is None:
+            return
+        if self.last_block is None:
+            self.last_block = self.app.block(self.height - 1)
+            if self.last_block is None:
+                return
+        payload = wire.encode_block(self._config.chain_id, self.last_block, self.last_commit)
+        self._send("block", payload, None)
+
+    def request_sync(self) -> None:
+        """Ask peers for blocks from this height on (at most once per ``sync_retry_ms``)."""
+        now = self._clock.now_ms()
+        if now - self._last_sync_ms < self._config.sync_retry_ms:
+            return
+        self._last_sync_ms = now
+        self.stats["sync_requests"] += 1
+        self._send("sync_req", wire.encode_sync_request(self._config.chain_id, self.height), None)
+
+    def answer_sync(self, from_height: int, requester: str) -> None:
+        """Send ``requester`` up to ``sync_batch`` decided blocks from ``from_height`` on."""
+        if not requester:
+            return
+        last = min(from_height + self._config.sync_batch, self.height)
+        for height in range(from_height, last):
+            block = self.app.block(height)
+            commit = self.store.load_commit(height)
+            if block is None or commit is None:
+                break
+            self.stats["sync_served"] += 1
+            payload = wire.encode_block(self._config.chain_id, block, commit)
+            self._send("sync_resp", payload, requester)

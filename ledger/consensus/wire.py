@@ -1,0 +1,91 @@
+"""Wire envelopes of consensus, block announcements and block sync.
+
+Spec: docs/spec/consensus.md §Wire. Every payload is the canonical encoding of an array whose
+first element names the kind and whose second is the chain id (so a message from another chain
+is dropped and counted before any signature check):
+
+- ``["vote", chain, body, sig]`` on channel ``consensus``
+- ``["proposal", chain, body, sig, block]`` on channel ``consensus``
+- ``["block", chain, block, commit]`` on ``block`` (a decided block and its commit) and on
+  ``sync_resp`` (answers to a sync request)
+- ``["sync_req", chain, from_height]`` on ``sync_req``
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ledger import codec
+from ledger.consensus.errors import MessageError
+from ledger.consensus.messages import MAX_BLOCK_BYTES, Commit, Proposal, Vote
+from ledger.errors import CodecError
+
+MAX_PAYLOAD_BYTES = MAX_BLOCK_BYTES + (64 << 10)
+"""Largest envelope accepted [bytes]: one block plus room for its commit."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlockAnnouncement:
+    """A decided block with the commit that proves it."""
+
+    block: bytes
+    commit: Commit
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRequest:
+    """Ask peers for decided blocks from ``from_height`` on."""
+
+    from_height: int
+
+
+Envelope = Vote | Proposal | BlockAnnouncement | SyncRequest
+
+
+def encode_vote(chain_id: str, vote: Vote) -> bytes:
+    """Envelope for a signed vote."""
+    return codec.encode(["vote", chain_id, vote.body(), vote.signature])
+
+
+def encode_proposal(chain_id: str, proposal: Proposal) -> bytes:
+    """Envelope for a signed proposal carrying its block."""
+    return codec.encode(["proposal", chain_id, proposal.body(), proposal.signature, proposal.block])
+
+
+def encode_block(chain_id: str, block: bytes, commit: Commit) -> bytes:
+    """Envelope for a decided block and its commit."""
+    return codec.encode(["block", chain_id, block, commit.to_value()])
+
+
+def encode_sync_request(chain_id: str, from_height: int) -> bytes:
+    """Envelope asking for blocks from ``from_height`` on."""
+    return codec.encode(["sync_req", chain_id, from_height])
+
+
+def decode(chain_id: str, payload: bytes) -> Envelope:
+    """Parse an envelope (signatures are *not* checked here).
+
+    Raises:
+        MessageError: reason ``"malformed"`` or ``"wrong_chain"``.
+    """
+    try:
+        value: Any = codec.decode(payload, max_bytes=MAX_PAYLOAD_BYTES)
+    except CodecError as exc:
+        raise MessageError("malformed", str(exc)) from exc
+    if not isinstance(value, list) or len(value) < 3 or not isinstance(value[0], str):
+        raise MessageError("malformed", "envelope must be [kind, chain, …]")
+    kind, chain = value[0], value[1]
+    if chain != chain_id:
+        raise MessageError("wrong_chain", f"chain {chain!r} is not {chain_id!r}")
+    if kind == "vote" and len(value) == 4 and isinstance(value[2], bytes):
+        return Vote.from_body(value[2], value[3])
+    if kind == "proposal" and len(value) == 5 and isinstance(value[2], bytes):
+        return Proposal.from_body(value[2], value[3], value[4])
+    if kind == "block" and len(value) == 4 and isinstance(value[2], bytes):
+        return BlockAnnouncement(value[2], Commit.from_value(value[3]))
+    if kind == "sync_req" and len(value) == 3 and isinstance(value[2], int):
+        if value[2] < 1:
+            raise MessageError("malformed", "sync request from height < 1")
+        return SyncRequest(value[2])
+    raise MessageError("malformed", f"unknown envelope kind {kind!r} or arity {len(value)}")
