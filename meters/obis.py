@@ -88,6 +88,8 @@ class LineError:
 
     line: int | None
     reason: str
+    missing: bool = False  # no usable register (not a syntax error): MissingRegisterError
+    check: tuple[str, int, int] | None = None  # (kind, received, computed) of a bad checksum
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.reason}" if self.line is not None else self.reason
@@ -223,7 +225,8 @@ def _split_frame(data: bytes, errors: list[LineError]) -> tuple[bytes, int, str 
         return head + body[:end], 0, None
     received, computed = body[end + 1] & 0x7F, block_check(body[: end + 1])
     if received != computed:
-        errors.append(LineError(None, str(ChecksumError("BCC", received, computed))))
+        check = ("BCC", received, computed)
+        errors.append(LineError(None, str(ChecksumError(*check)), check=check))
     return head + body[:end], offset, "BCC" if received == computed else None
 
 
@@ -233,7 +236,8 @@ def _check_crc(raw: bytes, start: int, bang: int, crc_text: str, line: int) -> L
     computed = crc16(raw[start : bang + 1])
     received = int(crc_text, 16)
     if computed != received:
-        return LineError(line, str(ChecksumError("CRC16", received, computed)))
+        check = ("CRC16", received, computed)
+        return LineError(line, str(ChecksumError(*check)), check=check)
     return None
 
 
@@ -349,9 +353,8 @@ def _derive(readout: Readout, tz: str) -> Readout:
         errors.append(LineError(exc.line, exc.reason))
     if values["import"] is None and values["export"] is None and not errors:
         found = ", ".join(sorted({r.code.key for r in regs})[:6])
-        errors.append(
-            LineError(None, f"no electricity energy register (1.8.x / 2.8.x); found {found}")
-        )
+        reason = f"no electricity energy register (1.8.x / 2.8.x); found {found}"
+        errors.append(LineError(None, reason, missing=True))
     elif values["export"] is None and not errors:
         notes.append("no export register (2.8.x): an import-only meter")
     if errors:
@@ -477,11 +480,10 @@ def to_reading(
 
     Raises:
         ParseError: the readout has errors (the first is named).
+        ChecksumError: its CRC16 or BCC did not match.
         MissingRegisterError: no import register, or a previously seen export register is gone.
     """
-    if readout.errors:
-        first = readout.errors[0]
-        raise ParseError(f"{first.reason} ({len(readout.errors)} error(s))", first.line)
+    raise_first_error(readout)
     if readout.import_wh is None:
         raise MissingRegisterError("no import register (1.8.0 or 1.8.1+1.8.2) in the readout")
     if readout.export_wh is None and export_seen:
@@ -496,6 +498,19 @@ def to_reading(
         power_w=readout.power_w,
         meter_time=readout.meter_time,
     )
+
+
+def raise_first_error(readout: Readout) -> None:
+    """Raise the typed error for the readout's first error, if it has any."""
+    if not readout.errors:
+        return
+    first, more = readout.errors[0], len(readout.errors) - 1
+    if first.check is not None:
+        raise ChecksumError(*first.check)
+    if first.missing:
+        raise MissingRegisterError(first.reason)
+    suffix = f" (and {more} more error(s))" if more else ""
+    raise ParseError(first.reason + suffix, first.line)
 
 
 def describe(readout: Readout) -> dict[str, object]:
