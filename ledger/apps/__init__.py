@@ -14,6 +14,8 @@ APP_MODULES: tuple[str, ...] = (
     "ledger.apps.bank",
     "ledger.apps.governance",
     "ledger.apps.evidence",
+    "ledger.apps.windows",
+    "ledger.apps.schedules",
 )
 
 for _name in APP_MODULES:
