@@ -1,0 +1,171 @@
+"""Decoder fuzzing: garbage, truncated, non-canonical, oversized tx and block bytes give typed
+errors (TxRejected / BlockInvalid), never any other exception."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledger import block as blk
+from ledger import tx as txm
+from ledger.errors import BlockInvalid, TxRejected
+from tests.unit.ledger.helpers import CHAIN, N1, VAL, measure
+
+GOOD_TX = txm.make(N1, CHAIN, 3, "SetMeasure", measure("M1", 0, 10, 0))
+
+
+def _good_block() -> bytes:
+    header = blk.Header(
+        1,
+        CHAIN,
+        5,
+        1000,
+        b"\x01" * 32,
+        blk.txs_hash([GOOD_TX]),
+        b"\x02" * 32,
+        VAL.public_key,
+        b"\x03" * 32,
+        blk.commit_hash(None),
+    )
+    return blk.Block(header, (GOOD_TX,), None).encode()
+
+
+GOOD_BLOCK = _good_block()
+
+
+def _decode_verified(data: bytes) -> None:
+    txm.decode(data).verify_signature()
+
+
+def _try_tx(data: bytes) -> None:
+    try:
+        t = txm.decode(data)
+        t.verify_signature()
+    except TxRejected:
+        pass
+
+
+def _try_block(data: bytes) -> None:
+    with contextlib.suppress(BlockInvalid):
+        blk.decode(data)
+
+
+def test_good_tx_round_trip() -> None:
+    """A made tx decodes to its fields, its hash is sha256 of the bytes, its signature verifies."""
+    t = txm.decode(GOOD_TX)
+    t.verify_signature()
+    assert (t.chain_id, t.signer, t.sequence, t.kind) == (CHAIN, N1.public_key, 3, "SetMeasure")
+    assert t.hash == hashlib.sha256(GOOD_TX).digest()
+
+
+def test_good_block_round_trip() -> None:
+    """A block decodes and re-encodes to the same bytes; its hash is the header's."""
+    b = blk.decode(GOOD_BLOCK)
+    assert b.encode() == GOOD_BLOCK
+    assert b.txs == (GOOD_TX,)
+
+
+@given(st.binary(max_size=300))
+@settings(max_examples=200)
+def test_garbage(data: bytes) -> None:
+    """Random bytes never raise anything but the typed errors."""
+    _try_tx(data)
+    _try_block(data)
+
+
+@given(st.integers(min_value=0, max_value=len(GOOD_TX) - 1))
+@settings(max_examples=50)
+def test_truncated_tx(cut: int) -> None:
+    """Every strict prefix of a valid tx is refused as malformed."""
+    with pytest.raises(TxRejected) as exc:
+        txm.decode(GOOD_TX[:cut])
+    assert exc.value.reason.value == "malformed"
+
+
+@given(st.integers(min_value=0, max_value=len(GOOD_BLOCK) - 1))
+@settings(max_examples=50)
+def test_truncated_block(cut: int) -> None:
+    """Every strict prefix of a valid block is refused."""
+    with pytest.raises(BlockInvalid):
+        blk.decode(GOOD_BLOCK[:cut])
+
+
+@given(st.integers(min_value=0, max_value=len(GOOD_TX) - 1), st.integers(1, 255))
+@settings(max_examples=150)
+def test_bit_flips_tx(pos: int, xor: int) -> None:
+    """Any single-byte corruption of a tx is refused (malformed or bad signature)."""
+    data = bytearray(GOOD_TX)
+    data[pos] ^= xor
+    with pytest.raises(TxRejected):
+        _decode_verified(bytes(data))
+
+
+@given(st.integers(min_value=0, max_value=len(GOOD_BLOCK) - 1), st.integers(1, 255))
+@settings(max_examples=150)
+def test_bit_flips_block(pos: int, xor: int) -> None:
+    """Any single-byte corruption of a block is refused or changes its hash."""
+    data = bytearray(GOOD_BLOCK)
+    data[pos] ^= xor
+    try:
+        b = blk.decode(bytes(data))
+    except BlockInvalid:
+        return
+    assert b.hash != blk.decode(GOOD_BLOCK).hash
+
+
+def test_non_canonical_tx() -> None:
+    """The same envelope with a wider integer encoding is refused (one encoding per value)."""
+    fields = msgpack.unpackb(GOOD_TX)
+    wide = b"\x96" + b"".join(
+        (b"\xcf" + f.to_bytes(8, "big"))
+        if isinstance(f, int)
+        else msgpack.packb(f, use_bin_type=True)
+        for f in fields
+    )
+    assert wide != GOOD_TX
+    with pytest.raises(TxRejected) as exc:
+        txm.decode(wide)
+    assert exc.value.reason.value == "malformed"
+
+
+@pytest.mark.parametrize(
+    "envelope",
+    [
+        [CHAIN, N1.public_key, 0, "SetMeasure", {}],  # 5 fields
+        [CHAIN, N1.public_key[:31], 0, "SetMeasure", {}, b"\x00" * 64],
+        [CHAIN, N1.public_key, -1, "SetMeasure", {}, b"\x00" * 64],
+        [CHAIN, N1.public_key, True, "SetMeasure", {}, b"\x00" * 64],
+        [CHAIN, N1.public_key, 0, "set/measure", {}, b"\x00" * 64],
+        ["", N1.public_key, 0, "SetMeasure", {}, b"\x00" * 64],
+        {"chain": CHAIN},
+    ],
+)
+def test_wrong_shapes(envelope: object) -> None:
+    """Envelopes with a wrong field count, type or size are malformed."""
+    with pytest.raises(TxRejected) as exc:
+        txm.decode(msgpack.packb(envelope, use_bin_type=True))
+    assert exc.value.reason.value == "malformed"
+
+
+def test_oversized() -> None:
+    """Oversized txs and blocks are refused before decoding."""
+    with pytest.raises(TxRejected) as exc:
+        txm.decode(b"\x00" * (txm.MAX_TX_BYTES + 1))
+    assert exc.value.reason.value == "oversized"
+    with pytest.raises(BlockInvalid, match="exceeds"):
+        blk.decode(b"\x00" * (blk.MAX_BLOCK_BYTES + 1))
+
+
+def test_block_content_must_match_header() -> None:
+    """A block whose txs or last commit differ from the header's hashes is refused."""
+    b = blk.decode(GOOD_BLOCK)
+    other = blk.Block(b.header, (GOOD_TX, GOOD_TX), None).encode()
+    with pytest.raises(BlockInvalid, match="txs_hash"):
+        blk.decode(other)
+    with pytest.raises(BlockInvalid, match="last_commit_hash"):
+        blk.decode(blk.Block(b.header, b.txs, [1]).encode())
