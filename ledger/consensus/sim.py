@@ -310,7 +310,10 @@ class Simulation:
         return {k for k, ns in owners.items() if len(ns) == 1 and not any(n.byzantine for n in ns)}
 
     def check_agreement(self) -> int:
-        """Assert one block hash per height over all nodes; returns the common height.
+        """Assert one block hash per height over all nodes.
+
+        Returns:
+            The lowest height among live honest nodes.
 
         Raises:
             AssertionError: two nodes committed different blocks at one height.
@@ -320,7 +323,7 @@ class Simulation:
             hashes = {n.app.block_hash(h) for n in self.nodes.values() if n.height >= h}
             if len(hashes) != 1:
                 raise AssertionError(f"nodes disagree at height {h}")
-        return min(n.height for n in self.nodes.values())
+        return min(n.height for n in self.nodes.values() if n.alive and not n.byzantine)
 
     def check_no_double_sign(self) -> None:
         """Assert no honest validator sent two different signed messages for one step."""

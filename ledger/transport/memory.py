@@ -14,6 +14,7 @@ port.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -139,7 +140,7 @@ class MemoryNetwork:
             if self._rng.random() < f.reorder_rate:
                 delay += f.reorder_delay_ms
                 self.stats["reordered"] += 1
-            self._clock.call_later(delay, lambda m=message, t=target: self._deliver(m, t))
+            self._clock.call_later(delay, functools.partial(self._deliver, message, target))
 
     def _deliver(self, message: Message, target: str) -> None:
         handler = self._handlers.get(target)
