@@ -404,10 +404,12 @@ def _energy_wh(regs: list[Register], c: str) -> int | None:
     total = _electric(regs, f"{c}.8.0")
     if len(total) > 1:
         raise ParseError(f"{c}.8.0 given on several channels", total[1].line)
-    picked = total or [r for e in range(1, 10) for r in _electric(regs, f"{c}.8.{e}")]
-    if not picked:
+    tariffs = [r for e in range(1, 10) for r in _electric(regs, f"{c}.8.{e}")]
+    # Every energy register must be well-formed, also the ones the total makes unused.
+    values = [_unit_value(r, ENERGY_UNITS, signed=False) for r in total + tariffs]
+    if not values:
         return None
-    exact = sum((_unit_value(r, ENERGY_UNITS, signed=False) for r in picked), Fraction(0))
+    exact = values[0] if total else sum(values, Fraction(0))
     return int(exact)  # int() floors a non-negative Fraction
 
 

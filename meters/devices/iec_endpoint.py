@@ -153,6 +153,7 @@ class IecEndpoint:
         self._state = "idle"
         self._awake = False
         self._last_sent = b""
+        self._last_may_corrupt = False
         self._authorised = password is None
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -211,10 +212,13 @@ class IecEndpoint:
         self._rx.extend(data)
         self._wakeup.set()
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, data: bytes, *, may_corrupt: bool = False) -> None:
         if self._master is None:
             return
-        self._last_sent = data
+        # A NAK gets the message repeated (corrupted again while corrupt_bcc lasts).
+        self._last_sent, self._last_may_corrupt = data, may_corrupt
+        if may_corrupt:
+            data = self._corrupt(data)
         if self.parity_bit:
             data = encode_7e1(data)
         step = self._chunk_size or len(data)
@@ -268,7 +272,7 @@ class IecEndpoint:
         elif message == bytes([NAK]):
             self.counters.naks_received += 1
             if self._state == "programming" and self._last_sent:
-                self._send(self._last_sent)
+                self._send(self._last_sent, may_corrupt=self._last_may_corrupt)
         elif message[0] == SOH and self._state == "programming":
             await self._on_command(message)
 
@@ -293,7 +297,7 @@ class IecEndpoint:
         self.counters.ack_options.append(option)
         if option[2] == OPTION_READOUT:
             self._state = "idle"
-            self._send(self._corrupt(data_block(await self._readout_text())))
+            self._send(data_block(await self._readout_text()), may_corrupt=True)
         elif option[2] == OPTION_PROGRAMMING:
             self._state = "programming"
             self._send(command("P0", f"({self.serial_number})"))
@@ -339,7 +343,7 @@ class IecEndpoint:
         address = text.split("(")[0]
         value = (await self.source.registers()).get(address) if self._authorised else None
         payload = f"{address}({value})" if value is not None else "(ERROR)"
-        self._send(self._corrupt(data_block(payload.encode("ascii"))))
+        self._send(data_block(payload.encode("ascii")), may_corrupt=True)
 
 
 async def _main(argv: list[str] | None = None) -> None:
