@@ -58,7 +58,8 @@ def open_app(path: Path, g: Genesis | None = None, durable: bool = False) -> App
 
 def commit(app: App, txs: list[bytes], time_ms: int) -> bytes:
     """Build, validate and commit a block of exactly ``txs`` (all must execute)."""
-    prepared = app.prepare(app.height + 1, time_ms, VAL.public_key, txs, None)
+    last_commit = app.commit(app.height)  # None at height 0
+    prepared = app.prepare(app.height + 1, time_ms, VAL.public_key, txs, last_commit)
     assert prepared.dropped == [], [(e.reason, e.message) for _, e in prepared.dropped]
     commit_value = [[VAL.public_key, b"\x00" * 64]]
     return app.commit_block(prepared.block_bytes, commit_value)
