@@ -244,3 +244,18 @@ def test_schedule_help_documents_the_schema(capsys: pytest.CaptureFixture[str]) 
     text = capsys.readouterr().out
     for key in ("imbalance_short", "imbalance_long", "schedule_wh", "import_wh", "asset", "slots"):
         assert key in text
+
+
+def test_readme_commands_run_through_lemctl(capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's window/schedule commands run via the real dispatcher and print valid JSON."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    commands = [
+        line.split()[1:]
+        for line in readme.splitlines()
+        if line.startswith(("lemctl window ", "lemctl schedule "))
+    ]
+    assert len(commands) == 2
+    for argv in commands:
+        resolved = [str(ROOT / a) if a.startswith("examples/") else a for a in argv]
+        assert lemctl_main.main(resolved) == 0
+        assert isinstance(json.loads(capsys.readouterr().out), dict)

@@ -179,3 +179,17 @@ def test_following_the_schedule_exactly_costs_no_imbalance(schedule: list[int], 
     result = settle_member(MemberDay("m", tuple(schedule), imported, exported), PRICES)
     assert (result.imbalance_uect, result.short_wh, result.long_wh) == (0, 0, 0)
     assert result.forward_uect == round(sum(schedule) * PRICES.forward * 1000)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(-(10**7), 10**7),
+    st.integers(-(10**6), 10**6),
+    st.sampled_from([1, 2, 3, 8, 10, 1_000, 10_000, 7 * 10**9]),
+)
+def test_slot_amounts_round_exactly_half_to_even(energy_wh: int, num: int, den: int) -> None:
+    """A slot's forward amount is round(price · Wh · 1000) of the exact rational, ties to even."""
+    price = Fraction(abs(num), den)
+    prices = Prices(price, price, Fraction(0), Fraction(0), Fraction(0))
+    result = settle_member(MemberDay("m", (energy_wh,), (max(energy_wh, 0),), (0,)), prices)
+    assert result.forward_uect == round(price * energy_wh * 1000)
