@@ -13,19 +13,23 @@ pymodbus 3.16 replaced the datastore contexts with ``SimData`` / ``SimDevice`` (
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import tty
 from datetime import datetime
 from typing import Protocol
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from meters.modbus_maps import SUNSPEC_MARKER, RegisterMap, encode_field
 from meters.reading import MeterError, Reading
 from meters.sim.clock import Clock
 
-__all__ = ["ModbusMeterServer", "RegisterSource"]
+__all__ = ["ModbusMeterServer", "PtyNullModem", "RegisterSource"]
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +89,7 @@ class ModbusMeterServer:
         self._sunspec_base = sunspec_base
         self._sf = {"power_w": sunspec_w_sf, "import_wh": sunspec_wh_sf, "export_wh": sunspec_wh_sf}
         self._serial = serial_number
-        self._server: ModbusTcpServer | None = None
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self.port = 0
         self.rx_bytes = 0
         """Bytes received from clients (Modbus TCP ADUs including the MBAP header)."""
@@ -110,6 +114,22 @@ class ModbusMeterServer:
         self._requested_port = self.port  # a restart comes back on the same port
         log.info("modbus device server %s on %s:%d", self._map.name, self._host, self.port)
         return self.port
+
+    async def start_serial(self, port: str, baudrate: int = 9600) -> None:
+        """Serve Modbus RTU on a serial device path instead of TCP (e.g. a pty, see
+        :class:`PtyNullModem`); 8N1 framing."""
+        if self._server is not None:
+            raise MeterError("modbus device server already running")
+        server = ModbusSerialServer(
+            self._device(),
+            framer=FramerType.RTU,
+            port=port,
+            baudrate=baudrate,
+            trace_packet=self._trace,
+        )
+        await server.serve_forever(background=True)
+        self._server = server
+        log.info("modbus RTU device server %s on %s", self._map.name, port)
 
     async def stop(self) -> None:
         """Stop listening and drop every client connection (the meter "disappears")."""
@@ -207,3 +227,49 @@ class ModbusMeterServer:
             offset = addresses[field.quantity] - start_address
             registers[offset : offset + len(words)] = words
         return None
+
+
+class PtyNullModem:
+    """Two pseudo-terminals wired back to back, like a null-modem cable between two RS-485
+    adapters: what is written to :attr:`device_port` comes out of :attr:`host_port` and back.
+
+    Counts the bytes crossing in each direction, i.e. the bytes on the serial line.
+    """
+
+    def __init__(self) -> None:
+        self._dev_master, self._dev_slave = os.openpty()
+        self._host_master, self._host_slave = os.openpty()
+        for fd in (self._dev_slave, self._host_slave):
+            tty.setraw(fd)  # no echo, no line editing: the line carries binary RTU frames
+        self.device_port = os.ttyname(self._dev_slave)
+        self.host_port = os.ttyname(self._host_slave)
+        self.to_host_bytes = 0
+        self.to_device_bytes = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        """Start copying bytes between the two ends (on the running event loop)."""
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self._dev_master, self._pump, self._dev_master, self._host_master, True)
+        loop.add_reader(self._host_master, self._pump, self._host_master, self._dev_master, False)
+        self._loop = loop
+
+    def _pump(self, src: int, dst: int, to_host: bool) -> None:
+        try:
+            data = os.read(src, 4096)
+        except OSError:  # EIO while no process holds the other side open
+            return
+        os.write(dst, data)
+        if to_host:
+            self.to_host_bytes += len(data)
+        else:
+            self.to_device_bytes += len(data)
+
+    def close(self) -> None:
+        """Stop copying and close every descriptor."""
+        if self._loop is not None:
+            self._loop.remove_reader(self._dev_master)
+            self._loop.remove_reader(self._host_master)
+            self._loop = None
+        for fd in (self._dev_master, self._dev_slave, self._host_master, self._host_slave):
+            os.close(fd)
