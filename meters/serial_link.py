@@ -197,6 +197,11 @@ class SerialLink:
         except (OSError, serial.SerialException) as exc:
             raise self.lost(f"baud switch failed: {exc}") from exc
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes received but not yet taken as a message."""
+        return len(self._buffer)
+
     def discard_input(self) -> None:
         """Drop what was received so far (stale bytes before a new request)."""
         self._buffer.clear()

@@ -14,6 +14,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edge.cli.window",
     "edge.cli.schedule",
     "edge.cli.ledger",
+    "edge.cli.meter",
 )
 
 
