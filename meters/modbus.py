@@ -191,8 +191,11 @@ class ModbusMeter:
             self._client = None
 
     async def _connected(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
-        if self._client is not None and self._client.connected:
-            return self._client
+        if self._client is not None:
+            if self._client.connected:
+                return self._client
+            self._client.close()  # dropped between polls: start over with a fresh client
+            self._client = None
         wait = self._next_attempt - self._monotonic()
         if wait > 0:
             raise ModbusUnavailableError(str(self.target), self._last_error or "down", wait)

@@ -242,7 +242,7 @@ def load_map_toml(text: str, source: str = "<toml>") -> RegisterMap:
 def _toml_field(quantity: str, table: object, where: str) -> Field:
     if not isinstance(table, dict):
         raise RegisterMapError(f"{where}: must be a table")
-    extra = set(table) - {"address", "type", "word_order", "scale", "function"}
+    extra = set(table) - {"address", "count", "type", "word_order", "scale", "function"}
     if extra:
         raise RegisterMapError(f"{where}: unknown key(s) {sorted(extra)}")
     address = table.get("address")
@@ -251,6 +251,11 @@ def _toml_field(quantity: str, table: object, where: str) -> Field:
     kind = table.get("type")
     if kind not in _TYPES:
         raise RegisterMapError(f"{where}.type: {kind!r} is not one of {sorted(_TYPES)}")
+    count = table.get("count", _TYPES[kind][1])
+    if count != _TYPES[kind][1]:
+        raise RegisterMapError(
+            f"{where}.count: {kind} takes {_TYPES[kind][1]} registers, not {count!r}"
+        )
     order = table.get("word_order", "big")
     if order not in ("big", "little"):
         raise RegisterMapError(f"{where}.word_order: must be 'big' or 'little', got {order!r}")

@@ -280,3 +280,26 @@ def test_naive_wall_time_is_refused() -> None:
     """Slot boundaries are UTC: a naive datetime is a programming error, not a guess."""
     with pytest.raises(ValueError, match="timezone-aware"):
         Integrator().feed(Reading("m", 0, 0), datetime(2026, 1, 1), 0.0)
+
+
+def test_a_simulated_day_of_5_s_polls_integrates_exactly() -> None:
+    """Sim meter → integrator for a day: 96 complete slots summing to the register difference."""
+    from meters.sim.clock import ManualClock
+    from meters.sim.community import default_table, pilot_community
+    from meters.sim.meter import SimulatedMeter
+
+    spec = pilot_community(5)[-1]  # the kindergarten: PV, battery, import and export
+    clock = ManualClock(T0)
+    sim = SimulatedMeter(spec, default_table(), clock)
+    integ = Integrator()
+    records: list[SlotRecord] = []
+    first = sim.read_at(T0)
+    for i in range(17_281):
+        records += integ.feed(sim.read_at(clock.now()), clock.now(), i * 5.0)
+        clock.advance(5)
+    last = sim.read_at(T0 + timedelta(days=1))
+    assert len(records) == 96
+    assert all(r.flags == Quality.COMPLETE and r.readings == 180 for r in records)
+    assert sum(r.import_wh for r in records) == last.import_wh - first.import_wh
+    assert sum(r.export_wh for r in records) == last.export_wh - first.export_wh
+    assert sum(r.export_wh for r in records) > 0

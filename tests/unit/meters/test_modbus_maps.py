@@ -151,6 +151,7 @@ def test_custom_toml_map_parses() -> None:
         (("[registers.export_wh]", "[registers.exported]"), "unknown quantity"),
         (('name = "acme-x3"', 'name = "acme-x3"\n[registers.import_wh.x]'), "import_wh"),
         (("address = 0x1000", "address = 0x1000\nbias = 3"), "unknown key"),
+        (("address = 0x1004", "address = 0x1004\ncount = 2"), "export_wh.count: uint64 takes 4"),
     ],
 )
 def test_bad_custom_map_names_the_key(edit: tuple[str, str], message: str) -> None:
