@@ -34,12 +34,14 @@ from meters.modbus_maps import (
 from meters.reading import MeterError, Reading
 
 __all__ = [
+    "ModbusConfigError",
     "ModbusExceptionError",
     "ModbusMeter",
     "ModbusUnavailableError",
     "SerialTarget",
     "SunSpecError",
     "TcpTarget",
+    "parse_target",
 ]
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,10 @@ class SunSpecError(MeterError):
     """No SunSpec marker or no model of the wanted kind where the map expects one."""
 
 
+class ModbusConfigError(MeterError):
+    """A Modbus target or option in the configuration is invalid (says which and why)."""
+
+
 class _LinkLostError(Exception):
     """Internal: the connection broke during a request (becomes ModbusUnavailableError)."""
 
@@ -108,6 +114,36 @@ class SerialTarget:
 
     def __str__(self) -> str:
         return f"rtu://{self.port}@{self.baudrate}/{self.bytesize}{self.parity}{self.stopbits}"
+
+
+def parse_target(text: str, baudrate: int = 9600) -> TcpTarget | SerialTarget:
+    """A target from config or the command line.
+
+    ``tcp://host[:port]`` or ``host[:port]`` is Modbus TCP (default port 502); ``rtu:///dev/x``
+    or a path starting with ``/`` is RTU on that serial device.
+
+    Raises:
+        ModbusConfigError: an empty text, a bad port number or an unknown scheme.
+    """
+    value = text.strip()
+    if value.startswith("rtu://"):
+        value = value[len("rtu://") :]
+        if not value.startswith("/"):
+            raise ModbusConfigError(f"modbus target {text!r}: rtu:// needs an absolute path")
+        return SerialTarget(value, baudrate)
+    if value.startswith("/"):
+        return SerialTarget(value, baudrate)
+    if "://" in value and not value.startswith("tcp://"):
+        raise ModbusConfigError(f"modbus target {text!r}: use tcp://host:port or rtu:///dev/...")
+    value = value.removeprefix("tcp://")
+    host, sep, port_text = value.rpartition(":") if value.count(":") == 1 else (value, "", "")
+    if not host:
+        raise ModbusConfigError(f"modbus target {text!r}: no host")
+    if not sep:
+        return TcpTarget(host)
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ModbusConfigError(f"modbus target {text!r}: port must be 1..65535")
+    return TcpTarget(host, int(port_text))
 
 
 class ModbusMeter:
