@@ -140,9 +140,8 @@ class IecDriver:
             self._session = False
             self.stats.failures += 1
             raise
-        except MeterError as exc:
+        except MeterError:
             self.stats.failures += 1
-            self.stats.timeouts += isinstance(exc, MeterTimeoutError)
             await self._abandon_session()
             raise
         reading = to_reading(readout, meter_id=self.config.meter_id, export_seen=self._export_seen)
@@ -173,16 +172,18 @@ class IecDriver:
 
     async def _programming_cycle(self) -> Readout:
         reused = self._session
+        if reused:
+            try:
+                # One try only: a kept session the meter has meanwhile ended (inactivity
+                # timeout) must cost one block timeout, not the whole retry budget.
+                first = await self._r2(self.config.registers[0], timeout_retries=0)
+            except MeterTimeoutError:
+                self._session = False
+                reused = False
         if not reused:
             await self._open_session()
-        try:
-            registers = [await self._r2(address) for address in self.config.registers]
-        except MeterTimeoutError:
-            if not reused:
-                raise
-            # The meter ended the kept session (inactivity timeout): sign on once more.
-            self._session = False
-            return await self._programming_cycle()
+            first = await self._r2(self.config.registers[0])
+        registers = [first] + [await self._r2(a) for a in self.config.registers[1:]]
         if not self.config.keep_session:
             await self.link.write(command("B0"))
             self._session = False
@@ -209,6 +210,7 @@ class IecDriver:
         cfg, link = self.config, self.link
         link.set_baudrate(300)
         link.discard_input()
+        link.echo = False  # detected afresh at each sign-on
         if cfg.wakeup_nul_count:
             await link.write(bytes(cfg.wakeup_nul_count))
             await asyncio.sleep(cfg.wakeup_pause_s)
@@ -229,13 +231,19 @@ class IecDriver:
                     _line_end, "identification", self.config.ident_timeout_s
                 )
                 line = line.lstrip(b"\0")  # wake-up NULs echoed by the probe
-                if line == request or not line.strip():
-                    continue  # a half-duplex probe echoes our own request
+                if line == request:
+                    # A half-duplex probe echoes what we send: drop the echo from now on.
+                    self.link.echo = True
+                    continue
+                if not line.strip():
+                    continue
                 return parse_ident_message(line)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
-    async def _r2(self, address: str) -> Register:
-        code, data = await self._transact(command("R2", f"{address}()"), f"R2 {address}")
+    async def _r2(self, address: str, *, timeout_retries: int | None = None) -> Register:
+        code, data = await self._transact(
+            command("R2", f"{address}()"), f"R2 {address}", timeout_retries
+        )
         if code is not None:
             raise ProtocolError(f"R2 {address}: meter answered with command {code!r}")
         text = data.decode("ascii", errors="replace")
@@ -243,21 +251,29 @@ class IecDriver:
             raise RegisterError(f"R2 {address}: meter answered {text.strip()!r}")
         return parse_r2_answer(address, data)
 
-    async def _transact(self, message: bytes | None, step: str) -> tuple[str | None, bytes]:
+    async def _transact(
+        self, message: bytes | None, step: str, timeout_retries: int | None = None
+    ) -> tuple[str | None, bytes]:
         """Send ``message`` (None: just listen) and return the verified answer.
 
         A corrupted answer (BCC or parity) is NAKed and re-read; a NAK from the meter makes us
-        repeat the message; a timeout repeats it too; at most ``retries`` repetitions.
+        repeat the message; a timeout repeats it too; at most ``retries`` repetitions (and at
+        most ``timeout_retries`` after timeouts).
         """
         cfg, link = self.config, self.link
         to_send = message
         error: MeterError = MeterTimeoutError(step, cfg.block_timeout_s)
+        timeouts_left = cfg.retries if timeout_retries is None else timeout_retries
         for _attempt in range(cfg.retries + 1):
             if to_send is not None:
                 await link.write(to_send)
             try:
                 raw = await link.read_until(_message_end, step, cfg.block_timeout_s)
             except MeterTimeoutError as exc:
+                self.stats.timeouts += 1
+                if timeouts_left <= 0:
+                    raise
+                timeouts_left -= 1
                 error, to_send = exc, message
                 continue
             bad_parity, link.parity_errors = link.parity_errors, 0

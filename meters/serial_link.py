@@ -88,6 +88,8 @@ class SerialLink:
         self._next_attempt = 0.0
         self._last_reason = ""
         self.parity_errors = 0
+        self.echo = False  # half-duplex probe: what we send comes back first (set by drivers)
+        self._echo_pending = bytearray()
         self.software_parity = bool(settings.software_parity)
         self.bytes_tx = 0
         self.bytes_rx = 0
@@ -177,6 +179,7 @@ class SerialLink:
             self._writer.close()
         self._reader = self._writer = None
         self._buffer.clear()
+        self._echo_pending.clear()
 
     async def close(self) -> None:
         writer = self._writer
@@ -205,10 +208,13 @@ class SerialLink:
     def discard_input(self) -> None:
         """Drop what was received so far (stale bytes before a new request)."""
         self._buffer.clear()
+        self._echo_pending.clear()
 
     async def write(self, data: bytes) -> None:
         if self._writer is None:
             raise self.lost("port not open")
+        if self.echo:
+            self._echo_pending.extend(data)
         out = encode_7e1(data) if self.software_parity else data
         try:
             self._writer.write(out)
@@ -230,6 +236,7 @@ class SerialLink:
         try:
             async with asyncio.timeout(timeout_s):
                 while True:
+                    self._strip_echo()
                     end = done(bytes(self._buffer))
                     if end:
                         message = bytes(self._buffer[:end])
@@ -238,6 +245,18 @@ class SerialLink:
                     await self._read_chunk()
         except TimeoutError:
             raise MeterTimeoutError(step, timeout_s) from None
+
+    def _strip_echo(self) -> None:
+        """Drop the echo of our own bytes from the head of the buffer (``echo`` mode)."""
+        pending, buf = self._echo_pending, self._buffer
+        n = min(len(pending), len(buf))
+        if not n:
+            return
+        if buf[:n] != pending[:n]:
+            pending.clear()  # the echo did not come back as sent: stop expecting it
+            return
+        del buf[:n]
+        del pending[:n]
 
     async def _read_chunk(self) -> None:
         if self._reader is None:

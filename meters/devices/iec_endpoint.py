@@ -9,7 +9,10 @@ can check the driver asked for the switch, and counts the bytes that a real line
 Fault hooks for tests are constructor options of this simulated device: ``corrupt_bcc`` (send
 that many data blocks with a wrong BCC), ``silent`` (never answer), ``vanish_after_r2`` (close the
 pty on that R2 request, like a probe pulled mid-read), ``require_wakeup`` (a battery meter that
-ignores a sign-on not preceded by NUL bytes), ``chunk_size`` (split answers into pieces).
+ignores a sign-on not preceded by NUL bytes), ``chunk_size`` (split answers into pieces),
+``echo`` (a half-duplex probe that returns what the driver sends), ``inactivity_timeout_s``
+(programming mode ends after that much silence, as meters do).
+
 ``parity_bit`` (default True) puts each character's even-parity bit in bit 7, which is what a
 7E1 line looks like through an 8N1 port; this kernel's pty refuses CS7/PARENB in termios, so the
 driver's software-parity path is what runs end to end here.
@@ -130,6 +133,8 @@ class IecEndpoint:
         require_wakeup: bool = False,
         chunk_size: int | None = None,
         parity_bit: bool = True,
+        echo: bool = False,
+        inactivity_timeout_s: float | None = None,
     ) -> None:
         if baud_char not in BAUD_RATES:
             raise ValueError(f"baud_char {baud_char!r} is not a mode C character")
@@ -145,6 +150,9 @@ class IecEndpoint:
         self.require_wakeup = require_wakeup
         self._chunk_size = chunk_size
         self.parity_bit = parity_bit
+        self.echo = echo
+        self.inactivity_timeout_s = inactivity_timeout_s
+        self._last_rx = 0.0
         self.counters = EndpointCounters()
         self._master: int | None = None
         self._slave: int | None = None
@@ -206,6 +214,9 @@ class IecEndpoint:
         except OSError:
             return  # EIO while no process holds the slave open: nothing to read
         self.counters.bytes_rx += len(data)
+        if self.echo:  # a half-duplex probe hands our own bytes straight back
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._master, data)
         if self.parity_bit:
             data, bad = decode_7e1(data)
             self.counters.parity_errors += bad
@@ -265,6 +276,11 @@ class IecEndpoint:
         return message
 
     async def _handle(self, message: bytes) -> None:
+        now = asyncio.get_running_loop().time()
+        idle_s, self._last_rx = now - self._last_rx, now
+        timeout = self.inactivity_timeout_s
+        if self._state == "programming" and timeout is not None and idle_s > timeout:
+            self._state = "idle"  # §6.4.6: the meter left programming mode silently
         if message.startswith(b"/?"):
             self._on_sign_on(message)
         elif message[0] == ACK and self._state == "ack_wait":

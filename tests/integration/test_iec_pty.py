@@ -220,3 +220,26 @@ async def test_any_driver_served_as_a_device() -> None:
     assert first.power_w == 400
     assert second.import_wh > first.import_wh
     assert second.export_wh > first.export_wh
+
+
+async def test_kept_session_ended_by_meter_signs_on_again(endpoints: list[IecEndpoint]) -> None:
+    """The meter drops programming mode after inactivity: one timeout, then a fresh sign-on."""
+    port = await serve(endpoints, inactivity_timeout_s=0.2)
+    driver = IecDriver(IecConfig(port=port, **FAST))
+    try:
+        assert await driver.read() == METER
+        await asyncio.sleep(0.4)
+        assert await driver.read() == METER
+    finally:
+        await driver.close()
+    assert endpoints[0].counters.sign_ons == 2
+    assert driver.stats.timeouts == 1  # only the probe R2, not the whole retry budget
+
+
+async def test_half_duplex_probe_echo_is_skipped(endpoints: list[IecEndpoint]) -> None:
+    """A probe that echoes our bytes: the echo is detected at sign-on and dropped after."""
+    port = await serve(endpoints, echo=True)
+    reading, driver = await read_once(IecConfig(port=port, **FAST))
+    assert reading == METER
+    assert driver.link.echo
+    assert driver.stats.naks_sent == 0
