@@ -3,6 +3,10 @@
 The simulated meter never reads the system time itself: it asks a :class:`Clock`. The daemon
 passes :class:`SystemClock`; a demo passes :class:`AcceleratedClock` to run a day in minutes;
 tests pass :class:`ManualClock` and move time by hand.
+
+Each clock also offers ``monotonic()`` [s] on the same time scale: the slot integrator compares
+wall and monotonic deltas to detect clock steps, so under an accelerated clock it must be fed
+the accelerated monotonic time, or every interval would look like a clock step.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ class SystemClock:
     def now(self) -> datetime:
         """Current UTC time."""
         return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        """The host's monotonic clock [s]."""
+        return time.monotonic()
 
 
 class AcceleratedClock:
@@ -55,7 +63,11 @@ class AcceleratedClock:
 
     def now(self) -> datetime:
         """Current simulated UTC time."""
-        return self._t0 + timedelta(seconds=self._speed * (self._monotonic() - self._m0))
+        return self._t0 + timedelta(seconds=self.monotonic())
+
+    def monotonic(self) -> float:
+        """Simulated seconds elapsed since construction: ``speed · (monotonic − m0)`` [s]."""
+        return self._speed * (self._monotonic() - self._m0)
 
 
 class ManualClock:
@@ -69,16 +81,22 @@ class ManualClock:
         if t.tzinfo is None:
             raise ValueError("t must be timezone-aware")
         self._t = t.astimezone(UTC)
+        self._mono = 0.0
 
     def now(self) -> datetime:
         """The time last set."""
         return self._t
 
+    def monotonic(self) -> float:
+        """Total of every :meth:`advance` so far [s]; :meth:`set` (a clock step) leaves it."""
+        return self._mono
+
     def advance(self, seconds: float) -> datetime:
         """Move forward by ``seconds`` [s]; return the new time."""
         self._t += timedelta(seconds=seconds)
+        self._mono += seconds
         return self._t
 
     def set(self, t: datetime) -> None:
-        """Jump to ``t`` (forwards or backwards)."""
+        """Step the wall clock to ``t`` (forwards or backwards), like an NTP step."""
         self._t = t.astimezone(UTC)

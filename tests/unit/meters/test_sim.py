@@ -171,9 +171,14 @@ def test_spec_errors_name_the_field() -> None:
 
 def test_accelerated_clock_scales_monotonic_time() -> None:
     """sim_time = t0 + speed · (monotonic − m0)."""
-    ticks = iter([100.0, 102.5])
+    ticks = iter([100.0, 102.5, 103.0])
     clock = AcceleratedClock(JUNE, speed=60, monotonic=lambda: next(ticks))
     assert clock.now() == JUNE + timedelta(seconds=150)
+    assert clock.monotonic() == 180.0  # the same scale, for the integrator's step check
+    manual = ManualClock(JUNE)
+    manual.advance(5)
+    manual.set(JUNE + timedelta(hours=1))  # a wall-clock step is not monotonic time
+    assert manual.monotonic() == 5.0
     with pytest.raises(ValueError, match="speed"):
         AcceleratedClock(JUNE, speed=0)
     assert SystemClock().now().tzinfo is not None
