@@ -9,8 +9,13 @@ ensure_venv() {
   # Reinstall only when pyproject.toml changed since the last install.
   local stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
   if [ ! -f "$stamp" ]; then
-    .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e ".[test]"
+    echo "installing lem-edge and its test dependencies into .venv (log: .venv/install.log) ..."
+    if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+           .venv/bin/python -m pip install -q -e ".[test]"; } >.venv/install.log 2>&1; then
+      tail -30 .venv/install.log >&2
+      echo "pip install failed; full log in .venv/install.log" >&2
+      return 1
+    fi
     rm -f .venv/.installed-*
     touch "$stamp"
   fi
