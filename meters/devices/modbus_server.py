@@ -13,11 +13,14 @@ pymodbus 3.16 replaced the datastore contexts with ``SimData`` / ``SimDevice`` (
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
+import signal
+import sys
 import tty
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 from pymodbus.constants import ExcCodes
@@ -25,9 +28,11 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from meters.modbus_maps import SUNSPEC_MARKER, RegisterMap, encode_field
+from meters.modbus_maps import SUNSPEC_MARKER, RegisterMap, encode_field, register_map
 from meters.reading import MeterError, Reading
-from meters.sim.clock import Clock
+from meters.sim.clock import AcceleratedClock, Clock
+from meters.sim.community import default_table, pilot_community
+from meters.sim.meter import SimulatedMeter
 
 __all__ = ["ModbusMeterServer", "PtyNullModem", "RegisterSource"]
 
@@ -273,3 +278,54 @@ class PtyNullModem:
             self._loop = None
         for fd in (self._dev_master, self._dev_slave, self._host_master, self._host_slave):
             os.close(fd)
+
+
+async def _serve_forever(args: argparse.Namespace) -> int:
+    specs = {spec.meter_id: spec for spec in pilot_community(args.seed)}
+    if args.meter not in specs:
+        print(f"unknown meter {args.meter!r}; pilot meters: {', '.join(specs)}", file=sys.stderr)
+        return 2
+    start = datetime.fromisoformat(args.start) if args.start else datetime.now(UTC)
+    if start.tzinfo is None:
+        print("--start needs a UTC offset, e.g. 2026-06-21T06:00:00+00:00", file=sys.stderr)
+        return 2
+    clock = AcceleratedClock(start, args.speed)
+    meter = SimulatedMeter(specs[args.meter], default_table(), clock)
+    server = ModbusMeterServer(
+        meter, register_map(args.map), clock, host=args.host, port=args.port,
+        serial_number=args.meter,
+    )  # fmt: skip
+    port = await server.start()
+    print(f"serving {args.meter} as {args.map} on {args.host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await server.stop()
+    print(f"stopped after {server.requests} requests", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve one meter of the simulated Lugaggia pilot as a Modbus TCP device (demos, field
+    tests): ``python -m meters.devices.modbus_server --meter lic-kg --map sunspec --port 1502``.
+    """
+    parser = argparse.ArgumentParser(
+        description=main.__doc__.split("\n")[0] if main.__doc__ else ""
+    )
+    parser.add_argument(
+        "--meter", default="lic-h01", help="pilot meter id (lic-h01..lic-h18, lic-kg)"
+    )
+    parser.add_argument("--map", default="sdm630", help="sdm630, sdm120, em24, sunspec or a .toml")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=1502, help="TCP port; 0 picks a free one")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the pilot community")
+    parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per second")
+    parser.add_argument("--start", default="", help="simulated start time, ISO 8601 with offset")
+    args = parser.parse_args(argv)
+    return asyncio.run(_serve_forever(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,13 +25,14 @@ from meters.modbus import (
 from meters.modbus_maps import BUILTIN_MAPS, Field, RegisterMap, load_map_toml, register_map
 from meters.reading import Reading
 from meters.sim.clock import ManualClock
-from meters.sim.community import default_table
+from meters.sim.community import default_table, pilot_community
 from meters.sim.meter import MeterSpec, SimulatedMeter
 
 NOON = datetime(2026, 6, 15, 10, tzinfo=UTC)
 SPEC = MeterSpec("sim-1", 4500, pv_wp=8500, seed=4, initial_import_wh=1_234_567,
                  initial_export_wh=345_678)  # fmt: skip
 CUSTOM_MAP = Path(__file__).with_name("custom_meter_map.toml")
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Rig:
@@ -221,3 +224,28 @@ def test_custom_map_file_is_valid() -> None:
     """The TOML map used above parses (so the end-to-end test exercises a real custom map)."""
     rmap = load_map_toml(CUSTOM_MAP.read_text(), str(CUSTOM_MAP))
     assert {f.function for f in rmap.fields} == {"holding", "input"}
+
+
+async def test_standalone_device_server_serves_a_pilot_meter() -> None:
+    """`python -m meters.devices.modbus_server` serves a pilot meter a real driver can read."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "meters.devices.modbus_server", "--meter", "lic-kg",
+        "--map", "sunspec", "--port", "0", "--start", "2026-06-21T10:00:00+00:00",
+        stdout=asyncio.subprocess.PIPE, cwd=REPO,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        port = int(line.rsplit(":", 1)[1])
+        driver = ModbusMeter(TcpTarget("127.0.0.1", port), BUILTIN_MAPS["sunspec"],
+                             meter_id="lic-kg")  # fmt: skip
+        got = await driver.read()
+        await driver.close()
+        kg = pilot_community(1)[-1]
+        assert got.import_wh >= kg.initial_import_wh
+        assert got.export_wh >= kg.initial_export_wh
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0
+    assert b"stopped after" in out
