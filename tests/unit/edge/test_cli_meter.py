@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,3 +118,35 @@ def test_read_error_is_reported_not_raised(
     """A missing port: status 1 and the typed error on stderr."""
     assert main(["meter", "read", "--driver", "p1", "--port", str(tmp_path / "nope")]) == 1
     assert "PortUnavailableError" in capsys.readouterr().err
+
+
+def test_read_modbus_tcp_json(capsys: pytest.CaptureFixture[str]) -> None:
+    """``meter read --driver modbus --port HOST:PORT`` reads a real pymodbus server (SunSpec)."""
+    from datetime import UTC, datetime
+
+    from meters.devices.modbus_server import ModbusMeterServer
+    from meters.modbus_maps import register_map
+    from meters.sim.clock import ManualClock
+    from meters.sim.community import default_table
+    from meters.sim.meter import MeterSpec, SimulatedMeter
+
+    noon = datetime(2026, 6, 15, 10, tzinfo=UTC)
+    sim = SimulatedMeter(MeterSpec("sim-9", 4500, seed=3, initial_import_wh=1_234_567),
+                         default_table(), ManualClock(noon))  # fmt: skip
+    expected = sim.read_at(noon)
+    loop = asyncio.new_event_loop()
+    server = ModbusMeterServer(sim, register_map("sunspec"), ManualClock(noon))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        port = asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=10)
+        args = ["meter", "read", "--driver", "modbus", "--port", f"127.0.0.1:{port}"]
+        assert main([*args, "--map", "sunspec", "--meter-id", "sim-9", "--json"]) == 0
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+    out = json.loads(capsys.readouterr().out)
+    assert (out["driver"], out["meter_id"]) == ("modbus", "sim-9")
+    assert (out["import_wh"], out["export_wh"]) == (expected.import_wh, expected.export_wh)
