@@ -308,12 +308,23 @@ class ModbusMeter:
         if rmap.sunspec_model is not None and cache[base] != rmap.sunspec_model:
             self._base = None
             raise SunSpecError(f"model at {base} is {cache[base]}, expected {rmap.sunspec_model}")
-        values = {f.quantity: self._decode(f, base, cache) for f in rmap.fields}
+        energy: dict[str, int] = {}
+        power_w: int | None = None
+        for field in rmap.fields:
+            if field.quantity != "power_w":
+                energy[field.quantity] = self._decode(field, base, cache)
+                continue
+            try:
+                power_w = self._decode(field, base, cache)
+            except RegisterValueError as exc:
+                # Power is informative only: an unimplemented power register must not cost
+                # the energy reading.
+                log.debug("modbus %s: %s", self.target, exc)
         return Reading(
             meter_id=self.meter_id,
-            import_wh=values["import_wh"],
-            export_wh=values["export_wh"],
-            power_w=values.get("power_w"),
+            import_wh=energy["import_wh"],
+            export_wh=energy["export_wh"],
+            power_w=power_w,
             meter_time=None,
         )
 

@@ -249,3 +249,28 @@ async def test_standalone_device_server_serves_a_pilot_meter() -> None:
         out, _ = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0
     assert b"stopped after" in out
+
+
+class FixedSource:
+    """A device whose registers never change (for register values the simulator cannot make)."""
+
+    def __init__(self, reading: Reading) -> None:
+        self.reading = reading
+
+    def read_at(self, when: datetime) -> Reading:
+        return self.reading
+
+
+async def test_unimplemented_sunspec_power_leaves_energy_readable() -> None:
+    """W = 0x8000 ("not implemented" in SunSpec) gives power None, energy still read."""
+    clock = ManualClock(NOON)
+    source = FixedSource(Reading("fixed", 1200, 340, power_w=-0x8000))
+    server = ModbusMeterServer(source, BUILTIN_MAPS["sunspec"], clock)
+    port = await server.start()
+    driver = ModbusMeter(TcpTarget("127.0.0.1", port), BUILTIN_MAPS["sunspec"], meter_id="f")
+    try:
+        got = await driver.read()
+    finally:
+        await driver.close()
+        await server.stop()
+    assert (got.import_wh, got.export_wh, got.power_w) == (1200, 340, None)
