@@ -32,7 +32,7 @@ _CODE_RE = re.compile(
 )
 _GROUP_RE = re.compile(r"\(([^()]*)\)")
 _UNIT_RE = re.compile(r"[A-Za-z][A-Za-z0-9]{0,7}")
-_NUMBER_RE = re.compile(r"([+-]?)(\d{1,20})(?:\.(\d{1,12}))?")
+NUMBER_RE = re.compile(r"([+-]?)(\d{1,20})(?:\.(\d{1,12}))?")
 _HEX_RE = re.compile(r"(?:[0-9A-Fa-f]{2})+")
 _DSMR_TIME_RE = re.compile(r"(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})([SW])")
 
@@ -199,7 +199,7 @@ def parse_groups(text: str, line: int) -> tuple[ValueGroup, ...]:
 
 def number_scaled(value: str, scale: int, *, signed: bool) -> Fraction:
     """Exact ``value × scale`` of a decimal digit string; ParseError text if it is not a number."""
-    m = _NUMBER_RE.fullmatch(value)
+    m = NUMBER_RE.fullmatch(value)
     if m is None:
         raise ValueError(f"{value!r} is not a decimal number")
     sign, whole, frac = m.group(1), m.group(2), m.group(3) or ""
@@ -513,37 +513,3 @@ def raise_first_error(readout: Readout) -> None:
         raise MissingRegisterError(first.reason)
     suffix = f" (and {more} more error(s))" if more else ""
     raise ParseError(first.reason + suffix, first.line)
-
-
-def describe(readout: Readout) -> dict[str, object]:
-    """The JSON shape of ``lemctl meter parse`` (docs/spec/meters.md "meter parse")."""
-    registers: dict[str, dict[str, object]] = {}
-    for reg in readout.registers:
-        last = reg.groups[-1] if reg.groups else ValueGroup("")
-        entry: dict[str, object] = {"value": _display(last), "unit": last.unit}
-        if len(reg.groups) > 1:
-            entry["groups"] = [{"value": _display(g), "unit": g.unit} for g in reg.groups]
-        registers[reg.code.key] = entry
-    ident = readout.identification
-    return {
-        "id": readout.meter_id,
-        "identification": ident.text if ident else None,
-        "checksum": readout.checksum,
-        "registers": registers,
-        "import_wh": readout.import_wh,
-        "export_wh": readout.export_wh,
-        "power_w": readout.power_w,
-        "meter_time": readout.meter_time.isoformat() if readout.meter_time else None,
-        "errors": [str(e) for e in readout.errors],
-        "notes": list(readout.notes),
-    }
-
-
-def _display(group: ValueGroup) -> str:
-    """Measured values lose their leading zeros ("001234.567" → "1234.567"); ids do not."""
-    m = _NUMBER_RE.fullmatch(group.value)
-    if group.unit is None or m is None:
-        return group.value
-    whole = m.group(2).lstrip("0") or "0"
-    frac = f".{m.group(3)}" if m.group(3) else ""
-    return f"{m.group(1)}{whole}{frac}"

@@ -23,7 +23,7 @@ from typing import Any
 
 from meters.errors import MeterError
 from meters.iec_driver import IecConfig, IecDriver
-from meters.obis import describe, parse_readout
+from meters.obis import NUMBER_RE, Readout, ValueGroup, parse_readout
 from meters.p1 import PROFILES, P1Config, P1Driver
 from meters.probe import probe
 from meters.reading import MeterDriver, Reading
@@ -255,3 +255,37 @@ def run_probe(args: argparse.Namespace) -> int:
             mark = "ANSWERS" if r.answered else "no"
             print(f"{r.protocol:<36} {r.line:<28} {mark:<8} {r.detail}")
     return 0 if any(r.answered for r in results) else EXIT_METER
+
+
+def describe(readout: Readout) -> dict[str, object]:
+    """The JSON shape of ``lemctl meter parse`` (docs/spec/meters.md "lemctl meter")."""
+    registers: dict[str, dict[str, object]] = {}
+    for reg in readout.registers:
+        last = reg.groups[-1] if reg.groups else ValueGroup("")
+        entry: dict[str, object] = {"value": _display(last), "unit": last.unit}
+        if len(reg.groups) > 1:
+            entry["groups"] = [{"value": _display(g), "unit": g.unit} for g in reg.groups]
+        registers[reg.code.key] = entry
+    ident = readout.identification
+    return {
+        "id": readout.meter_id,
+        "identification": ident.text if ident else None,
+        "checksum": readout.checksum,
+        "registers": registers,
+        "import_wh": readout.import_wh,
+        "export_wh": readout.export_wh,
+        "power_w": readout.power_w,
+        "meter_time": readout.meter_time.isoformat() if readout.meter_time else None,
+        "errors": [str(e) for e in readout.errors],
+        "notes": list(readout.notes),
+    }
+
+
+def _display(group: ValueGroup) -> str:
+    """Measured values lose their leading zeros ("001234.567" → "1234.567"); ids do not."""
+    m = NUMBER_RE.fullmatch(group.value)
+    if group.unit is None or m is None:
+        return group.value
+    whole = m.group(2).lstrip("0") or "0"
+    frac = f".{m.group(3)}" if m.group(3) else ""
+    return f"{m.group(1)}{whole}{frac}"

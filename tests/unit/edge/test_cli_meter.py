@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from edge.cli.main import main
+from edge.cli.meter import describe
+from meters.obis import parse_readout
 
 TELEGRAMS = Path("/work/shared/testdata/telegrams")
 ROOT = Path(__file__).resolve().parents[3]
@@ -150,3 +152,18 @@ def test_read_modbus_tcp_json(capsys: pytest.CaptureFixture[str]) -> None:
     out = json.loads(capsys.readouterr().out)
     assert (out["driver"], out["meter_id"]) == ("modbus", "sim-9")
     assert (out["import_wh"], out["export_wh"]) == (expected.import_wh, expected.export_wh)
+
+
+def readout_of(text: str) -> bytes:
+    return text.replace("\n", "\r\n").encode("ascii")
+
+
+def test_describe_matches_the_cli_contract() -> None:
+    """JSON: id, registers {obis: {value, unit}}, import_wh, export_wh, errors."""
+    out = describe(parse_readout(readout_of("0.0.0(12345678)\n1.8.0(001234.567*kWh)\n")))
+    assert out["id"] == "12345678"
+    assert out["registers"] == {
+        "0.0.0": {"value": "12345678", "unit": None},
+        "1.8.0": {"value": "1234.567", "unit": "kWh"},
+    }
+    assert (out["import_wh"], out["export_wh"], out["errors"]) == (1_234_567, None, [])

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from meters.errors import ChecksumError, MissingRegisterError, ParseError
 from meters.obis import (
+    ValueGroup,
     block_check,
     crc16,
-    describe,
     parse_readout,
     to_reading,
 )
@@ -136,10 +136,9 @@ def test_multiple_value_groups_and_continuation_line() -> None:
     assert gas.groups[-1].value == "00001.001"
     assert len(gas.groups) == 7
     r2 = parse_readout(readout_of("0-1:24.2.1(101209112500W)(12785.123*m3)\n1.8.0(1*kWh)\n"))
-    gas2 = describe(r2)["registers"]["0-1:24.2.1"]  # type: ignore[index]
-    assert gas2["value"] == "12785.123"
-    assert gas2["unit"] == "m3"
-    assert gas2["groups"][0] == {"value": "101209112500W", "unit": None}
+    gas2 = r2.get("0-1:24.2.1")
+    assert gas2 is not None
+    assert gas2.groups == (ValueGroup("101209112500W"), ValueGroup("12785.123", "m3"))
 
 
 def test_meter_id_rules() -> None:
@@ -210,17 +209,6 @@ def test_meter_time_uses_the_dst_flag() -> None:
     assert winter.meter_time == datetime(2023, 11, 2, 11, 15, 48, tzinfo=UTC)
     bad = parse_readout(readout_of("0-0:1.0.0(2305X)\n1.8.0(1*kWh)\n"))
     assert "YYMMDDhhmmss" in bad.errors[0].reason
-
-
-def test_describe_matches_the_cli_contract() -> None:
-    """JSON: id, registers {obis: {value, unit}}, import_wh, export_wh, errors."""
-    out = describe(parse_readout(readout_of("0.0.0(12345678)\n1.8.0(001234.567*kWh)\n")))
-    assert out["id"] == "12345678"
-    assert out["registers"] == {
-        "0.0.0": {"value": "12345678", "unit": None},
-        "1.8.0": {"value": "1234.567", "unit": "kWh"},
-    }
-    assert (out["import_wh"], out["export_wh"], out["errors"]) == (1_234_567, None, [])
 
 
 def test_to_reading_export_rules() -> None:
