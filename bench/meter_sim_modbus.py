@@ -63,6 +63,14 @@ mem = psutil.Process().memory_full_info()
 print(json.dumps({"uss": mem.uss, "rss": mem.rss, "heavy": []}))
 """
 
+_CHILD_MODBUS = """
+import json, sys, psutil
+import meters.modbus, meters.integrator
+mem = psutil.Process().memory_full_info()
+heavy = sorted(m for m in ("pandas", "numpy", "pvlib", "demandlib") if m in sys.modules)
+print(json.dumps({"uss": mem.uss, "rss": mem.rss, "heavy": heavy}))
+"""
+
 _CHILD_HEAVY = """
 import json, sys, psutil, pandas, pvlib, demandlib
 mem = psutil.Process().memory_full_info()
@@ -183,6 +191,7 @@ def bench_memory() -> None:
     for label, code in (
         ("bare python + psutil", _CHILD_BARE),
         ("sim meter (runtime path)", _CHILD_SIM),
+        ("modbus driver + integrator", _CHILD_MODBUS),
         ("pandas + pvlib + demandlib", _CHILD_HEAVY),
     ):
         out = subprocess.run(
