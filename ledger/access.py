@@ -78,7 +78,7 @@ class Queries:
     def _meters(self) -> dict[str, bytes]:
         with self._read() as base:
             return {
-                k[len(b"meter/") :].decode(): bytes(codec.decode(v))
+                k[len(b"meter/") :].decode(): bytes(codec.decode_trusted(v))
                 for k, v in base.scan(b"meter/", state.prefix_end(b"meter/"))
             }
 
@@ -86,7 +86,7 @@ class Queries:
         """Anyone: every period's bounds, parameters and solved state (getMarketParameters)."""
         with self._read() as base:
             return {
-                k[len(b"period/") :].decode(): codec.decode(v)
+                k[len(b"period/") :].decode(): codec.decode_trusted(v)
                 for k, v in base.scan(b"period/", state.prefix_end(b"period/"))
             }
 
@@ -96,7 +96,7 @@ class Queries:
         self._require(viewer, Role.ADMIN, Role.PROSUMER)
         with self._read() as base:
             return [
-                [int(k[4:]), *codec.decode(v)]
+                [int(k[4:]), *codec.decode_trusted(v)]
                 for k, v in base.scan(state.k_total(start_ms), state.k_total(end_ms))
             ]
 
@@ -113,7 +113,7 @@ class Queries:
         hi = b"meas/" + state.slot_key(end_ms).encode()
         with self._read() as base:
             for k, v in base.scan(lo, hi):
-                imp, exp, quality, owner = codec.decode(v)
+                imp, exp, quality, owner = codec.decode_trusted(v)
                 # A prosumer sees the rows it signed itself, even for a meter since removed.
                 if k[19:].decode() == meter_id and (role is Role.ADMIN or owner == viewer):
                     out.append([int(k[5:18]), imp, exp, quality])
@@ -165,7 +165,7 @@ class Queries:
         if key.startswith(b"meas/"):
             with self._read() as base:
                 raw = base.get(key)
-            if raw is not None and codec.decode(raw)[3] == viewer:
+            if raw is not None and codec.decode_trusted(raw)[3] == viewer:
                 return
         if key.startswith(b"settle/") and key.endswith(b"/" + own.encode()):
             return

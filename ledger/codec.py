@@ -78,6 +78,21 @@ def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Value:
     return value
 
 
+def decode_trusted(data: bytes) -> Value:
+    """Decode bytes this node encoded itself with :func:`encode` (its own LMDB state).
+
+    Skips the re-encoding check of :func:`decode`, which is what makes reading state cheap;
+    never use it on bytes received from outside (those go through :func:`decode`).
+
+    Raises:
+        CodecError: the bytes are not one MessagePack value.
+    """
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=True, max_ext_len=0)
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.UnpackException) as exc:
+        raise CodecError(f"stored value does not decode: {exc}") from exc
+
+
 def _canonical(value: Value) -> Value:
     """Return ``value`` with maps key-sorted and tuples as lists; refuse non-canonical types."""
     if value is None or isinstance(value, bool | str | bytes):

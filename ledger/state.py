@@ -96,7 +96,9 @@ class Overlay:
     def get_value(self, key: bytes) -> codec.Value:
         """Decoded value under ``key`` (None when absent)."""
         raw = self.get(key)
-        return None if raw is None else codec.decode(raw)
+        # State bytes were produced by codec.encode on this node and are covered by the app
+        # hash, so the canonical re-encoding check of codec.decode is not repeated here.
+        return None if raw is None else codec.decode_trusted(raw)
 
     def put_value(self, key: bytes, value: codec.Value) -> None:
         self.put(key, codec.encode(value))
@@ -222,7 +224,7 @@ def find_period(st: Overlay, slot_ms: int) -> tuple[str, dict[str, codec.Value]]
         last = pid
     if last is None:
         return None
-    period_id = str(codec.decode(last))
+    period_id = str(codec.decode_trusted(last))
     record = st.get_value(k_period(period_id))
     if record is None or not record["start_ms"] <= slot_ms < record["end_ms"]:
         return None

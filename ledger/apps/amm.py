@@ -89,7 +89,7 @@ def check_period_bounds(st: state.Overlay, period_id: str, start_ms: int, end_ms
     if not 0 < end_ms - start_ms <= MAX_PERIOD_MS:
         raise reject(Reason.BAD_VALUE, f"period {period_id!r} must have 0 < end - start <= 366 d")
     for _, raw in st.scan(b"pstart/", state.k_period_start(end_ms)):
-        other = str(codec.decode(raw))
+        other = str(codec.decode_trusted(raw))
         rec = st.get_value(state.k_period(other))
         if other != period_id and rec is not None and rec["end_ms"] > start_ms:
             raise reject(Reason.PERIOD_OVERLAP, f"period {period_id!r} overlaps {other!r}")
@@ -218,7 +218,7 @@ def _period_slots(st: state.Overlay, start_ms: int, end_ms: int) -> Iterator[dic
             yield {a: MemberEnergy(i, e) for a, (i, e) in slot.items()}
             slot = {}
         current = slot_ms
-        imp, exp, _quality, owner = codec.decode(raw)
+        imp, exp, _quality, owner = codec.decode_trusted(raw)
         acc = slot.setdefault(state.account_id(owner), [0, 0])
         acc[0] += imp
         acc[1] += exp
