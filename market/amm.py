@@ -24,7 +24,7 @@ from functools import lru_cache
 from operator import attrgetter
 from typing import NamedTuple
 
-from market.decimals import format_decimal, parse_decimal
+from market.decimals import exact_decimal, parse_decimal
 from market.errors import InvalidInput
 
 WH_PER_KWH = 1_000
@@ -103,14 +103,18 @@ class MarketParams:
                     key, value, "must be a fractions.Fraction (use MarketParams.from_strings)"
                 )
             if value < 0:
-                raise InvalidSettlementInput(key, value, "must not be negative")
+                raise InvalidSettlementInput(key, _show(value), "must not be negative")
         if self.p_buy_lem > self.p_buy_bau:
             raise InvalidSettlementInput(
-                "p_buy_lem", self.p_buy_lem, f"must be <= p_buy_bau ({self.p_buy_bau})"
+                "p_buy_lem",
+                _show(self.p_buy_lem),
+                f"must be <= p_buy_bau ({_show(self.p_buy_bau)})",
             )
         if self.p_sell_lem < self.p_sell_bau:
             raise InvalidSettlementInput(
-                "p_sell_lem", self.p_sell_lem, f"must be >= p_sell_bau ({self.p_sell_bau})"
+                "p_sell_lem",
+                _show(self.p_sell_lem),
+                f"must be >= p_sell_bau ({_show(self.p_sell_bau)})",
             )
 
     @classmethod
@@ -151,7 +155,14 @@ class MarketParams:
         Raises:
             InvalidSettlementInput: a value has no finite decimal expansion (e.g. 1/3).
         """
-        return {key: _exact_decimal(key, getattr(self, key)) for key in PARAM_KEYS}
+        out = {}
+        for key in PARAM_KEYS:
+            value = getattr(self, key)
+            text = exact_decimal(value)
+            if text is None:
+                raise InvalidSettlementInput(key, value, "has no finite decimal expansion")
+            out[key] = text
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,17 +495,6 @@ def _check_energy(field: str, value: object) -> None:
         raise InvalidSettlementInput(field, value, f"exceeds {MAX_SLOT_ENERGY_WH} Wh per slot")
 
 
-def _exact_decimal(field: str, value: Fraction) -> str:
-    den = value.denominator
-    places = 0
-    while den % 10 == 0 or den % 2 == 0 or den % 5 == 0:
-        if den % 10 == 0:
-            den //= 10
-        elif den % 2 == 0:
-            den //= 2
-        else:
-            den //= 5
-        places += 1
-    if den != 1:
-        raise InvalidSettlementInput(field, value, "has no finite decimal expansion")
-    return format_decimal(value, places)
+def _show(value: Fraction) -> str:
+    """A parameter for an error message: exact decimal text where there is one."""
+    return exact_decimal(value) or str(value)

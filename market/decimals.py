@@ -66,3 +66,19 @@ def format_uect(amount_uect: int) -> str:
     sign = "-" if amount_uect < 0 else ""
     whole, part = divmod(abs(amount_uect), UECT_PER_ECT)
     return f"{sign}{whole}.{part:06d}"
+
+
+def exact_decimal(value: Fraction) -> str | None:
+    """``value`` as a decimal string without any rounding, or None if it has no finite one.
+
+    ``Fraction(547, 2000)`` -> ``"0.2735"``; ``Fraction(1, 3)`` -> None.
+    """
+    den = value.denominator
+    twos = fives = 0
+    while den % 2 == 0:
+        den //= 2
+        twos += 1
+    while den % 5 == 0:
+        den //= 5
+        fives += 1
+    return format_decimal(value, max(twos, fives)) if den == 1 else None

@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from market.decimals import format_decimal, format_uect, parse_decimal
+from market.decimals import exact_decimal, format_decimal, format_uect, parse_decimal
 from market.errors import InvalidInput
 
 
@@ -58,3 +58,11 @@ def test_format_uect_shows_six_decimals() -> None:
     assert format_uect(1) == "0.000001"
     assert format_uect(-1) == "-0.000001"
     assert format_uect(0) == "0.000000"
+
+
+def test_exact_decimal_never_rounds() -> None:
+    """exact_decimal writes every digit of a finite decimal and refuses (None) the others."""
+    assert exact_decimal(Fraction(547, 2000)) == "0.2735"
+    assert exact_decimal(Fraction(1, 2**12)) == "0.000244140625"
+    assert exact_decimal(Fraction(-21)) == "-21"
+    assert exact_decimal(Fraction(1, 3)) is None
