@@ -7,12 +7,19 @@ genesis hash, which block 1 links to as ``prev_block_hash``.
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from ledger import codec, keys, state
 from ledger.errors import LedgerError
+from market.amm import MarketParams
+from market.errors import MarketError
+
+ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+"""Meter and period ids (the same rule as tx bodies, ledger/registry.py)."""
 
 DEFAULT_CLOCK_SKEW_MS = 60_000
 """How far a measured slot's end may lie after the block time [ms] (node clocks differ)."""
@@ -76,6 +83,28 @@ class Genesis:
         _require(self.privacy == "open", "privacy", self.privacy)
         _require(self.clock_skew_ms >= 0, "clock_skew_ms", self.clock_skew_ms)
         _require(self.settle_grace_ms >= 0, "settle_grace_ms", self.settle_grace_ms)
+        for meter_id, owner in self.meters.items():
+            _require(ID_RE.match(meter_id) is not None, "meters", meter_id)
+            _require(len(owner) == keys.PUBLIC_KEY_BYTES, "meters", meter_id)
+        self._check_periods()
+
+    def _check_periods(self) -> None:
+        """Periods: valid ids, 15-min aligned, non-empty, no overlap, engine-valid parameters."""
+        spans = sorted((p.start_ms, p.end_ms, p.period_id) for p in self.periods)
+        _require(len({p.period_id for p in self.periods}) == len(spans), "periods", "duplicate id")
+        for start, end, pid in spans:
+            _require(ID_RE.match(pid) is not None, "periods", pid)
+            aligned = start % state.SLOT_MS == 0 and end % state.SLOT_MS == 0
+            _require(aligned and start < end, "periods", f"{pid}: bounds")
+        for (_, end_a, a), (start_b, _, b) in itertools.pairwise(spans):
+            _require(end_a <= start_b, "periods", f"{a} overlaps {b}")
+        for p in self.periods:
+            try:
+                MarketParams.from_strings(p.params)
+            except MarketError as exc:
+                raise GenesisError(
+                    f"genesis field 'periods' is invalid ({p.period_id}: {exc})"
+                ) from exc
 
     def to_value(self) -> dict[str, codec.Value]:
         """Canonical value (the hashed form)."""

@@ -7,12 +7,11 @@ central file. Handlers are pure functions of (state, block height, block time, t
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from ledger import codec, keys
+from ledger import codec, genesis, keys
 from ledger.errors import Reason, TxRejected
 from ledger.state import Overlay
 from ledger.tx import Tx
@@ -106,7 +105,7 @@ def _load_apps() -> None:
 
 # body decoding helpers --------------------------------------------------------------------
 
-ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+ID_RE = genesis.ID_RE
 
 
 def fields(value: codec.Value, kind: str, names: tuple[str, ...]) -> dict[str, Any]:

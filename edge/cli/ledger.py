@@ -41,13 +41,14 @@ def _open(path: Path) -> Store:
 
 
 def _evidence_verifier() -> EvidenceVerifier | None:
-    """Consensus's double-sign checker, when that package provides one."""
+    """Consensus's double-sign checker in the ledger's calling convention, when provided
+    (docs/spec/ledger.md §1: ``ledger.consensus.evidence.ledger_verifier``)."""
     try:
         module = importlib.import_module("ledger.consensus.evidence")
     except ImportError:
         return None
-    verifier: EvidenceVerifier | None = getattr(module, "verify_evidence", None)
-    return verifier
+    verifier: EvidenceVerifier | None = getattr(module, "ledger_verifier", None)
+    return verifier if callable(verifier) else None
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -33,6 +33,15 @@ def test_hash_ignores_listing_order() -> None:
         {"admins": ()},
         {"governance_threshold": 3},
         {"privacy": "pseudonymous"},
+        {"meters": {"bad id!": N1.public_key}},
+        {
+            "periods": (
+                Period("p", T0, T0 + SLOT, PARAMS),
+                Period("q", T0 + SLOT - SLOT, T0 + 2 * SLOT, PARAMS),
+            )
+        },
+        {"periods": (Period("p", T0 + 1, T0 + SLOT, PARAMS),)},
+        {"periods": (Period("p", T0, T0 + SLOT, {**PARAMS, "p_buy_lem": "30"}),)},
     ],
 )
 def test_invalid_documents(change: dict[str, object]) -> None:
