@@ -12,6 +12,7 @@ import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +69,24 @@ class LedgerConfig:
     cert_file: Path | None = None
     client_key_file: Path | None = None
     keepalive_s: int = 60
+    resign_timeout_s: float = 30.0  # nothing of ours committed this long: re-sign from the ledger
+    max_inflight: int = 32  # own txs signed but not yet committed
+    block_heartbeat_s: float = 300.0  # single-validator mode: an empty block at least this often
 
     def __post_init__(self) -> None:
+        _check(
+            "ledger.resign_timeout_s",
+            self.resign_timeout_s,
+            1 <= self.resign_timeout_s <= 3600,
+            "between 1 and 3600",
+        )
+        _check("ledger.max_inflight", self.max_inflight, 1 <= self.max_inflight <= 1000, "1..1000")
+        _check(
+            "ledger.block_heartbeat_s",
+            self.block_heartbeat_s,
+            1 <= self.block_heartbeat_s <= 86400,
+            "between 1 and 86400",
+        )
         for url in self.brokers:
             _check(
                 "ledger.brokers",
@@ -91,6 +108,35 @@ class MarketConfig:
 
     def __post_init__(self) -> None:
         _check("market.solve_grace_s", self.solve_grace_s, self.solve_grace_s >= 0, ">= 0")
+
+
+@dataclass(frozen=True)
+class ClockConfig:
+    """Simulated time for demos and tests: ``sim = start + speed * (wall - anchor)``.
+
+    With ``speed = 1`` and no ``start`` the daemon runs on the host's UTC clock. Every node of
+    an accelerated testnet gets the same ``start`` and ``anchor``, so their clocks agree.
+    """
+
+    speed: float = 1.0  # simulated seconds per real second
+    start: str = ""  # simulated UTC time at ``anchor`` (ISO 8601 with offset); "" = real time
+    anchor: str = ""  # real UTC wall time at which simulated time equals ``start``; "" = start-up
+
+    def __post_init__(self) -> None:
+        _check("clock.speed", self.speed, 0.001 <= self.speed <= 100_000, "between 0.001 and 1e5")
+        for name in ("start", "anchor"):
+            value = getattr(self, name)
+            if value:
+                _check(
+                    f"clock.{name}", value, _parse_utc(value) is not None, "ISO 8601 with offset"
+                )
+        _check(
+            "clock.anchor", self.anchor, not self.anchor or bool(self.start), "needs clock.start"
+        )
+
+    @property
+    def accelerated(self) -> bool:
+        return bool(self.start) or self.speed != 1.0
 
 
 @dataclass(frozen=True)
@@ -127,6 +173,7 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    clock: ClockConfig = field(default_factory=ClockConfig)
     source: Path | None = None
 
     @property
@@ -224,6 +271,22 @@ def _check(dotted: str, value: Any, ok: bool, rule: str) -> None:
 
 def _choice(dotted: str, value: str, allowed: tuple[str, ...]) -> None:
     _check(dotted, value, value in allowed, f"must be one of {', '.join(allowed)}")
+
+
+def _parse_utc(value: str) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def parse_utc(value: str) -> datetime:
+    """An ISO 8601 time with offset from a validated config field, as UTC."""
+    parsed = _parse_utc(value)
+    if parsed is None:
+        raise ConfigError(f"{value!r}: not an ISO 8601 time with offset")
+    return parsed.astimezone(UTC)
 
 
 def _check_listen(dotted: str, value: str, *, allow_unix: bool) -> None:

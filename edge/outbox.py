@@ -83,6 +83,7 @@ class Outbox:
         )
         self._records = self._env.open_db(b"records")
         self._meta = self._env.open_db(b"meta")
+        self._rejected = self._env.open_db(b"rejected")
 
     def close(self) -> None:
         self._env.close()
@@ -93,6 +94,30 @@ class Outbox:
             txn.put(record.key, record.encode(), db=self._records)
             for name, value in (meta or {}).items():
                 txn.put(name.encode(), encode(value), db=self._meta)
+
+    def put_many(self, records: list[OutboxRecord], *, meta: dict[str, Any] | None = None) -> None:
+        """Store several records (the slots one reading closed) and meta values atomically."""
+        with self._env.begin(write=True) as txn:
+            for record in records:
+                txn.put(record.key, record.encode(), db=self._records)
+            for name, value in (meta or {}).items():
+                txn.put(name.encode(), encode(value), db=self._meta)
+
+    def mark_rejected(self, record: OutboxRecord, reason: str) -> None:
+        """Move a record the ledger refuses for good (e.g. its period is already solved) to the
+        ``rejected`` table with the reason: it stops being retried but is never deleted."""
+        with self._env.begin(write=True) as txn:
+            txn.delete(record.key, db=self._records)
+            txn.put(record.key, encode([record.encode(), reason]), db=self._rejected)
+
+    def rejected(self) -> list[tuple[OutboxRecord, str]]:
+        """Records the ledger refused for good, with the reason, oldest slot first."""
+        with self._env.begin() as txn:
+            out = []
+            for _, value in txn.cursor(db=self._rejected):
+                raw, reason = decode(bytes(value))
+                out.append((OutboxRecord.decode(raw), str(reason)))
+        return out
 
     def mark_committed(self, meter_id: str, slot_start_s: int) -> bool:
         """Remove a record the ledger has committed. Returns False if it was not here."""

@@ -1,0 +1,119 @@
+"""Builders for lemd tests: a node folder with key, single-validator genesis and lemd.toml."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from ledger.genesis import Genesis, Period
+from ledger.keys import SigningKey
+
+SLOT_MS = 900_000
+SIM_START = datetime(2025, 6, 21, 0, 0, tzinfo=UTC)
+"""Simulated time at the anchor: midsummer, the PV houses export at noon."""
+PARAMS = {"p_buy_bau": "21", "p_sell_bau": "6", "p_buy_lem": "16", "p_sell_lem": "9", "beta": "0"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class NodeDir:
+    """A prepared node: its folder, config, key and the admin key of its chain."""
+
+    root: Path
+    config: Path
+    key: SigningKey
+    admin: SigningKey
+    api: str
+    meter_id: str
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "state"
+
+
+def make_node(
+    root: Path,
+    *,
+    speed: float = 900.0,
+    anchor: datetime | None = None,
+    admin_is_node: bool = False,
+    meter_id: str = "lic-h03",
+    period_hours: int = 6,
+    poll_interval_s: float = 0.5,
+    solve_grace_s: int = 0,
+    extra_toml: str = "",
+    periods: int = 4,
+) -> NodeDir:
+    """Write key, genesis and lemd.toml for a single-validator node with a simulated meter.
+
+    The node's key is the chain's only validator and owns ``meter_id``; the admin is another
+    key unless ``admin_is_node``. Periods of ``period_hours`` follow each other from SIM_START.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    state = root / "state"
+    state.mkdir(exist_ok=True)
+    key = SigningKey.generate()
+    key.save(state / "node.key")
+    admin = key if admin_is_node else SigningKey.generate()
+    start_ms = int(SIM_START.timestamp() * 1000)
+    span = period_hours * 3_600_000
+    genesis = Genesis(
+        chain_id="lemd-test",
+        genesis_time_ms=start_ms - 60_000,
+        validators=((key.public_key, 1),),
+        admins=(admin.public_key,),
+        governance_keys=(admin.public_key,),
+        governance_threshold=1,
+        meters={meter_id: key.public_key},
+        periods=tuple(
+            Period(f"p{i}", start_ms + i * span, start_ms + (i + 1) * span, PARAMS)
+            for i in range(periods)
+        ),
+    )
+    (root / "genesis.json").write_text(genesis.to_json())
+    anchor = anchor or datetime.now(UTC) + timedelta(seconds=1)
+    api = f"127.0.0.1:{free_port()}"
+    text = f"""
+[node]
+name = "{root.name.replace(".", "-")}"
+data_dir = "state"
+role = "validator"
+genesis_file = "genesis.json"
+
+[meter]
+driver = "sim"
+meter_id = "{meter_id}"
+poll_interval_s = {poll_interval_s}
+
+[ledger]
+chain_id = "lemd-test"
+resign_timeout_s = 3
+
+[market]
+solve_grace_s = {solve_grace_s}
+
+[api]
+listen = "{api}"
+
+[metrics]
+listen = "{api}"
+
+[clock]
+speed = {speed}
+start = "{SIM_START.isoformat()}"
+anchor = "{anchor.isoformat()}"
+
+[log]
+level = "info"
+{extra_toml}
+"""
+    config = root / "lemd.toml"
+    config.write_text(text)
+    return NodeDir(root, config, key, admin, api, meter_id)
