@@ -22,8 +22,14 @@ from ledger.errors import StoreError
 from ledger.genesis import Genesis
 from ledger.keys import sha256
 
-MAP_SIZE_BYTES = (1 << 30) if sys.maxsize > 2**32 else (512 << 20)
-"""LMDB map size: 1 GiB on 64-bit, 512 MiB on 32-bit armhf (address space < 2 GiB)."""
+
+def map_size_bytes(maxsize: int = sys.maxsize) -> int:
+    """LMDB map size: 1 GiB on 64-bit, 512 MiB on 32-bit armhf, whose processes get < 2 GiB
+    of address space (the whole map is mapped at once)."""
+    return (1 << 30) if maxsize > 2**32 else (512 << 20)
+
+
+MAP_SIZE_BYTES = map_size_bytes()
 
 _DBS = ("meta", "blocks", "commits", "heights", "apphash", "txidx", "state", "leaves", "buckets")
 

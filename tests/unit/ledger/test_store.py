@@ -10,7 +10,7 @@ import pytest
 from ledger import block as blk
 from ledger.app import App
 from ledger.errors import BlockInvalid, StoreError
-from ledger.store import MAP_SIZE_BYTES, Store
+from ledger.store import MAP_SIZE_BYTES, Store, map_size_bytes
 from tests.unit.ledger.helpers import ADMIN, N1, SLOT, T0, VAL, Signer, commit, genesis
 
 
@@ -23,8 +23,10 @@ def _chain(path: Path, blocks: int = 3) -> App:
 
 
 def test_map_size_fits_the_platform() -> None:
-    """1 GiB on 64-bit hosts (this test host), 512 MiB would apply on 32-bit armhf."""
-    assert MAP_SIZE_BYTES == 1 << 30
+    """1 GiB on 64-bit hosts, 512 MiB on 32-bit armhf (sys.maxsize 2**31 - 1)."""
+    assert map_size_bytes(2**63 - 1) == 1 << 30
+    assert map_size_bytes(2**31 - 1) == 512 << 20
+    assert map_size_bytes() == MAP_SIZE_BYTES
 
 
 def test_reopen_restores_tip(tmp_path: Path) -> None:

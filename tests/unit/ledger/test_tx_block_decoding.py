@@ -133,6 +133,24 @@ def test_non_canonical_tx() -> None:
     assert exc.value.reason.value == "malformed"
 
 
+def test_non_canonical_block() -> None:
+    """A block whose height is encoded wider than needed, or whose map keys are unsorted inside
+    last_commit, is refused."""
+    header, txs, last_commit = msgpack.unpackb(GOOD_BLOCK)
+    packed_header = b"\x9a" + b"".join(
+        (b"\xcf" + f.to_bytes(8, "big")) if isinstance(f, int) and f == 5 else msgpack.packb(f)
+        for f in header
+    )
+    wide = b"\x93" + packed_header + msgpack.packb(txs) + msgpack.packb(last_commit)
+    with pytest.raises(BlockInvalid, match="canonical"):
+        blk.decode(wide)
+    unsorted = (
+        b"\x93" + msgpack.packb(header) + msgpack.packb(txs) + msgpack.packb({"b": 1, "a": 2})
+    )
+    with pytest.raises(BlockInvalid, match="canonical"):
+        blk.decode(unsorted)
+
+
 @pytest.mark.parametrize(
     "envelope",
     [
