@@ -68,3 +68,17 @@ def test_verify_detects_edited_block(data_dir: Path, capsys: pytest.CaptureFixtu
     env.close()
     assert main(["ledger", "verify", "--data-dir", str(data_dir)]) == 1
     assert "height 1:" in capsys.readouterr().out
+
+
+def test_readme_commands_run(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's `lemctl ledger` lines run as written (data dir swapped for a real store)."""
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
+    lines = [
+        ln.split("#")[0].split() for ln in readme.splitlines() if ln.startswith("lemctl ledger ")
+    ]
+    assert len(lines) == 3
+    for argv in lines:
+        args = [str(data_dir) if a == "/var/lib/lemd/ledger" else a for a in argv[1:]]
+        args = ["1" if a == "1200" else a for a in args]
+        assert main(args) == 0, args
+    assert "ok: 3 blocks verified" in capsys.readouterr().out
