@@ -19,6 +19,15 @@ class ConsensusApp(Protocol):
         """The last committed height (0 before the first block)."""
         ...
 
+    def block_id(self, block: bytes) -> bytes:
+        """The 32-byte identity of ``block`` that votes and commits sign (deterministic; for
+        bytes that are no block, any value no valid block can have)."""
+        ...
+
+    def last_block_time_ms(self) -> int:
+        """Time of the last committed block [ms since epoch]; genesis time at height 0."""
+        ...
+
     def validators(self) -> dict[bytes, int]:
         """Validator public keys and powers in force for height ``height() + 1``."""
         ...
@@ -30,7 +39,7 @@ class ConsensusApp(Protocol):
             height: the height being proposed.
             last_commit: the commit of ``height − 1`` (None at height 1), to be embedded.
             time_ms: the block time: the weighted median of ``last_commit`` [ms]; at height 1
-                the proposer's clock.
+                the genesis time + 1 ms.
         """
         ...
 

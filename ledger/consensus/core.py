@@ -7,7 +7,8 @@ report an equivocation — which the engine performs. Inputs are already verifie
 chain, height, signer is a validator); the core re-checks only what depends on its own state
 (the proposer of the round, the round window).
 
-Values are opaque block bytes identified by their SHA-256 hash; ``locked_value`` and
+Values are opaque block bytes identified by the application's block id (SHA-256 of the bytes,
+or of the header for the ledger's blocks); ``locked_value`` and
 ``valid_value`` are stored as hashes, the bytes are kept in :attr:`HeightState.blocks`.
 """
 
@@ -19,7 +20,6 @@ from dataclasses import dataclass
 from ledger.consensus.messages import Commit, Proposal, Step, Vote
 from ledger.consensus.validators import ValidatorSet
 from ledger.consensus.votes import VoteSet
-from ledger.keys import sha256
 
 MAX_ROUND_AHEAD = 64
 """Messages more than this many rounds ahead of the current round are ignored (bounds memory)."""
@@ -179,9 +179,9 @@ class HeightState:
         self._run()
         return self._take()
 
-    def on_block(self, block: bytes) -> list[Action]:
+    def on_block(self, block: bytes, block_hash: bytes) -> list[Action]:
         """Block bytes learnt elsewhere (a block announcement); may complete a decision."""
-        self.blocks.setdefault(sha256(block), block)
+        self.blocks.setdefault(block_hash, block)
         self._run()
         return self._take()
 

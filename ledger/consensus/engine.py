@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from ledger.consensus import wire
 from ledger.consensus.app import ConsensusApp
 from ledger.consensus.clock import Clock, TimerHandle
-from ledger.consensus.commit import block_time_ms
 from ledger.consensus.core import (
     Action,
     DecideAction,
@@ -178,7 +177,10 @@ class Engine(BlockFollower):
             self.stats["not_validator"] += 1
             return
         try:
-            msg.verify(self._config.chain_id)
+            if isinstance(msg, Proposal):
+                msg.verify(self._config.chain_id, self.app.block_id)
+            else:
+                msg.verify(self._config.chain_id)
         except MessageError as exc:
             self.stats[exc.reason] += 1
             return
@@ -247,7 +249,8 @@ class Engine(BlockFollower):
     def _sign(self, action: VoteAction | ProposeAction) -> Vote | Proposal:
         assert self.key is not None
         assert self._sign_state is not None
-        now = max(self._clock.now_ms(), self.last_block_time_ms + 1)
+        # Vote times exceed this height's block time, so the next block's time advances.
+        now = max(self._clock.now_ms(), self.height_time_ms + 1)
         me = self.key.public_key
         if isinstance(action, VoteAction):
             vote = Vote(action.step, self.height, action.round, action.block_hash, now, me)
@@ -256,7 +259,7 @@ class Engine(BlockFollower):
             self.height,
             action.round,
             action.pol_round,
-            sha256(action.block),
+            self.app.block_id(action.block),
             now,
             me,
             action.block,
@@ -305,11 +308,7 @@ class Engine(BlockFollower):
 
     def _get_value(self, round_: int) -> bytes:
         del round_  # the block does not depend on the round
-        if self.last_commit is not None and self.prev_valset is not None:
-            time_ms = block_time_ms(self.last_commit, self.prev_valset)
-        else:
-            time_ms = self._clock.now_ms()
-        return self.app.prepare_block(self.height, self.last_commit, time_ms)
+        return self.app.prepare_block(self.height, self.last_commit, self.height_time_ms)
 
     def entered_height(self) -> None:
         """Called by the follower after a block is applied: fresh core, buffered messages."""
@@ -378,13 +377,19 @@ class Engine(BlockFollower):
             self._replaying = False
 
     def _republish(self) -> None:
-        """Re-send own latest-round messages and the latest commit while the height is open."""
+        """Re-send own messages that peers may still need, and the latest commit, while the
+        height is open: those of the latest round, and those of the rounds a re-proposal can
+        depend on (own valid and locked round, the pol_round of current proposals), since
+        Alg. 1 line 28 needs 2f+1 prevotes of that earlier round at every correct node."""
         if self.stopped:
             return
         if self.is_validator and self.core.started and self.core.decision is None:
-            latest = max((hrs[1] for hrs in self._own), default=-1)
+            core = self.core
+            rounds = {max((hrs[1] for hrs in self._own), default=-1)}
+            rounds |= {core.valid_round, core.locked_round}
+            rounds |= {p.pol_round for p in core.proposals(core.round)}
             for hrs, payload in sorted(self._own.items()):
-                if hrs[1] == latest:
+                if hrs[1] in rounds:
                     self._send("consensus", payload, None)
                     self.stats["republished"] += 1
             self.announce_latest()

@@ -8,6 +8,7 @@ since the Unix epoch [ms].
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import Any
@@ -113,7 +114,7 @@ class Proposal:
         height: block height (>= 1).
         round: round (>= 0).
         pol_round: the proposer's valid round ``vr`` (-1 when none).
-        block_hash: SHA-256 of :attr:`block`.
+        block_hash: the id of :attr:`block` (the application's ``block_id``).
         timestamp_ms: proposer's clock [ms since epoch].
         proposer: 32-byte public key of the proposer.
         block: the proposed block bytes (opaque to consensus).
@@ -151,9 +152,10 @@ class Proposal:
         """Return this proposal signed by ``key``."""
         return replace(self, signature=key.sign(chain_id, "proposal", self.body()))
 
-    def verify(self, chain_id: str) -> None:
-        """Raise :class:`MessageError` on a bad signature or a block that is not the hashed one."""
-        if sha256(self.block) != self.block_hash:
+    def verify(self, chain_id: str, block_id: Callable[[bytes], bytes] = sha256) -> None:
+        """Raise :class:`MessageError` on a bad signature or a block whose id is not
+        :attr:`block_hash` (``block_id``: the application's block identity)."""
+        if block_id(self.block) != self.block_hash:
             raise MessageError("bad_block_hash", "proposal block does not hash to block_hash")
         try:
             verify(self.proposer, chain_id, "proposal", self.body(), self.signature)

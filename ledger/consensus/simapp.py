@@ -52,6 +52,12 @@ class SimApp:
     def height(self) -> int:
         return len(self.blocks)
 
+    def block_id(self, block: bytes) -> bytes:
+        return sha256(block)
+
+    def last_block_time_ms(self) -> int:
+        return _parse(self.blocks[-1])[1] if self.blocks else 0
+
     def validators(self) -> dict[bytes, int]:
         return dict(self._powers_at[self.height() + 1])
 

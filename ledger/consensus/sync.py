@@ -20,7 +20,6 @@ from ledger.consensus.errors import CommitError, ForkError, StoreError
 from ledger.consensus.messages import Commit
 from ledger.consensus.validators import ValidatorSet
 from ledger.consensus.wal import ConsensusStore
-from ledger.keys import sha256
 
 if TYPE_CHECKING:
     from ledger.consensus.engine import EngineConfig, Send
@@ -56,9 +55,14 @@ class BlockFollower:
         self.prev_valset = store.load_valset(self.height - 1)
         self.last_commit = store.load_commit(self.height - 1)
         self.last_block: bytes | None = None
-        self.last_block_time_ms = 0
+        self.height_time_ms = self._height_time()
+
+    def _height_time(self) -> int:
+        """BFT time of the block decided at this height [ms] (docs/spec/consensus.md §Time):
+        the weighted median of the last commit, or the genesis time + 1 ms at height 1."""
         if self.last_commit is not None and self.prev_valset is not None:
-            self.last_block_time_ms = block_time_ms(self.last_commit, self.prev_valset)
+            return block_time_ms(self.last_commit, self.prev_valset)
+        return self.app.last_block_time_ms() + 1
 
     def _load_valset(self) -> ValidatorSet:
         stored = self.store.load_valset(self.height)
@@ -89,7 +93,7 @@ class BlockFollower:
         self._crash_follow.hit(BLOCK_STORED)
         self.stats["blocks"] += 1
         self.prev_valset, self.last_commit, self.last_block = self.valset, commit, block
-        self.last_block_time_ms = block_time_ms(commit, self.valset)
+        self.height_time_ms = block_time_ms(commit, self.valset)
         self.height += 1
         self.valset = self.prev_valset.next_height(self.app.validators())
         self.store.save_valset(self.height, self.valset)
@@ -114,7 +118,7 @@ class BlockFollower:
         self._pending_blocks = {h: a for h, a in self._pending_blocks.items() if h > self.height}
 
     def _apply_verified(self, ann: wire.BlockAnnouncement) -> bool:
-        block_hash = sha256(ann.block)
+        block_hash = self.app.block_id(ann.block)
         try:
             verify_commit(self._config.chain_id, self.valset, self.height, block_hash, ann.commit)
         except CommitError:
@@ -139,7 +143,9 @@ class BlockFollower:
         if valset is None:
             return
         try:
-            verify_commit(self._config.chain_id, valset, height, sha256(ann.block), ann.commit)
+            verify_commit(
+                self._config.chain_id, valset, height, self.app.block_id(ann.block), ann.commit
+            )
         except CommitError:
             self.stats["bad_commit"] += 1
             return
@@ -167,7 +173,9 @@ class BlockFollower:
             return
         self._last_sync_ms = now
         self.stats["sync_requests"] += 1
-        self._send("sync_req", wire.encode_sync_request(self._config.chain_id, self.height), None)
+        self._send(
+            "sync_req", wire.encode_sync_request(self._config.chain_id, self.height, now), None
+        )
 
     def answer_sync(self, from_height: int, requester: str) -> None:
         """Send ``requester`` up to ``sync_batch`` decided blocks from ``from_height`` on."""

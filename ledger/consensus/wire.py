@@ -8,7 +8,8 @@ is dropped and counted before any signature check):
 - ``["proposal", chain, body, sig, block]`` on channel ``consensus``
 - ``["block", chain, block, commit]`` on ``block`` (a decided block and its commit) and on
   ``sync_resp`` (answers to a sync request)
-- ``["sync_req", chain, from_height]`` on ``sync_req``
+- ``["sync_req", chain, from_height, time_ms]`` on ``sync_req`` (the requester's clock makes
+  each retry a distinct payload, so deduplication by hash never swallows a retry)
 """
 
 from __future__ import annotations
@@ -58,9 +59,9 @@ def encode_block(chain_id: str, block: bytes, commit: Commit) -> bytes:
     return codec.encode(["block", chain_id, block, commit.to_value()])
 
 
-def encode_sync_request(chain_id: str, from_height: int) -> bytes:
-    """Envelope asking for blocks from ``from_height`` on."""
-    return codec.encode(["sync_req", chain_id, from_height])
+def encode_sync_request(chain_id: str, from_height: int, time_ms: int) -> bytes:
+    """Envelope asking for blocks from ``from_height`` on, sent at ``time_ms`` [ms]."""
+    return codec.encode(["sync_req", chain_id, from_height, time_ms])
 
 
 def decode(chain_id: str, payload: bytes) -> Envelope:
@@ -84,7 +85,7 @@ def decode(chain_id: str, payload: bytes) -> Envelope:
         return Proposal.from_body(value[2], value[3], value[4])
     if kind == "block" and len(value) == 4 and isinstance(value[2], bytes):
         return BlockAnnouncement(value[2], Commit.from_value(value[3]))
-    if kind == "sync_req" and len(value) == 3 and isinstance(value[2], int):
+    if kind == "sync_req" and len(value) == 4 and isinstance(value[2], int):
         if value[2] < 1:
             raise MessageError("malformed", "sync request from height < 1")
         return SyncRequest(value[2])
