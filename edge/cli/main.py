@@ -15,6 +15,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edge.cli.schedule",
     "edge.cli.ledger",
     "edge.cli.meter",
+    "edge.cli.node",
+    "edge.cli.testnet",
 )
 
 

@@ -1,0 +1,511 @@
+"""A local testnet: keys, one genesis and one ``lemd.toml`` per node (like ``cometbft testnet``).
+
+Spec: docs/spec/testnet.md. ``lemctl testnet init`` and the community demo (edge/demo.py) call
+:func:`init_testnet`. The folder it writes::
+
+    DIR/genesis.json          the chain's genesis (ledger/genesis.py JSON)
+    DIR/testnet.json          manifest: nodes, roles, meters, public keys, ports, clock
+    DIR/admin/admin.key       the community operator's key (admin; solves, reads all)
+    DIR/governance/gov-K.key  the k-of-n governance keys
+    DIR/nodeK/lemd.toml       node K's config (relative paths: the folder can move)
+    DIR/nodeK/node.key        node K's ed25519 key (0600)
+
+Node K runs the K-th meter of the Lugaggia pilot (meters/sim/community.py); the first N nodes
+are validators (equal power), the others members. With ``deterministic_keys`` (the default)
+every key is derived from the seed and the chain id, so the same command gives byte-identical
+files: this is for demos and tests only, since anyone who knows the seed knows the keys.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import socket
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from ledger.genesis import Genesis, Period
+from ledger.keys import SigningKey, sha256
+from meters.sim.community import pilot_community
+
+__all__ = [
+    "DEFAULT_PARAMS",
+    "DEFAULT_START",
+    "Manifest",
+    "NodeEntry",
+    "TestnetError",
+    "TestnetPlan",
+    "init_testnet",
+    "load_manifest",
+    "set_anchor",
+]
+
+DEFAULT_START = "2026-05-15T00:00:00+00:00"
+"""Simulated start of a generated testnet: a fixed day, so the output depends only on the seed."""
+
+DEFAULT_PARAMS = {
+    "p_buy_bau": "0.27",
+    "p_sell_bau": "0.08",
+    "p_buy_lem": "0.22",
+    "p_sell_lem": "0.12",
+    "beta": "0.0005",
+}
+"""Market parameters of every generated period [ECT/kWh; beta ECT/kWh²] (Swiss tariffs 2025)."""
+
+DAY_MS = 86_400_000
+GOVERNANCE_KEYS = 3
+GOVERNANCE_THRESHOLD = 2
+PILOT_MEMBERS = 19
+SOLVE_GRACE_REAL_S = 15
+"""Real seconds between a period's end and its settlement, whatever the speed: the last slot's
+record must be committed by then (it is refused once the period is solved)."""
+CLOCK_SKEW_REAL_S = 5
+"""Real seconds of clock disagreement between nodes the chain tolerates (slot_in_future)."""
+MANIFEST = "testnet.json"
+
+
+class TestnetError(Exception):
+    """A testnet that cannot be generated as asked (names the option and the value)."""
+
+    __test__ = False  # not a pytest test class despite the name
+
+
+@dataclass(frozen=True)
+class TestnetPlan:
+    """What ``lemctl testnet init`` was asked for.
+
+    Attributes:
+        validators: N, the first N nodes validate (1 <= N <= members).
+        members: M, the number of nodes (each with one simulated meter).
+        out_dir: DIR, created if missing; must not hold a testnet already.
+        broker: MQTT broker URL every node uses.
+        speed: simulated seconds per real second.
+        chain_id: the chain's name.
+        seed: selects the pilot community's meters and (unless random keys) the keys.
+        start: simulated time at the anchor (ISO 8601); "now" = the real clock (speed must be 1).
+        anchor: real UTC time at which simulated time equals ``start`` (ISO 8601), "" = each
+            node's own start-up (fine only at speed 1).
+        days: number of daily market periods from the start day.
+        base_port: node K's API listens on base_port + 2K, its metrics on base_port + 2K + 1.
+        poll_interval_s: meter poll interval [real s]; 0 = automatic: 5 s at real time,
+            shorter when accelerated (at most 5 simulated minutes per poll, at least 0.5 s).
+        deterministic_keys: derive keys from the seed (demo only) instead of os.urandom.
+        params: market parameters of every period.
+    """
+
+    __test__ = False  # not a pytest test class despite the name
+
+    validators: int
+    members: int
+    out_dir: Path
+    broker: str = "mqtt://127.0.0.1:1883"
+    speed: float = 1.0
+    chain_id: str = "lugaggia-testnet"
+    seed: int = 2025
+    start: str = DEFAULT_START
+    anchor: str = ""
+    days: int = 1
+    base_port: int = 26600
+    poll_interval_s: float = 0.0
+    deterministic_keys: bool = True
+    params: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PARAMS))
+
+    def check(self) -> None:
+        """Raise :class:`TestnetError` naming the first impossible option."""
+        if not 1 <= self.members <= 999:
+            raise TestnetError(f"--members {self.members}: must be 1..999")
+        if not 1 <= self.validators <= self.members:
+            raise TestnetError(f"--validators {self.validators}: must be 1..--members")
+        if not 0.001 <= self.speed <= 100_000:
+            raise TestnetError(f"--speed {self.speed}: must be between 0.001 and 100000")
+        if self.start == "now" and self.speed != 1.0:
+            raise TestnetError("--start now runs on the real clock: --speed must be 1")
+        if self.poll_interval_s and not 0.5 <= self.poll_interval_s <= 60:
+            raise TestnetError(f"--poll-interval {self.poll_interval_s}: must be 0.5..60")
+        if not 1 <= self.days <= 366:
+            raise TestnetError(f"--days {self.days}: must be 1..366")
+        if not 1024 <= self.base_port <= 65535 - 2 * self.members:
+            raise TestnetError(f"--base-port {self.base_port}: ports out of range")
+        if not self.broker.startswith(("mqtt://", "mqtts://")):
+            raise TestnetError(f"--broker {self.broker!r}: must be mqtt://host:port")
+        if not self.chain_id or "/" in self.chain_id or len(self.chain_id) > 64:
+            raise TestnetError(f"--chain-id {self.chain_id!r}: 1-64 characters, no '/'")
+        for name, value in (("--start", self.start), ("--anchor", self.anchor)):
+            if value and value != "now" and _parse_time(value) is None:
+                raise TestnetError(f"{name} {value!r}: not an ISO 8601 time with offset")
+
+    @property
+    def start_time(self) -> datetime | None:
+        """The simulated start (UTC), None for real time."""
+        return None if self.start == "now" else _parse_time(self.start)
+
+    @property
+    def poll_s(self) -> float:
+        """The meter poll interval written to the configs [real s]."""
+        if self.poll_interval_s:
+            return self.poll_interval_s
+        return max(0.5, min(5.0, round(300 / self.speed, 1)))
+
+    @property
+    def grace_s(self) -> int:
+        """Wait after a period's end before SolveMarkets [simulated s], a whole minute."""
+        return max(900, 60 * math.ceil(self.speed * SOLVE_GRACE_REAL_S / 60))
+
+    @property
+    def clock_skew_ms(self) -> int:
+        """Tolerated clock disagreement [simulated ms]."""
+        return max(60_000, int(self.speed * CLOCK_SKEW_REAL_S * 1000))
+
+
+@dataclass(frozen=True)
+class NodeEntry:
+    """One node of the manifest."""
+
+    index: int
+    name: str
+    dir: str
+    role: str
+    meter_id: str
+    public_key: str
+    api: str
+    metrics: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """``DIR/testnet.json``: what the demo, e2e tests and benches need to drive a testnet."""
+
+    root: Path
+    chain_id: str
+    seed: int
+    broker: str
+    speed: float
+    start: str
+    anchor: str
+    grace_s: int
+    periods: tuple[dict[str, Any], ...]
+    admin_public_key: str
+    nodes: tuple[NodeEntry, ...]
+
+    def config_path(self, node: NodeEntry) -> Path:
+        return self.root / node.dir / "lemd.toml"
+
+    @property
+    def admin_key_path(self) -> Path:
+        return self.root / "admin" / "admin.key"
+
+    @property
+    def validators(self) -> tuple[NodeEntry, ...]:
+        return tuple(n for n in self.nodes if n.role == "validator")
+
+
+def derive_key(plan: TestnetPlan, label: str) -> SigningKey:
+    """The key ``label`` of this testnet: derived from seed and chain id, or random."""
+    if not plan.deterministic_keys:
+        return SigningKey.generate()
+    return SigningKey(
+        sha256(f"lem-edge/testnet-demo-key/{plan.chain_id}/{plan.seed}/{label}".encode())
+    )
+
+
+def member_meters(plan: TestnetPlan) -> list[tuple[str, dict[str, Any]]]:
+    """(meter id, ``meter.options``) of each node: the pilot's 19, then extra seeded houses."""
+    out: list[tuple[str, dict[str, Any]]] = [
+        (spec.meter_id, {"community_seed": plan.seed})
+        for spec in pilot_community(plan.seed)[: plan.members]
+    ]
+    rng = random.Random(plan.seed * 1_000_003 + 19)
+    for k in range(PILOT_MEMBERS, plan.members):
+        options = {
+            "annual_kwh": rng.randint(2_500, 6_500),
+            "load_profile": "h0",
+            "seed": rng.getrandbits(32),
+            "initial_import_wh": rng.randint(1_000, 40_000) * 1000,
+        }
+        out.append((f"sim-h{k + 1:03d}", options))
+    return out
+
+
+def market_periods(plan: TestnetPlan) -> tuple[Period, ...]:
+    """One period per UTC day from the start day, each with :attr:`TestnetPlan.params`."""
+    first = plan.start_time or datetime.now(UTC)
+    day0 = first.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    periods = []
+    for d in range(plan.days):
+        day = day0 + timedelta(days=d)
+        start_ms = _ms(day)
+        periods.append(
+            Period(day.date().isoformat(), start_ms, start_ms + DAY_MS, dict(plan.params))
+        )
+    return tuple(periods)
+
+
+def build_genesis(
+    plan: TestnetPlan,
+    node_keys: list[SigningKey],
+    admin: SigningKey,
+    governors: list[SigningKey],
+    meters: list[str],
+) -> Genesis:
+    """The genesis of :func:`init_testnet` (validators with power 10, meters → node accounts)."""
+    periods = market_periods(plan)
+    return Genesis(
+        chain_id=plan.chain_id,
+        # A day before the first period: nodes started a little before the anchor see
+        # simulated times before the start, and every block time must follow the genesis.
+        genesis_time_ms=periods[0].start_ms - DAY_MS,
+        validators=tuple((k.public_key, 10) for k in node_keys[: plan.validators]),
+        admins=(admin.public_key,),
+        governance_keys=tuple(g.public_key for g in governors),
+        governance_threshold=GOVERNANCE_THRESHOLD,
+        meters={m: k.public_key for m, k in zip(meters, node_keys, strict=True)},
+        periods=periods,
+        clock_skew_ms=plan.clock_skew_ms,
+        settle_grace_ms=plan.grace_s * 1000,
+    )
+
+
+def init_testnet(plan: TestnetPlan, *, check_ports: bool = True) -> Manifest:
+    """Write the testnet folder of ``plan`` and return its manifest.
+
+    Raises:
+        TestnetError: a bad option, a folder that already holds a testnet, a port in use.
+    """
+    plan.check()
+    root = plan.out_dir
+    if (root / MANIFEST).exists() or (root / "genesis.json").exists():
+        raise TestnetError(f"{root}: already holds a testnet (remove it or pick another --dir)")
+    if check_ports:
+        busy = [
+            p for p in range(plan.base_port, plan.base_port + 2 * plan.members) if not port_free(p)
+        ]
+        if busy:
+            raise TestnetError(f"--base-port {plan.base_port}: port {busy[0]} is in use")
+    meters = member_meters(plan)
+    node_keys = [derive_key(plan, f"node{k}") for k in range(plan.members)]
+    admin = derive_key(plan, "admin")
+    governors = [derive_key(plan, f"gov-{k + 1}") for k in range(GOVERNANCE_KEYS)]
+    genesis = build_genesis(plan, node_keys, admin, governors, [m for m, _ in meters])
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "genesis.json").write_text(genesis.to_json() + "\n")
+    _save_key(admin, root / "admin" / "admin.key")
+    for k, gov in enumerate(governors):
+        _save_key(gov, root / "governance" / f"gov-{k + 1}.key")
+    nodes = []
+    for k, ((meter_id, options), key) in enumerate(zip(meters, node_keys, strict=True)):
+        node = NodeEntry(
+            index=k,
+            name=meter_id,
+            dir=f"node{k}",
+            role="validator" if k < plan.validators else "member",
+            meter_id=meter_id,
+            public_key=key.public_key.hex(),
+            api=f"127.0.0.1:{plan.base_port + 2 * k}",
+            metrics=f"127.0.0.1:{plan.base_port + 2 * k + 1}",
+        )
+        _save_key(key, root / node.dir / "node.key")
+        (root / node.dir / "lemd.toml").write_text(node_config(plan, node, options))
+        nodes.append(node)
+    manifest = Manifest(
+        root=root,
+        chain_id=plan.chain_id,
+        seed=plan.seed,
+        broker=plan.broker,
+        speed=plan.speed,
+        start="" if plan.start == "now" else _iso(plan.start_time),
+        anchor=_iso(_parse_time(plan.anchor)) if plan.anchor else "",
+        grace_s=plan.grace_s,
+        periods=tuple(
+            {
+                "period_id": p.period_id,
+                "start_ms": p.start_ms,
+                "end_ms": p.end_ms,
+                "params": p.params,
+            }
+            for p in genesis.periods
+        ),
+        admin_public_key=admin.public_key.hex(),
+        nodes=tuple(nodes),
+    )
+    save_manifest(manifest)
+    return manifest
+
+
+def node_config(plan: TestnetPlan, node: NodeEntry, meter_options: dict[str, Any]) -> str:
+    """The ``lemd.toml`` text of ``node`` (edge/config.py schema; paths relative to it)."""
+    lines = [
+        f"# node {node.index} of testnet {plan.chain_id!r}, generated by `lemctl testnet init`"
+        f" (seed {plan.seed}).",
+    ]
+    if plan.deterministic_keys:
+        lines.append("# Its keys are derived from the seed: a demo/test network, never production.")
+    clock = [f"speed = {float(plan.speed)!r}"]
+    if plan.start != "now":
+        clock.append(f"start = {_toml(_iso(plan.start_time))}")
+    if plan.anchor:
+        clock.append(f"anchor = {_toml(_iso(_parse_time(plan.anchor)))}")
+    lines += [
+        "",
+        "[node]",
+        f"name = {_toml(node.name)}",
+        'data_dir = "data"',
+        f"role = {_toml(node.role)}",
+        'key_file = "node.key"',
+        'genesis_file = "../genesis.json"',
+        "",
+        "[meter]",
+        'driver = "sim"',
+        f"poll_interval_s = {plan.poll_s!r}",
+        f"meter_id = {_toml(node.meter_id)}",
+        f"options = {_toml_inline(meter_options)}",
+        "",
+        "[ledger]",
+        f"chain_id = {_toml(plan.chain_id)}",
+        f"brokers = [{_toml(plan.broker)}]",
+        "",
+        "[market]",
+        f"solve_grace_s = {plan.grace_s}",
+        "",
+        "[api]",
+        f"listen = {_toml(node.api)}",
+        "",
+        "[metrics]",
+        f"listen = {_toml(node.metrics)}",
+        "",
+        "[log]",
+        'level = "info"',
+        "",
+        "[clock]",
+        *clock,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def save_manifest(manifest: Manifest) -> None:
+    """Write ``DIR/testnet.json`` (sorted keys: byte-identical for the same plan)."""
+    value = {
+        "chain_id": manifest.chain_id,
+        "seed": manifest.seed,
+        "broker": manifest.broker,
+        "speed": manifest.speed,
+        "start": manifest.start,
+        "anchor": manifest.anchor,
+        "grace_s": manifest.grace_s,
+        "periods": list(manifest.periods),
+        "admin_public_key": manifest.admin_public_key,
+        "nodes": [n.__dict__ for n in manifest.nodes],
+    }
+    (manifest.root / MANIFEST).write_text(json.dumps(value, indent=1, sort_keys=True) + "\n")
+
+
+def load_manifest(root: Path) -> Manifest:
+    """Read ``DIR/testnet.json``.
+
+    Raises:
+        TestnetError: missing or malformed manifest.
+    """
+    path = root / MANIFEST
+    try:
+        v = json.loads(path.read_text())
+        return Manifest(
+            root=root,
+            chain_id=v["chain_id"],
+            seed=v["seed"],
+            broker=v["broker"],
+            speed=v["speed"],
+            start=v["start"],
+            anchor=v["anchor"],
+            grace_s=v["grace_s"],
+            periods=tuple(v["periods"]),
+            admin_public_key=v["admin_public_key"],
+            nodes=tuple(NodeEntry(**n) for n in v["nodes"]),
+        )
+    except OSError as exc:
+        raise TestnetError(f"{path}: cannot read: {exc.strerror}") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TestnetError(f"{path}: not a testnet manifest ({type(exc).__name__}: {exc})") from exc
+
+
+def set_anchor(manifest: Manifest, anchor: datetime) -> Manifest:
+    """Pin every node's ``clock.anchor`` (and the manifest's) to ``anchor``.
+
+    Accelerated nodes must share the anchor, or their simulated clocks disagree by
+    (start-up difference × speed). Launchers call this just before starting the nodes.
+    """
+    if not manifest.start:
+        raise TestnetError("a testnet on the real clock (--start now) has no anchor to set")
+    text = _toml(_iso(anchor))
+    for node in manifest.nodes:
+        path = manifest.config_path(node)
+        lines = [ln for ln in path.read_text().splitlines() if not ln.startswith("anchor = ")]
+        at = lines.index("[clock]") + 1
+        while at < len(lines) and lines[at].strip():
+            at += 1
+        lines.insert(at, f"anchor = {text}")
+        path.write_text("\n".join(lines) + "\n")
+    pinned = Manifest(**{**manifest.__dict__, "anchor": _iso(anchor)})
+    save_manifest(pinned)
+    return pinned
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True if ``host:port`` can be bound now (it may be taken a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_block(count: int, first: int = 20000, last: int = 60000) -> int:
+    """The lowest base port from ``first`` with ``count`` consecutive free ports."""
+    base = first
+    while base + count <= last:
+        busy = next((p for p in range(base, base + count) if not port_free(p)), None)
+        if busy is None:
+            return base
+        base = busy + 1
+    raise TestnetError(f"no block of {count} free ports between {first} and {last}")
+
+
+def _save_key(key: SigningKey, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    key.save(path)
+
+
+def _parse_time(value: str) -> datetime | None:
+    if value == "now":
+        return datetime.now(UTC)
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.astimezone(UTC) if parsed.tzinfo is not None else None
+
+
+def _iso(value: datetime | None) -> str:
+    assert value is not None
+    return value.astimezone(UTC).isoformat()
+
+
+def _ms(value: datetime) -> int:
+    return (value - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+
+
+def _toml(value: str) -> str:
+    # JSON string escapes are valid TOML basic-string escapes for the ASCII text we write.
+    return json.dumps(value)
+
+
+def _toml_inline(options: dict[str, Any]) -> str:
+    items = []
+    for name, value in options.items():
+        items.append(f"{name} = {_toml(value) if isinstance(value, str) else value}")
+    return "{ " + ", ".join(items) + " }"

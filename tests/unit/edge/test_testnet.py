@@ -1,0 +1,194 @@
+"""``lemctl testnet init``: keys, genesis and per-node configs that lemd can load."""
+
+from __future__ import annotations
+
+import socket
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from edge.cli.main import main
+from edge.clock import DaemonClock
+from edge.config import load_config
+from edge.meter import build_driver
+from edge.testnet import (
+    TestnetError,
+    TestnetPlan,
+    free_port_block,
+    init_testnet,
+    load_manifest,
+    set_anchor,
+)
+from ledger.genesis import Genesis
+from ledger.keys import SigningKey
+from market.amm import MarketParams
+from meters.sim.meter import SimulatedMeter
+
+
+def plan(tmp_path: Path, name: str = "tn", **kw: object) -> TestnetPlan:
+    base = free_port_block(40, first=30000)
+    args: dict[str, object] = {
+        "validators": 4,
+        "members": 19,
+        "out_dir": tmp_path / name,
+        "base_port": base,
+        "speed": 1440.0,
+    }
+    args.update(kw)
+    return TestnetPlan(**args)  # type: ignore[arg-type]
+
+
+def test_pilot_testnet_loads_with_lemd_config_and_genesis(tmp_path: Path) -> None:
+    """19 configs load with edge.config; roles, meters, keys and ports agree with the genesis."""
+    manifest = init_testnet(plan(tmp_path))
+    genesis = Genesis.from_json((manifest.root / "genesis.json").read_text())
+    assert len(manifest.nodes) == 19
+    assert [n.role for n in manifest.nodes] == ["validator"] * 4 + ["member"] * 15
+    keys = []
+    for node in manifest.nodes:
+        config = load_config(manifest.config_path(node))
+        assert config.node.role == node.role
+        assert config.node.genesis_file is not None
+        assert Genesis.from_json(config.node.genesis_file.read_text()).hash == genesis.hash
+        assert config.meter.driver == "sim"
+        assert config.meter.meter_id == node.meter_id
+        assert config.ledger.chain_id == genesis.chain_id
+        assert config.clock.speed == 1440.0
+        key = SigningKey.load(config.key_file)  # refuses a key file open to others
+        assert stat.S_IMODE(config.key_file.stat().st_mode) == 0o600
+        assert key.public_key.hex() == node.public_key
+        assert genesis.meters[node.meter_id] == key.public_key
+        keys.append(key.public_key)
+    assert {pk for pk, _ in genesis.validators} == set(keys[:4])
+    assert {p for _, p in genesis.validators} == {10}
+    listens = [n.api for n in manifest.nodes] + [n.metrics for n in manifest.nodes]
+    assert len(set(listens)) == 38
+    admin = SigningKey.load(manifest.admin_key_path)
+    assert genesis.admins == (admin.public_key,)
+    assert len(genesis.governance_keys) == 3
+    assert genesis.governance_threshold == 2
+
+
+def test_meters_are_the_pilot_community(tmp_path: Path) -> None:
+    """Each node runs its pilot meter: 4 PV houses = 37 kWp; kindergarten 27 kWp + 60 kWh."""
+    manifest = init_testnet(plan(tmp_path))
+    clock = DaemonClock(1.0, datetime(2026, 5, 15, tzinfo=UTC))
+    specs = []
+    for node in manifest.nodes:
+        driver = build_driver(load_config(manifest.config_path(node)).meter, clock)
+        assert isinstance(driver, SimulatedMeter)
+        specs.append(driver.spec)
+    houses = [s for s in specs if s.meter_id.startswith("lic-h")]
+    assert len(houses) == 18
+    assert sorted(s.pv_wp for s in houses if s.pv_wp) == [7_500, 8_500, 9_500, 11_500]
+    kg = specs[-1]
+    assert (kg.meter_id, kg.pv_wp, kg.battery_wh) == ("lic-kg", 27_000, 60_000)
+
+
+def test_same_seed_gives_identical_files_and_another_seed_other_keys(tmp_path: Path) -> None:
+    """Output is a pure function of the options (keys derived from seed and chain id)."""
+    a = init_testnet(plan(tmp_path, "a", base_port=31000), check_ports=False)
+    b = init_testnet(plan(tmp_path, "b", base_port=31000), check_ports=False)
+    c = init_testnet(plan(tmp_path, "c", base_port=31000, seed=7), check_ports=False)
+    files = sorted(p.relative_to(a.root) for p in a.root.rglob("*") if p.is_file())
+    assert len(files) == 2 + 1 + 3 + 19 * 2
+    for rel in files:
+        assert (a.root / rel).read_bytes() == (b.root / rel).read_bytes(), rel
+    assert (a.root / "node0/node.key").read_bytes() != (c.root / "node0/node.key").read_bytes()
+
+
+def test_random_keys_differ_between_runs(tmp_path: Path) -> None:
+    """--random-keys draws fresh keys: two runs with the same seed share no key."""
+    a = init_testnet(plan(tmp_path, "a", deterministic_keys=False, members=2, validators=1))
+    b = init_testnet(plan(tmp_path, "b", deterministic_keys=False, members=2, validators=1))
+    assert {n.public_key for n in a.nodes}.isdisjoint(n.public_key for n in b.nodes)
+    assert "never production" not in (a.root / "node0/lemd.toml").read_text()
+
+
+def test_periods_cover_the_days_with_valid_parameters(tmp_path: Path) -> None:
+    """--days 3 gives three daily periods from the start's midnight, accepted by the market."""
+    m = init_testnet(plan(tmp_path, days=3, start="2026-06-01T06:30:00Z"))
+    genesis = Genesis.from_json((m.root / "genesis.json").read_text())
+    day0 = int(datetime(2026, 6, 1, tzinfo=UTC).timestamp() * 1000)
+    assert [(p.period_id, p.start_ms, p.end_ms) for p in genesis.periods] == [
+        ("2026-06-01", day0, day0 + 86_400_000),
+        ("2026-06-02", day0 + 86_400_000, day0 + 2 * 86_400_000),
+        ("2026-06-03", day0 + 2 * 86_400_000, day0 + 3 * 86_400_000),
+    ]
+    MarketParams.from_strings(genesis.periods[0].params)
+    assert genesis.genesis_time_ms < day0
+    # 15 real seconds of grace and 5 of clock skew at 1440x, in simulated time.
+    assert genesis.settle_grace_ms == 21_600_000
+    assert genesis.clock_skew_ms == 7_200_000
+
+
+def test_more_members_than_the_pilot_get_extra_simulated_houses(tmp_path: Path) -> None:
+    """Members beyond the pilot's 19 run seeded custom houses the sim driver accepts."""
+    m = init_testnet(plan(tmp_path, members=21, validators=4))
+    config = load_config(m.config_path(m.nodes[20]))
+    driver = build_driver(config.meter, DaemonClock())
+    assert isinstance(driver, SimulatedMeter)
+    assert driver.spec.meter_id == "sim-h021"
+    assert 2_500 <= driver.spec.annual_kwh <= 6_500
+
+
+def test_anchor_is_pinned_in_every_config(tmp_path: Path) -> None:
+    """After set_anchor all nodes' simulated clocks agree (same start and anchor)."""
+    m = init_testnet(plan(tmp_path, members=3, validators=1))
+    at = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
+    pinned = set_anchor(set_anchor(m, datetime(2029, 1, 1, tzinfo=UTC)), at)  # idempotent
+    assert load_manifest(m.root).anchor == pinned.anchor == at.isoformat()
+    clocks = [load_config(pinned.config_path(n)).clock for n in pinned.nodes]
+    assert {(c.start, c.anchor) for c in clocks} == {(m.start, at.isoformat())}
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"validators": 5, "members": 4}, "--validators 5"),
+        ({"validators": 0}, "--validators 0"),
+        ({"speed": 0.0}, "--speed 0.0"),
+        ({"broker": "tcp://x:1"}, "--broker 'tcp://x:1'"),
+        ({"chain_id": "a/b"}, "--chain-id 'a/b'"),
+        ({"start": "yesterday"}, "--start 'yesterday'"),
+        ({"start": "now"}, "--start now runs on the real clock"),
+    ],
+)
+def test_bad_options_are_named(tmp_path: Path, kw: dict[str, object], message: str) -> None:
+    """Each refused option is named with its value; nothing is written."""
+    p = plan(tmp_path, **kw)
+    with pytest.raises(TestnetError, match=message.replace("(", r"\(")):
+        init_testnet(p)
+    assert not p.out_dir.exists()
+
+
+def test_existing_testnet_and_busy_port_are_refused(tmp_path: Path) -> None:
+    """A second init into the same folder, or onto a bound port, fails and keeps the first."""
+    p = plan(tmp_path, members=2, validators=1)
+    init_testnet(p)
+    before = (p.out_dir / "genesis.json").read_bytes()
+    with pytest.raises(TestnetError, match="already holds a testnet"):
+        init_testnet(p)
+    assert (p.out_dir / "genesis.json").read_bytes() == before
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(TestnetError, match=f"port {port} is in use"):
+            init_testnet(plan(tmp_path, "other", members=2, validators=1, base_port=port))
+
+
+def test_cli_init_and_anchor(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """lemctl testnet init writes the folder (exit 0); a bad option exits 2 naming it."""
+    base = free_port_block(8, first=32000)
+    argv = ["testnet", "init", "--validators", "2", "--members", "3", "--dir", str(tmp_path / "t")]
+    assert main([*argv, "--speed", "60", "--base-port", str(base)]) == 0
+    out = capsys.readouterr().out
+    assert "lic-h03" in out
+    assert "lemctl testnet anchor" in out
+    assert main(["testnet", "anchor", "--dir", str(tmp_path / "t"), "--in", "2"]) == 0
+    assert load_manifest(tmp_path / "t").anchor
+    assert main([*argv[:-1], str(tmp_path / "u"), "--validators", "9"]) == 2
+    assert "--validators 9" in capsys.readouterr().err
