@@ -61,6 +61,9 @@ class Overlay:
 
     def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
         pending = sorted(k for k in self.writes if start <= k < end)
+        if not pending:  # the common case (a settlement scan), without the merge
+            yield from self.base.scan(start, end)
+            return
         base = self.base.scan(start, end)
         nxt = next(base, None)
         i = 0
