@@ -195,10 +195,12 @@ class Daemon:
             parts.signer,
             parts.queries,
             parts.clock,
+            parts.outbox,
             grace_s=self.config.market.solve_grace_s,
             metrics=parts.metrics,
         )
-        tg.create_task(scheduler.run(), name="period-scheduler")
+        first_poll = parts.meter.tried if parts.meter is not None else None
+        tg.create_task(scheduler.run(first_poll), name="period-scheduler")
         tg.create_task(status_loop(parts, self.notifier), name="status")
         tg.create_task(self._ready(parts), name="ready")
         interval = self.notifier.watchdog_interval_s

@@ -18,7 +18,7 @@ from edge.config import Config, ConfigError
 from edge.health import Health
 from edge.ledger_node import LedgerNode, SingleLedger
 from ledger.app import App
-from ledger.errors import LedgerError, StoreError
+from ledger.errors import LedgerError
 from ledger.genesis import Genesis
 from ledger.keys import SigningKey
 from ledger.store import Store
@@ -51,14 +51,11 @@ def open_store(config: Config) -> Store:
     """The node's ledger store under ``<data_dir>/ledger`` (initialised from the genesis)."""
     genesis = load_genesis(config.node.genesis_file)
     path = config.node.data_dir / "ledger"
-    try:
-        return Store(path, genesis)
-    except StoreError as exc:
-        if genesis is None and not (path / "data.mdb").exists():
-            raise ConfigError(
-                "node.genesis_file is required to initialise an empty ledger store"
-            ) from exc
-        raise
+    if genesis is None and not (path / "data.mdb").exists():
+        raise ConfigError(
+            f"node.genesis_file is required to initialise the empty ledger store at {path}"
+        )
+    return Store(path, genesis)
 
 
 def bft_available() -> bool:

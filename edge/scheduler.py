@@ -6,6 +6,10 @@ due when the daemon clock has passed ``end + grace``, where grace is the larger 
 ``market.solve_grace_s`` and the chain's ``settle_grace_ms``, plus a small per-node stagger
 (derived from the node key) so that nineteen nodes do not all sign the same settlement in the
 same second. What is solved is read from the committed ledger state, never from memory.
+
+A node never settles a period while its own outbox still holds records of that period (after
+a long outage or a restart the backlog goes first): SetMeasure for a solved period is refused
+for good, so settling early would cost this member its own measurements.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 
 from edge.clock import DaemonClock
 from edge.metrics import Metrics
+from edge.outbox import Outbox
 from edge.submitter import TxSigner
 from ledger import state
 from ledger.access import Queries
@@ -37,6 +42,7 @@ class PeriodScheduler:
         signer: signs and submits (shares the sequence numbers with the submitter).
         queries: read access to the committed periods.
         clock: the daemon clock (simulated time in demos).
+        outbox: this node's waiting records (a period with own records waiting is not due).
         grace_s: the config's wait after a period's end [simulated s].
         metrics: ``lem_periods_solved_total``.
         interval_s: real seconds between checks.
@@ -47,6 +53,7 @@ class PeriodScheduler:
         signer: TxSigner,
         queries: Queries,
         clock: DaemonClock,
+        outbox: Outbox,
         *,
         grace_s: int,
         metrics: Metrics,
@@ -55,13 +62,18 @@ class PeriodScheduler:
         self.signer = signer
         self.queries = queries
         self.clock = clock
+        self.outbox = outbox
         self.grace_ms = grace_s * 1000
         self.metrics = metrics
         self.interval_s = interval_s
         self.stagger_ms = (signer.key.public_key[0] % 16) * STAGGER_STEP_MS
         self._solved_seen: set[str] | None = None
 
-    async def run(self) -> None:
+    async def run(self, after: asyncio.Event | None = None) -> None:
+        """Check every ``interval_s``; first wait for ``after`` (the first meter poll, so the
+        records a restart's first reading closes are in the outbox before anything is due)."""
+        if after is not None:
+            await after.wait()
         while True:
             self.step()
             await asyncio.sleep(self.interval_s)
@@ -81,7 +93,16 @@ class PeriodScheduler:
             for pid, rec in periods.items()
             if not rec["solved"] and rec["end_ms"] + grace <= now_ms
         ]
-        return [pid for _, pid in sorted(ready)]
+        if not ready:
+            return []
+        waiting_s = [r.slot_start_s for r in self.outbox.pending()]
+        return [
+            pid
+            for _, pid in sorted(ready)
+            if not any(
+                periods[pid]["start_ms"] <= s * 1000 < periods[pid]["end_ms"] for s in waiting_s
+            )
+        ]
 
     def _count_solved(self, periods: dict[str, dict[str, object]]) -> None:
         solved = {pid for pid, rec in periods.items() if rec["solved"]}
