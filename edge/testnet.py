@@ -5,6 +5,7 @@ Spec: docs/spec/testnet.md. ``lemctl testnet init`` and the community demo (edge
 
     DIR/genesis.json          the chain's genesis (ledger/genesis.py JSON)
     DIR/testnet.json          manifest: nodes, roles, meters, public keys, ports, clock
+    DIR/prometheus-targets.json  Prometheus file_sd targets (labels node, role) for Grafana
     DIR/admin/admin.key       the community operator's key (admin; solves, reads all)
     DIR/governance/gov-K.key  the k-of-n governance keys
     DIR/nodeK/lemd.toml       node K's config (relative paths: the folder can move)
@@ -332,7 +333,21 @@ def init_testnet(plan: TestnetPlan, *, check_ports: bool = True) -> Manifest:
         nodes=tuple(nodes),
     )
     save_manifest(manifest)
+    (root / "prometheus-targets.json").write_text(prometheus_targets(manifest))
     return manifest
+
+
+def prometheus_targets(manifest: Manifest) -> str:
+    """Prometheus ``file_sd`` JSON: one target per node with labels ``node``, ``role``, ``chain``
+    (the labels grafana/lem-edge-dashboard.json filters and names series by)."""
+    groups = [
+        {
+            "targets": [n.metrics],
+            "labels": {"node": n.name, "role": n.role, "chain": manifest.chain_id},
+        }
+        for n in manifest.nodes
+    ]
+    return json.dumps(groups, indent=1) + "\n"
 
 
 def node_config(plan: TestnetPlan, node: NodeEntry, meter_options: dict[str, Any]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import stat
 from datetime import UTC, datetime
@@ -65,6 +66,13 @@ def test_pilot_testnet_loads_with_lemd_config_and_genesis(tmp_path: Path) -> Non
     assert {p for _, p in genesis.validators} == {10}
     listens = [n.api for n in manifest.nodes] + [n.metrics for n in manifest.nodes]
     assert len(set(listens)) == 38
+    targets = json.loads((manifest.root / "prometheus-targets.json").read_text())
+    assert [t["targets"] for t in targets] == [[n.metrics] for n in manifest.nodes]
+    assert targets[0]["labels"] == {
+        "node": "lic-h01",
+        "role": "validator",
+        "chain": manifest.chain_id,
+    }
     admin = SigningKey.load(manifest.admin_key_path)
     assert genesis.admins == (admin.public_key,)
     assert len(genesis.governance_keys) == 3
@@ -93,7 +101,7 @@ def test_same_seed_gives_identical_files_and_another_seed_other_keys(tmp_path: P
     b = init_testnet(plan(tmp_path, "b", base_port=31000), check_ports=False)
     c = init_testnet(plan(tmp_path, "c", base_port=31000, seed=7), check_ports=False)
     files = sorted(p.relative_to(a.root) for p in a.root.rglob("*") if p.is_file())
-    assert len(files) == 2 + 1 + 3 + 19 * 2
+    assert len(files) == 3 + 1 + 3 + 19 * 2
     for rel in files:
         assert (a.root / rel).read_bytes() == (b.root / rel).read_bytes(), rel
     assert (a.root / "node0/node.key").read_bytes() != (c.root / "node0/node.key").read_bytes()
