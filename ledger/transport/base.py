@@ -21,6 +21,27 @@ class TransportError(Exception):
     """Base of transport failures (not reachable, closed, payload too large)."""
 
 
+class PayloadTooLargeError(TransportError):
+    """A payload above the transport's size limit; it was not sent.
+
+    Attributes:
+        size_bytes: the payload's length [bytes].
+        limit_bytes: the transport's limit [bytes].
+    """
+
+    def __init__(self, channel: str, size_bytes: int, limit_bytes: int) -> None:
+        super().__init__(
+            f"payload on channel {channel!r} is {size_bytes} bytes, above the limit of "
+            f"{limit_bytes} bytes; not sent"
+        )
+        self.size_bytes = size_bytes
+        self.limit_bytes = limit_bytes
+
+
+class TransportClosedError(TransportError):
+    """``publish`` on a transport after ``close``."""
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """One received payload.

@@ -1,0 +1,118 @@
+"""The bounded outgoing queue of the MQTT transport.
+
+Spec: docs/spec/transport.md §Outgoing queue. ``publish`` never waits for the link: it appends
+here and returns. A sender task drains the queue while a broker connection is up; while it is
+down the queue fills. Policy when full: drop the OLDEST message (consensus re-publishes what
+still matters, and the newest votes are the useful ones) and count it. Messages older than
+``max_age_s`` are dropped at send time and counted: after a long outage they would only spend
+metered bytes on rounds that are over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message waiting to be published.
+
+    Attributes:
+        topic: full MQTT topic.
+        payload: the bytes to publish.
+        enqueued_at: monotonic time of the ``publish`` call [s].
+    """
+
+    topic: str
+    payload: bytes
+    enqueued_at: float
+
+
+class Outbox:
+    """Bounded FIFO with drop-oldest, re-queue at the front, and expiry by age.
+
+    Args:
+        max_messages: capacity [messages].
+        max_age_s: a message older than this is dropped instead of sent [s].
+        clock: monotonic time source [s].
+    """
+
+    def __init__(
+        self,
+        max_messages: int,
+        max_age_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_messages < 1 or max_age_s <= 0:
+            raise ValueError(
+                f"outbox needs max_messages >= 1 and max_age_s > 0, got {max_messages}, {max_age_s}"
+            )
+        self._max = max_messages
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._items: deque[Outgoing] = deque()
+        self._taken = 0  # handed out by get() and not yet done() or requeue()d
+        self._not_empty = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.dropped = 0
+        """Messages dropped because the queue was full (oldest first) [count]."""
+        self.expired = 0
+        """Messages dropped because they waited longer than ``max_age_s`` [count]."""
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, topic: str, payload: bytes) -> None:
+        """Append a message; drop the oldest one if the queue is full."""
+        self._items.append(Outgoing(topic, payload, self._clock()))
+        self._trim()
+        self._not_empty.set()
+        self._idle.clear()
+
+    def done(self, item: Outgoing) -> None:
+        """Mark a message handed out by :meth:`get` as sent (acknowledged)."""
+        self._taken -= 1
+        self._check_idle()
+
+    def requeue(self, item: Outgoing) -> None:
+        """Put back a message whose PUBACK never came, at the front (it is the oldest)."""
+        self._taken -= 1
+        self._items.appendleft(item)
+        self._trim()
+        self._not_empty.set()
+
+    async def join(self) -> None:
+        """Wait until every queued message is sent, dropped or expired."""
+        await self._idle.wait()
+
+    async def get(self) -> Outgoing:
+        """Wait for the oldest message that is still fresh enough to send."""
+        while True:
+            while self._items:
+                item = self._items.popleft()
+                if self._clock() - item.enqueued_at <= self._max_age_s:
+                    self._taken += 1
+                    return item
+                self.expired += 1
+            self._not_empty.clear()
+            self._check_idle()
+            await self._not_empty.wait()
+
+    @property
+    def taken(self) -> int:
+        """Messages handed out by :meth:`get` and not yet done or re-queued [count]."""
+        return self._taken
+
+    def _check_idle(self) -> None:
+        if not self._items and self._taken == 0:
+            self._idle.set()
+
+    def _trim(self) -> None:
+        while len(self._items) > self._max:
+            self._items.popleft()
+            self.dropped += 1

@@ -1,0 +1,247 @@
+"""The MQTT transport against a real mosquitto on 127.0.0.1 (with a fault proxy where needed)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from ledger.transport.base import PayloadTooLargeError, TransportClosedError
+from ledger.transport.mqtt import MqttTransport
+from ledger.transport.topics import TopicError, broadcast_topic
+from tests.support.mosquitto import Mosquitto
+from tests.support.nodes import CHAIN, Receiver, settings, until
+from tests.support.proxy import FaultProxy
+
+MakeNode = Callable[..., Awaitable[tuple[MqttTransport, Receiver]]]
+
+
+@pytest.fixture
+async def make_node() -> AsyncIterator[MakeNode]:
+    """Start transports with a background receiver each; all are closed at teardown."""
+    started: list[tuple[MqttTransport, Receiver]] = []
+
+    async def make(
+        node_id: str, urls: list[str], *, connect: bool = True, **overrides: Any
+    ) -> tuple[MqttTransport, Receiver]:
+        transport = MqttTransport(settings(node_id, urls, **overrides))
+        await transport.start()
+        receiver = Receiver(transport)
+        started.append((transport, receiver))
+        if connect:
+            await transport.wait_connected(5)
+        return transport, receiver
+
+    yield make
+    for transport, receiver in started:
+        await transport.close()
+        await receiver.stop()
+
+
+async def test_broadcast_reaches_every_other_node_and_direct_only_its_recipient(
+    mosquitto: Mosquitto, make_node: MakeNode
+) -> None:
+    """Three nodes: a broadcast reaches the two others; a direct message only its recipient."""
+    a, ra = await make_node("a", [mosquitto.url])
+    b, rb = await make_node("b", [mosquitto.url])
+    c, rc = await make_node("c", [mosquitto.url])
+
+    await a.publish("tx", b"tx-1")
+    await a.publish("sync_resp", b"for-b-only", to="b")
+    await b.publish("consensus", b"vote-b")
+    await a.publish("block", b"marker")  # after the direct one: c sees the marker, not the direct
+
+    await rb.wait_payload(b"marker")
+    await rc.wait_payload(b"marker")
+    await rc.wait_payload(b"vote-b")
+    await ra.wait_payload(b"vote-b")
+
+    assert [(m.channel, m.sender, m.payload) for m in rb.received] == [
+        ("tx", "a", b"tx-1"),
+        ("sync_resp", "a", b"for-b-only"),
+        ("block", "a", b"marker"),
+    ]
+    assert sorted(rc.payloads()) == [b"marker", b"tx-1", b"vote-b"]
+    assert ra.payloads() == [b"vote-b"]
+    assert c.stats.foreign_dropped == 0  # the broker never even sent c the direct message
+
+
+async def test_own_broadcasts_are_not_sent_back(mosquitto: Mosquitto, make_node: MakeNode) -> None:
+    """MQTT 5 No Local: a node's broadcasts do not come back to it, not even as bytes."""
+    a, ra = await make_node("a", [mosquitto.url])
+    _, rb = await make_node("b", [mosquitto.url])
+
+    for i in range(5):
+        await a.publish("consensus", b"vote-%d" % i)
+    await rb.wait_for(5)
+    await a.flush(5)
+
+    assert ra.received == []
+    assert a.stats.bytes_in == 0
+    assert a.stats.messages_out == 5
+
+
+async def test_message_to_self_is_delivered_locally(
+    mosquitto: Mosquitto, make_node: MakeNode
+) -> None:
+    """publish(to=own id) reaches the node's own consumer without the broker."""
+    a, ra = await make_node("a", [mosquitto.url])
+
+    await a.publish("sync_req", b"self", to="a")
+
+    assert (await ra.wait_for(1))[0].payload == b"self"
+    assert a.stats.messages_out == 0
+
+
+async def test_identical_payload_is_delivered_once(
+    mosquitto: Mosquitto, make_node: MakeNode
+) -> None:
+    """A re-published identical payload (QoS 1 duplicate, re-gossip) is dropped and counted."""
+    a, _ = await make_node("a", [mosquitto.url])
+    b, rb = await make_node("b", [mosquitto.url])
+    c, _ = await make_node("c", [mosquitto.url])
+
+    await a.publish("consensus", b"same-vote")
+    await a.publish("consensus", b"same-vote")
+    await c.publish("consensus", b"same-vote")  # another relayer of the same signed vote
+    await a.publish("consensus", b"next")
+    await rb.wait_payload(b"next")
+    await until(lambda: b.stats.duplicates_dropped == 2, what="two duplicates counted")
+
+    assert rb.payloads().count(b"same-vote") == 1
+    assert b.stats.messages_in == 2
+
+
+async def test_oversize_payload_is_refused_on_send_and_never_delivered(
+    mosquitto: Mosquitto, make_node: MakeNode
+) -> None:
+    """Above max_payload_bytes: publish raises and counts; a foreign oversize one never arrives."""
+    a, _ = await make_node("a", [mosquitto.url], max_payload_bytes=1024)
+    b, rb = await make_node("b", [mosquitto.url], max_payload_bytes=1024)
+
+    with pytest.raises(PayloadTooLargeError, match="1025 bytes, above the limit of 1024"):
+        await a.publish("block", b"x" * 1025)
+    assert a.stats.oversize_rejected == 1
+    assert a.stats.outbox_len == 0
+
+    # A client that ignores the limit: the broker holds b to its announced Maximum Packet Size.
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="rogue") as rogue:
+        await rogue.publish(broadcast_topic(CHAIN, "block", "rogue"), b"y" * 4096, qos=1)
+        await rogue.publish(broadcast_topic(CHAIN, "block", "rogue"), b"fits", qos=1)
+    await rb.wait_payload(b"fits")
+
+    assert rb.payloads() == [b"fits"]
+    assert b.stats.bytes_in < 4096
+
+
+async def test_publish_checks_channel_and_recipient_and_closed_state(
+    mosquitto: Mosquitto, make_node: MakeNode
+) -> None:
+    """Unknown channel, a recipient that is not a topic level, and use after close are errors."""
+    a, _ = await make_node("a", [mosquitto.url])
+
+    with pytest.raises(TopicError, match="channel 'gossip'"):
+        await a.publish("gossip", b"p")
+    with pytest.raises(TopicError, match="not a valid topic level"):
+        await a.publish("tx", b"p", to="b/#")
+    await a.close()
+    with pytest.raises(TransportClosedError):
+        await a.publish("tx", b"p")
+
+
+async def test_failover_to_second_broker_when_first_dies(
+    mosquitto_factory: Callable[..., Mosquitto], make_node: MakeNode
+) -> None:
+    """Nodes list two brokers; the first is killed; traffic continues through the second."""
+    first, second = mosquitto_factory(), mosquitto_factory()
+    urls = [first.url, second.url]
+    a, _ = await make_node("a", urls)
+    b, rb = await make_node("b", urls)
+    await a.publish("tx", b"via-first")
+    await rb.wait_payload(b"via-first")
+    assert a.stats.broker == b.stats.broker == str(first.url)
+
+    first.kill()
+    await until(
+        lambda: a.stats.reconnects == 1 and b.stats.reconnects == 1, what="both failed over"
+    )
+    await a.publish("tx", b"via-second")
+    await rb.wait_payload(b"via-second")
+
+    assert a.stats.broker == b.stats.broker == second.url
+    assert rb.payloads() == [b"via-first", b"via-second"]
+
+
+async def test_broker_restart_reconnects_and_flushes_what_was_queued(
+    mosquitto: Mosquitto,
+    make_node: MakeNode,
+    fault_proxy_factory: Callable[..., Awaitable[FaultProxy]],
+) -> None:
+    """Broker killed and restarted: both reconnect; messages published meanwhile are delivered."""
+    proxy = await fault_proxy_factory(mosquitto.port)
+    a, _ = await make_node("a", [proxy.url])
+    b, rb = await make_node("b", [mosquitto.url])
+
+    mosquitto.kill()
+    await until(lambda: not a.connected and not b.connected, what="both saw the broker die")
+    for i in range(3):
+        await a.publish("tx", b"queued-%d" % i)
+    assert a.stats.outbox_len == 3
+
+    proxy.cut()  # hold a back until b has re-subscribed: the broker keeps no queue for b
+    mosquitto.start()
+    await b.wait_connected(5)
+    proxy.heal()
+    await rb.wait_for(3)
+
+    assert rb.payloads() == [b"queued-0", b"queued-1", b"queued-2"]
+    assert a.stats.reconnects >= 1
+    assert b.stats.reconnects == 1
+    assert a.stats.outbox_len == 0
+
+
+async def test_link_cut_queues_bounded_drop_oldest_and_heals(
+    mosquitto: Mosquitto,
+    make_node: MakeNode,
+    fault_proxy_factory: Callable[..., Awaitable[FaultProxy]],
+) -> None:
+    """Link cut: publish never blocks, the queue keeps the newest 3 of 5, and they flow on heal."""
+    proxy = await fault_proxy_factory(mosquitto.port)
+    a, _ = await make_node("a", [proxy.url], outbox_max_messages=3)
+    _, rb = await make_node("b", [mosquitto.url])
+
+    proxy.cut()
+    await until(lambda: not a.connected, what="a saw the cut")
+    for i in range(5):
+        await a.publish("consensus", b"vote-%d" % i)
+    assert (a.stats.outbox_len, a.stats.outbox_dropped) == (3, 2)
+    await until(lambda: a.stats.connect_failures >= 1, what="a retried while cut, and failed")
+
+    proxy.heal()
+    await rb.wait_for(3)
+
+    assert rb.payloads() == [b"vote-2", b"vote-3", b"vote-4"]
+    await until(lambda: a.stats.messages_out == 3, what="all three acknowledged")
+    assert a.stats.outbox_dropped == 2
+
+
+async def test_silent_link_is_detected_and_message_resent_after_heal(
+    mosquitto: Mosquitto,
+    make_node: MakeNode,
+    fault_proxy_factory: Callable[..., Awaitable[FaultProxy]],
+) -> None:
+    """Blackholed link (no FIN/RST): the missing PUBACK drops the link; the message is re-queued."""
+    proxy = await fault_proxy_factory(mosquitto.port)
+    a, _ = await make_node("a", [proxy.url], io_timeout_s=1.0, connect_timeout_s=1.0, keepalive_s=1)
+    _, rb = await make_node("b", [mosquitto.url])
+
+    proxy.blackhole()
+    await a.publish("consensus", b"lost-in-the-hole")
+    await until(lambda: a.stats.requeued >= 1 and not a.connected, what="a gave up on the link")
+    assert rb.received == []
+
+    proxy.heal()
+    await rb.wait_payload(b"lost-in-the-hole", timeout_s=8)
+    assert a.stats.reconnects >= 1
