@@ -44,7 +44,7 @@ def verify_store(store: Store, evidence_verifier: EvidenceVerifier | None = None
                 report.problems.append("height 0: genesis state hash differs from the stored one")
                 return report
             for height in range(1, store.height + 1):
-                problem = _verify_height(store, replay, height)
+                problem = verify_height(store, replay, height)
                 if problem:
                     report.problems.append(f"height {height}: {problem}")
                     return report
@@ -56,7 +56,12 @@ def verify_store(store: Store, evidence_verifier: EvidenceVerifier | None = None
     return report
 
 
-def _verify_height(store: Store, replay: App, height: int) -> str | None:
+def verify_height(store: Store, replay: App, height: int) -> str | None:
+    """Check stored block ``height`` and replay it on ``replay`` (at ``height - 1``).
+
+    Returns:
+        None when it verifies, else what is wrong.
+    """
     raw = store.block(height)
     if raw is None:
         return "block missing"

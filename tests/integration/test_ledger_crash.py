@@ -22,7 +22,7 @@ from ledger.app import App
 from ledger.genesis import Genesis
 from ledger.keys import SigningKey
 from ledger.store import Store
-from ledger.verify import _verify_height, verify_store
+from ledger.verify import verify_height, verify_store
 
 KILLS = 50
 T0 = 1_790_000_100_000 - 1_790_000_100_000 % 900_000
@@ -121,7 +121,7 @@ def test_kill_minus_nine_while_committing(tmp_path: Path) -> None:
             try:
                 _check_tip(store)
                 for h in range(replay.height + 1, store.height + 1):
-                    assert _verify_height(store, replay, h) is None
+                    assert verify_height(store, replay, h) is None
                 heights.append(store.height)
             finally:
                 store.close()
