@@ -77,6 +77,14 @@ class Reason(StrEnum):
     SCHEDULE_REFUSED = "schedule_refused"
     GATE_CLOSED = "gate_closed"
     UNKNOWN_DAY = "unknown_day"
+    # PowerChain storage-backed energy token (ledger/apps/powerchain.py, seed 004)
+    UNKNOWN_UNIT = "unknown_unit"
+    UNIT_EXISTS = "unit_exists"
+    UNKNOWN_SESSION = "unknown_session"
+    SESSION_ACTIVE = "session_active"
+    SESSION_EXPIRED = "session_expired"
+    INSUFFICIENT_ENERGY = "insufficient_energy"
+    UNKNOWN_ORDER = "unknown_order"
     DUPLICATE_TX = "duplicate_tx"
     MEMPOOL_FULL = "mempool_full"
 

@@ -15,6 +15,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edge.cli.schedule",
     "edge.cli.ledger",
     "edge.cli.meter",
+    "edge.cli.powerchain",
     "edge.cli.node",
     "edge.cli.testnet",
 )

@@ -16,6 +16,8 @@ APP_MODULES: tuple[str, ...] = (
     "ledger.apps.evidence",
     "ledger.apps.windows",
     "ledger.apps.schedules",
+    "ledger.apps.powerchain",
+    "ledger.apps.powerchain_book",
 )
 
 for _name in APP_MODULES:

@@ -120,6 +120,28 @@ MATRIX: dict[str, tuple[Body, dict[str, str]]] = {
         lambda: {"day_start_ms": DAY_AHEAD},
         dict.fromkeys(ALL - {"outsider"}, "unknown_day"),
     ),
+    # PowerChain (ledger/apps/powerchain*.py): only an admin may set it up; every other kind
+    # needs the setup first. Its own roles (voter, unit, banker, participant) are pinned after
+    # setup in tests/unit/ledger/test_app_powerchain.py::test_powerchain_roles.
+    "PcSetup": (lambda: {"voters": [GOV1.public_key], "params": {}}, {"admin": "ok"}),
+    **{
+        kind: (lambda body=body: body, dict.fromkeys(ALL, "market_not_configured"))
+        for kind, body in {
+            "PcVote": {"action": "AddVoter", "args": [N1.public_key]},
+            "PcProduce": {"producer": N1.public_key, "energy_wh": 1000},
+            "PcConsume": {"consumer": N1.public_key, "energy_wh": 1000},
+            "PcReportEnergy": {"energy_wh": 1000},
+            "PcStartSession": {"unit": N2.public_key, "amount_uent": 1000},
+            "PcClearSessions": {},
+            "PcTransfer": {"to": N2.public_key, "token": "ENT", "amount": 1},
+            "PcMintEEuro": {"to": N1.public_key, "amount_ueur": 1},
+            "PcLockEEuro": {"amount_ueur": 1},
+            "PcBurnEEuro": {"account": N1.public_key, "amount_ueur": 1},
+            "PcUnlockEEuro": {"account": N1.public_key, "amount_ueur": 1},
+            "PcPlaceOrder": {"side": "buy", "qty_uent": 1000, "price": "0.5"},
+            "PcCancelOrder": {"order_id": 0},
+        }.items()
+    },
 }
 
 
