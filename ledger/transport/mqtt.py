@@ -334,7 +334,7 @@ class MqttTransport:
             protocol=aiomqtt.ProtocolVersion.V5,
             will=will,
             keepalive=s.keepalive_s,
-            timeout=s.io_timeout_s,
+            timeout=s.connect_timeout_s,  # CONNACK wait; every other wait is ours
             max_queued_incoming_messages=s.inbox_max_messages,
             max_inflight_messages=s.max_inflight,
             properties=connect_props,

@@ -209,7 +209,7 @@ async def test_link_cut_queues_bounded_drop_oldest_and_heals(
 ) -> None:
     """Link cut: publish never blocks, the queue keeps the newest 3 of 5, and they flow on heal."""
     proxy = await fault_proxy_factory(mosquitto.port)
-    a, _ = await make_node("a", [proxy.url], outbox_max_messages=3)
+    a, _ = await make_node("a", [proxy.url], outbox_max_messages=3, connect_timeout_s=0.5)
     _, rb = await make_node("b", [mosquitto.url])
 
     proxy.cut()

@@ -7,6 +7,7 @@ connections (polled every 10 ms; typically < 0.1 s).
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import signal
@@ -58,12 +59,15 @@ class Mosquitto:
         port: the listener's port on 127.0.0.1.
         extra_config: lines appended to the listener config (TLS, auth, ACL, limits).
         anonymous: allow clients without credentials.
+        config_text: a complete config to run instead of the generated one (its listeners
+            must include ``port``, which is polled for readiness).
     """
 
     workdir: Path
     port: int = field(default_factory=free_port)
     extra_config: list[str] = field(default_factory=list)
     anonymous: bool = True
+    config_text: str | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -84,6 +88,12 @@ class Mosquitto:
 
     def write_config(self) -> Path:
         """Write the config file and return its path."""
+        # Started as root, mosquitto would switch to user "mosquitto", who cannot read the
+        # test's private temp dir: stay the current user.
+        run_as = f"user {getpass.getuser()}\n"
+        if self.config_text is not None:
+            self.config_path.write_text(self.config_text + "\n" + run_as)
+            return self.config_path
         lines = [
             "per_listener_settings false",
             f"allow_anonymous {'true' if self.anonymous else 'false'}",
@@ -96,7 +106,7 @@ class Mosquitto:
             f"listener {self.port} 127.0.0.1",
             *self.extra_config,
         ]
-        self.config_path.write_text("\n".join(lines) + "\n")
+        self.config_path.write_text("\n".join(lines) + "\n" + run_as)
         return self.config_path
 
     def start(self) -> None:

@@ -1,0 +1,206 @@
+"""The shipped broker config (systemd/mosquitto/) run by a real mosquitto: TLS, auth, ACL.
+
+The config and ACL files are the ones in the repository, with only their /etc paths and ports
+substituted, so the files an installer copies are the files these tests prove.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from ledger.transport.mqtt import MqttTransport
+from ledger.transport.topics import broadcast_topic, direct_topic
+from tests.support.mosquitto import Mosquitto, free_port
+from tests.support.nodes import CHAIN, Receiver, settings, until
+from tests.support.tls import CertFiles, Pki
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED_CONF = REPO / "systemd" / "mosquitto" / "lem-broker.conf"
+SHIPPED_ACL = REPO / "systemd" / "mosquitto" / "lem-broker.acl"
+
+
+@dataclass
+class SecureBroker:
+    """The shipped config running on two loopback ports, with its PKI and passwords."""
+
+    broker: Mosquitto
+    pki: Pki
+    cert_port: int  # mutual TLS (listener 8883 in the shipped file)
+    password_port: int  # TLS + username/password (listener 8884)
+
+    @property
+    def cert_url(self) -> str:
+        return f"mqtts://127.0.0.1:{self.cert_port}"
+
+    @property
+    def password_url(self) -> str:
+        return f"mqtts://127.0.0.1:{self.password_port}"
+
+    def client_cert(self, node_id: str) -> CertFiles:
+        return self.pki.issue(node_id, server=False)
+
+
+@pytest.fixture
+def secure_broker(tmp_path: Path) -> Iterator[SecureBroker]:
+    """mosquitto running systemd/mosquitto/lem-broker.conf + .acl with a fresh test PKI."""
+    etc = tmp_path / "etc"
+    pki = Pki.create(etc)
+    server = pki.issue("broker", server=True)
+    server.cert.rename(etc / "broker.crt")
+    server.key.rename(etc / "broker.key")
+    (etc / "acl").write_text(SHIPPED_ACL.read_text())
+    passwd = etc / "passwd"
+    for i, (user, password) in enumerate((("m1", "m1-secret"), ("m2", "m2-secret"))):
+        create = ["-c"] if i == 0 else []
+        subprocess.run(["mosquitto_passwd", *create, "-b", str(passwd), user, password], check=True)
+    cert_port, password_port = free_port(), free_port()
+    text = (
+        SHIPPED_CONF.read_text()
+        .replace("/etc/mosquitto/lem/", f"{etc}/")
+        .replace("listener 8883", f"listener {cert_port} 127.0.0.1")
+        .replace("listener 8884", f"listener {password_port} 127.0.0.1")
+    )
+    broker = Mosquitto(tmp_path / "broker", port=cert_port, config_text=text)
+    broker.start()
+    yield SecureBroker(broker, pki, cert_port, password_port)
+    broker.kill()
+
+
+@pytest.fixture
+async def started() -> AsyncIterator[list[MqttTransport]]:
+    """Transports a test starts; all closed at teardown."""
+    transports: list[MqttTransport] = []
+    yield transports
+    for transport in transports:
+        await transport.close()
+
+
+async def _start(started: list[MqttTransport], node_id: str, url: str, **kw: Any) -> MqttTransport:
+    transport = MqttTransport(settings(node_id, [url], **kw))
+    await transport.start()
+    started.append(transport)
+    return transport
+
+
+async def test_mutual_tls_nodes_exchange_and_password_member_joins(
+    secure_broker: SecureBroker, started: list[MqttTransport]
+) -> None:
+    """Cert-authenticated validators and a password-authenticated member talk through TLS."""
+    sb = secure_broker
+    ca = sb.pki.ca_cert
+    ca_a, ca_b = sb.client_cert("a"), sb.client_cert("b")
+    a = await _start(started, "a", sb.cert_url, ca_file=ca, cert_file=ca_a.cert, key_file=ca_a.key)
+    b = await _start(started, "b", sb.cert_url, ca_file=ca, cert_file=ca_b.cert, key_file=ca_b.key)
+    m1 = await _start(
+        started, "m1", sb.password_url, ca_file=ca, username="m1", password="m1-secret"
+    )
+    for transport in (a, b, m1):
+        await transport.wait_connected(5)
+    rb, rm = Receiver(b), Receiver(m1)
+
+    await a.publish("consensus", b"vote-a")
+    await m1.publish("tx", b"tx-m1", to="b")
+    await rb.wait_for(2)
+    await rm.wait_for(1)
+
+    assert sorted(rb.payloads()) == [b"tx-m1", b"vote-a"]
+    assert rm.payloads() == [b"vote-a"]
+    await rb.stop()
+    await rm.stop()
+
+
+async def test_acl_keeps_a_node_from_writing_as_another_or_reading_its_inbox(
+    secure_broker: SecureBroker, started: list[MqttTransport]
+) -> None:
+    """Authenticated as m1, a client cannot publish under m2's name nor read m2's direct inbox."""
+    sb = secure_broker
+    ca = sb.pki.ca_cert
+    m2 = await _start(
+        started, "m2", sb.password_url, ca_file=ca, username="m2", password="m2-secret"
+    )
+    await m2.wait_connected(5)
+    victim = Receiver(m2)
+    tls = aiomqtt.TLSParameters(ca_certs=str(ca))
+    async with aiomqtt.Client(
+        "127.0.0.1",
+        sb.password_port,
+        username="m1",
+        password="m1-secret",
+        identifier="m1",
+        protocol=aiomqtt.ProtocolVersion.V5,
+        tls_params=tls,
+    ) as rogue:
+        # mosquitto 2.0 grants the wildcard SUBSCRIBE and applies the read ACL per message.
+        await rogue.subscribe(
+            [
+                (direct_topic(CHAIN, "+", "m2", "+"), SubscribeOptions(qos=1)),
+                (broadcast_topic(CHAIN, "+", "+"), SubscribeOptions(qos=1)),
+            ]
+        )
+        # Forged sender levels: the broker must drop both silently (PUBACK "not authorized").
+        await rogue.publish(broadcast_topic(CHAIN, "consensus", "m2"), b"forged-bcast", qos=1)
+        await rogue.publish(direct_topic(CHAIN, "tx", "m2", "a"), b"forged-direct", qos=1)
+        await rogue.publish(direct_topic(CHAIN, "tx", "m2", "m1"), b"honest", qos=1)
+        await victim.wait_payload(b"honest")
+        await m2.publish("sync_resp", b"m2-private", to="m2-peer")
+        await m2.flush(5)  # acknowledged, so routed before the marker below
+        await m2.publish("block", b"marker")
+        seen = []
+        async with asyncio.timeout(5):
+            async for message in rogue.messages:
+                seen.append(message.payload)
+                if message.payload == b"marker":
+                    break
+
+    assert victim.payloads() == [b"honest"]
+    assert [m.sender for m in victim.received] == ["m1"]
+    assert seen == [b"marker"]  # neither m2's direct message nor anything forged
+    await victim.stop()
+
+
+async def test_client_without_certificate_or_with_wrong_password_never_connects(
+    secure_broker: SecureBroker, started: list[MqttTransport]
+) -> None:
+    """No client certificate on the mutual-TLS port, or a wrong password: refused, retried."""
+    sb = secure_broker
+    ca = sb.pki.ca_cert
+    # TLS 1.3 reports a refused client certificate after the handshake: the broker just
+    # closes, and the CONNACK wait (connect_timeout_s) ends the attempt.
+    fast = {"connect_timeout_s": 0.5}
+    no_cert = await _start(started, "a", sb.cert_url, ca_file=ca, **fast)
+    bad_pw = await _start(
+        started, "m1", sb.password_url, ca_file=ca, username="m1", password="x", **fast
+    )
+    await until(
+        lambda: no_cert.stats.connect_failures >= 2 and bad_pw.stats.connect_failures >= 2,
+        what="both refused twice",
+    )
+    assert not no_cert.connected
+    assert not bad_pw.connected
+    assert no_cert.stats.connects == bad_pw.stats.connects == 0
+
+
+async def test_broker_certificate_from_another_ca_is_refused(
+    secure_broker: SecureBroker, started: list[MqttTransport], tmp_path: Path
+) -> None:
+    """A node that trusts a different CA does not talk to the broker (no silent fallback)."""
+    other_ca = Pki.create(tmp_path / "other").ca_cert
+    node = await _start(
+        started,
+        "m1",
+        secure_broker.password_url,
+        ca_file=other_ca,
+        username="m1",
+        password="m1-secret",
+    )
+    await until(lambda: node.stats.connect_failures >= 2, what="TLS verification failed twice")
+    assert node.stats.connects == 0
