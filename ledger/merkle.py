@@ -170,6 +170,24 @@ class Proof:
         ]
 
 
+def proof_from_value(value: object) -> Proof:
+    """Inverse of :meth:`Proof.to_value` (a member parsing a proof it was sent).
+
+    Raises:
+        ValueError: not a proof's array form.
+    """
+    if not isinstance(value, list) or len(value) != 6:
+        raise ValueError("a proof is [key, value, leaf_index, bucket_size, bucket_path, top_path]")
+    key, val, index, size, bucket_path, top_path = value
+    ok = isinstance(key, bytes) and isinstance(val, bytes)
+    ok = ok and isinstance(index, int) and isinstance(size, int)
+    paths = (bucket_path, top_path)
+    ok = ok and all(isinstance(p, list) and all(isinstance(h, bytes) for h in p) for p in paths)
+    if not ok:
+        raise ValueError("proof fields have wrong types")
+    return Proof(key, val, index, size, tuple(bucket_path), tuple(top_path))
+
+
 def make_proof(
     key: bytes, value: bytes, bucket_leaves: Sequence[bytes], index: int, top: TopTree
 ) -> Proof:

@@ -6,10 +6,11 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger import block, merkle, state
+from ledger import block, codec, merkle, state
 from ledger.store import Store
 from tests.unit.ledger.helpers import N1, SLOT, T0, Signer, commit, genesis, measure, open_app
 
@@ -84,6 +85,10 @@ def test_store_proof_of_balance_against_app_hash(tmp_path: Path) -> None:
     proof = app.store.prove(state.k_measure(T0, "M1"))
     assert proof is not None
     assert merkle.verify_proof(proof, app.app_hash)
+    sent = codec.decode(codec.encode(proof.to_value()))  # as a member receives it
+    assert merkle.verify_proof(merkle.proof_from_value(sent), app.app_hash)
+    with pytest.raises(ValueError, match="proof"):
+        merkle.proof_from_value([1, 2])
     # Tendermint convention: the next header carries this app hash.
     commit(app, [], T0 + SLOT + 1)
     header = block.decode(app.store.block(app.height) or b"").header
