@@ -116,8 +116,10 @@ def _short(key: str | None) -> str:
 
 
 def _dec(value: int, scale: int, places: int) -> str:
-    sign = "-" if value < 0 else ""
-    whole, part = divmod(abs(value), scale)
+    """``value``/``scale`` with ``places`` decimals (half-to-even; exact for our amounts)."""
+    scaled = round(Fraction(value * 10**places, scale))
+    sign = "-" if scaled < 0 else ""
+    whole, part = divmod(abs(scaled), 10**places)
     return f"{sign}{whole}.{part:0{places}d}"
 
 

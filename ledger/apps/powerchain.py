@@ -416,9 +416,14 @@ def _run_start(ctx: Context, tx: Tx, body: Amount) -> None:
         _close(st, key, body.party, consumer)  # expired: refund before the new one
         rec = _unit(st, body.party)
     free = max(0, rec["energy_wh"] - rec["reserved_wh"])
+    imb, params = _imb(st), _params(cfg)
+    energy = pc.session_energy_wh(body.amount, imb, params)
+    if 0 < free < energy or free == 0:
+        raise reject(
+            Reason.INSUFFICIENT_ENERGY, f"the amount pays {energy} Wh; the unit has {free} Wh free"
+        )
     session = market_call(
-        "PcStartSession",
-        lambda: pc.open_session(body.amount, _imb(st), _params(cfg), free, ctx.time_ms),
+        "PcStartSession", lambda: pc.open_session(body.amount, imb, params, free, ctx.time_ms)
     )
     move(st, consumer, "ENT", -body.amount)
     rec["reserved_wh"] += session.energy_wh
