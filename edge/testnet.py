@@ -90,7 +90,8 @@ class TestnetPlan:
         start: simulated time at the anchor (ISO 8601); "now" = the real clock (speed must be 1).
         anchor: real UTC time at which simulated time equals ``start`` (ISO 8601), "" = each
             node's own start-up (fine only at speed 1).
-        days: number of daily market periods from the start day.
+        days: market periods cover this many days from the start day.
+        period_hours: length of each market period [h]; divides 24 (24 = daily periods).
         base_port: node K's API listens on base_port + 2K, its metrics on base_port + 2K + 1.
         poll_interval_s: meter poll interval [real s]; 0 = automatic: 5 s at real time,
             shorter when accelerated (at most 5 simulated minutes per poll, at least 0.5 s).
@@ -110,6 +111,7 @@ class TestnetPlan:
     start: str = DEFAULT_START
     anchor: str = ""
     days: int = 1
+    period_hours: int = 24
     base_port: int = 26600
     poll_interval_s: float = 0.0
     deterministic_keys: bool = True
@@ -129,6 +131,8 @@ class TestnetPlan:
             raise TestnetError(f"--poll-interval {self.poll_interval_s}: must be 0.5..60")
         if not 1 <= self.days <= 366:
             raise TestnetError(f"--days {self.days}: must be 1..366")
+        if self.period_hours not in (1, 2, 3, 4, 6, 8, 12, 24):
+            raise TestnetError(f"--period-hours {self.period_hours}: must divide 24")
         if not 1024 <= self.base_port <= 65535 - 2 * self.members:
             raise TestnetError(f"--base-port {self.base_port}: ports out of range")
         if not self.broker.startswith(("mqtt://", "mqtts://")):
@@ -232,17 +236,22 @@ def member_meters(plan: TestnetPlan) -> list[tuple[str, dict[str, Any]]]:
 
 
 def market_periods(plan: TestnetPlan) -> tuple[Period, ...]:
-    """One period per UTC day from the start day, each with :attr:`TestnetPlan.params`."""
+    """Consecutive periods of ``period_hours`` from the start day's midnight (UTC) over ``days``
+    days, each with :attr:`TestnetPlan.params`. Ids: the date, or date and hour ("…T06")."""
     first = plan.start_time or datetime.now(UTC)
     day0 = first.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    length = timedelta(hours=plan.period_hours)
     periods = []
-    for d in range(plan.days):
-        day = day0 + timedelta(days=d)
-        start_ms = _ms(day)
-        periods.append(
-            Period(day.date().isoformat(), start_ms, start_ms + DAY_MS, dict(plan.params))
-        )
+    for n in range(plan.days * 24 // plan.period_hours):
+        at = day0 + n * length
+        start_ms = _ms(at)
+        pid = at.date().isoformat() if plan.period_hours == 24 else at.strftime("%Y-%m-%dT%H")
+        periods.append(Period(pid, start_ms, start_ms + _ms_of(length), dict(plan.params)))
     return tuple(periods)
+
+
+def _ms_of(delta: timedelta) -> int:
+    return delta // timedelta(milliseconds=1)
 
 
 def build_genesis(
@@ -511,7 +520,7 @@ def _iso(value: datetime | None) -> str:
 
 
 def _ms(value: datetime) -> int:
-    return (value - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+    return _ms_of(value - datetime(1970, 1, 1, tzinfo=UTC))
 
 
 def _toml(value: str) -> str:

@@ -56,7 +56,10 @@ def register(subparsers: Any) -> None:
         help="real UTC time at which simulated time equals --start (ISO 8601 or 'now'); "
         "needed when --speed > 1 (or set it later with `lemctl testnet anchor`)",
     )
-    init.add_argument("--days", type=int, default=1, help="daily market periods (default 1)")
+    init.add_argument("--days", type=int, default=1, help="days the periods cover (default 1)")
+    init.add_argument(
+        "--period-hours", type=int, default=24, help="market period length [h] (default 24)"
+    )
     init.add_argument("--base-port", type=int, default=26600, metavar="PORT")
     init.add_argument(
         "--poll-interval", type=float, default=0.0, metavar="S", help="meter poll [s]; 0 = auto"
@@ -86,6 +89,7 @@ def _init(args: argparse.Namespace) -> int:
         start=args.start,
         anchor=args.anchor,
         days=args.days,
+        period_hours=args.period_hours,
         base_port=args.base_port,
         poll_interval_s=args.poll_interval,
         deterministic_keys=not args.random_keys,

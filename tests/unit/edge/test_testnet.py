@@ -132,6 +132,19 @@ def test_periods_cover_the_days_with_valid_parameters(tmp_path: Path) -> None:
     assert genesis.clock_skew_ms == 7_200_000
 
 
+def test_shorter_periods_tile_the_day(tmp_path: Path) -> None:
+    """--period-hours 6 gives four back-to-back periods per day, ids with the hour."""
+    m = init_testnet(plan(tmp_path, period_hours=6))
+    assert [p["period_id"] for p in m.periods] == [
+        "2026-05-15T00",
+        "2026-05-15T06",
+        "2026-05-15T12",
+        "2026-05-15T18",
+    ]
+    assert all(a["end_ms"] == b["start_ms"] for a, b in zip(m.periods, m.periods[1:], strict=False))
+    assert m.periods[-1]["end_ms"] - m.periods[0]["start_ms"] == 86_400_000
+
+
 def test_more_members_than_the_pilot_get_extra_simulated_houses(tmp_path: Path) -> None:
     """Members beyond the pilot's 19 run seeded custom houses the sim driver accepts."""
     m = init_testnet(plan(tmp_path, members=21, validators=4))
@@ -162,6 +175,7 @@ def test_anchor_is_pinned_in_every_config(tmp_path: Path) -> None:
         ({"chain_id": "a/b"}, "--chain-id 'a/b'"),
         ({"start": "yesterday"}, "--start 'yesterday'"),
         ({"start": "now"}, "--start now runs on the real clock"),
+        ({"period_hours": 5}, "--period-hours 5"),
     ],
 )
 def test_bad_options_are_named(tmp_path: Path, kw: dict[str, object], message: str) -> None:

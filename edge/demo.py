@@ -1,0 +1,255 @@
+"""``python -m edge.demo``: the Lugaggia community on this machine, a simulated day in a minute.
+
+Spec: docs/spec/testnet.md §Demo. Steps: start a broker (edge/broker.py) → ``lemctl testnet
+init`` with the pilot's shape (19 members, 4 validators) → pin the clocks → start one lemd per
+member (edge/launch.py) → show progress until the market period is over and settled on the
+ledger (the nodes' period schedulers submit SolveMarkets; the demo submits one itself if none
+has landed in time) → check that every node holds the same block → stop everything → print the
+members' energy, postings and balances, the community's figures, and the offline audit.
+Ctrl-C (SIGINT) or SIGTERM at any time stops every process it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from edge.broker import BrokerError, RunningBroker, start_broker
+from edge.cli.main import main as lemctl
+from edge.demo_report import audit, format_report, ledger_dir, read_period
+from edge.http import request
+from edge.launch import Community
+from edge.testnet import Manifest, free_port_block, load_manifest
+from ledger.store import Store
+
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+SOLVE_WAIT_S = 60.0
+"""Real seconds after end + grace before the demo submits SolveMarkets itself."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m edge.demo", description=__doc__.split("\n")[0])
+    p.add_argument("--speed", type=float, default=1440.0, help="simulated s per real s (1440)")
+    p.add_argument("--hours", type=int, default=24, help="simulated hours = one market period")
+    p.add_argument("--members", type=int, default=19)
+    p.add_argument("--validators", type=int, default=4)
+    p.add_argument("--seed", type=int, default=2025)
+    p.add_argument("--dir", type=Path, help="testnet folder (default: a temporary one, removed)")
+    p.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto")
+    p.add_argument("--no-progress", action="store_true", help="no live table, a line every 10 s")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo; returns the exit status (0 also requires "audit: OK")."""
+    args = parse_args(argv)
+    if 24 % args.hours:
+        print(f"--hours {args.hours}: must divide 24", file=sys.stderr)
+        return 2
+    workdir = args.dir or Path(tempfile.mkdtemp(prefix="lem-demo-"))
+    signal.signal(signal.SIGTERM, _interrupt)
+    broker: RunningBroker | None = None
+    community: Community | None = None
+    try:
+        broker = start_broker(workdir / "broker", args.broker)
+        print(f"broker: {broker.kind} on {broker.url}")
+        manifest = init_testnet(args, workdir / "testnet", broker.url)
+        community = Community(manifest)
+        community.anchor(lead_s=3.0)
+        community.start()
+        print(
+            f"started {len(community.nodes)} lemd processes (logs: {manifest.root}/nodeK/lemd.log)"
+        )
+        period = manifest.periods[0]
+        outcome = asyncio.run(run_period(community, period, progress=not args.no_progress))
+        community.stop()
+        community = None
+        return report(manifest, period["period_id"], outcome, workdir)
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping every process", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (BrokerError, TimeoutError, RuntimeError) as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        if community is not None:
+            community.stop()
+        if broker is not None:
+            broker.stop()
+        if args.dir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def init_testnet(args: argparse.Namespace, root: Path, broker_url: str) -> Manifest:
+    """``lemctl testnet init`` with the demo's options (the same code path as the CLI)."""
+    base = free_port_block(2 * args.members)
+    argv = [
+        "testnet", "init",
+        "--validators", str(args.validators),
+        "--members", str(args.members),
+        "--dir", str(root),
+        "--broker", broker_url,
+        "--speed", str(args.speed),
+        "--chain-id", "lugaggia-demo",
+        "--seed", str(args.seed),
+        "--period-hours", str(args.hours),
+        "--base-port", str(base),
+    ]  # fmt: skip
+    if lemctl(argv) != 0:
+        raise RuntimeError("lemctl testnet init failed")
+    return load_manifest(root)
+
+
+async def run_period(
+    community: Community, period: dict[str, Any], *, progress: bool
+) -> dict[str, Any]:
+    """Watch the community until ``period`` is solved on every node; returns the final figures."""
+    m = community.manifest
+    anchor = datetime.fromisoformat(m.anchor).timestamp()
+    start_s = datetime.fromisoformat(m.start).timestamp()
+    due_real = anchor + (period["end_ms"] / 1000 + m.grace_s - start_s) / m.speed
+    display = Display(community, period, tty=progress and sys.stdout.isatty())
+    solved_at: float | None = None
+    submitted = False
+    while True:
+        statuses = await community.statuses()
+        sim_s = start_s + (time.time() - anchor) * m.speed
+        display.show(sim_s, statuses)
+        dead = community.exited()
+        if dead:
+            name, code = dead[0]
+            raise RuntimeError(f"node {name} exited with status {code}:\n{_tail(community, name)}")
+        solved = await _solved(community, period["period_id"])
+        if solved is not None and solved_at is None:
+            solved_at = time.time()
+        if solved is not None and _all_reached(statuses, solved):
+            display.done()
+            return {"solved_height": solved, "statuses": statuses}
+        if solved is None and not submitted and time.time() > due_real + SOLVE_WAIT_S:
+            await request(m.nodes[0].api, "POST", "/solve", {"period_id": period["period_id"]})
+            print(f"no SolveMarkets yet: submitted one through {m.nodes[0].name}")
+            submitted = True
+        if time.time() > due_real + 3 * SOLVE_WAIT_S:
+            raise TimeoutError(f"period {period['period_id']} not settled on every node")
+        await asyncio.sleep(1.0)
+
+
+async def _solved(community: Community, period_id: str) -> int | None:
+    """The height that solved ``period_id`` (node 0's view), or None."""
+    try:
+        code, body = await request(
+            community.manifest.nodes[0].api, "GET", f"/params?period={period_id}", timeout_s=2.0
+        )
+    except (OSError, TimeoutError):
+        return None
+    if code != 200 or not isinstance(body, dict) or not body.get("solved"):
+        return None
+    return int(body.get("solved_height", 0))
+
+
+def _all_reached(statuses: list[dict[str, Any] | None], height: int) -> bool:
+    return all(s is not None and s.get("height", 0) >= height for s in statuses)
+
+
+def _tail(community: Community, name: str) -> str:
+    k = next(i for i, n in enumerate(community.nodes) if n.entry.name == name)
+    return community.log_tail(k)
+
+
+class Display:
+    """The live progress table (a TTY) or a summary line every 10 s (a pipe)."""
+
+    def __init__(self, community: Community, period: dict[str, Any], *, tty: bool) -> None:
+        self.community = community
+        self.period = period
+        self.tty = tty
+        self.drawn = 0
+        self.last_line = 0.0
+
+    def show(self, sim_s: float, statuses: list[dict[str, Any] | None]) -> None:
+        lines = self.render(sim_s, statuses)
+        if self.tty:
+            if self.drawn:
+                sys.stdout.write(f"\x1b[{self.drawn}A\x1b[J")
+            sys.stdout.write("\n".join(lines) + "\n")
+            sys.stdout.flush()
+            self.drawn = len(lines)
+        elif time.monotonic() - self.last_line >= 10:
+            print(lines[0], flush=True)
+            self.last_line = time.monotonic()
+
+    def done(self) -> None:
+        self.drawn = 0
+
+    def render(self, sim_s: float, statuses: list[dict[str, Any] | None]) -> list[str]:
+        up = [s for s in statuses if s is not None]
+        heights = [int(s.get("height", 0)) for s in up]
+        committed = sum(_get(s, "submitter", "committed_records") for s in up)
+        outbox = [_get(s, "outbox", "depth") for s in up]
+        end_s = self.period["end_ms"] / 1000
+        sim = datetime.fromtimestamp(sim_s, UTC).strftime("%Y-%m-%d %H:%M")
+        phase = "running" if sim_s < end_s else "period over, settling"
+        head = (
+            f"sim {sim} UTC ({phase}) | nodes up {len(up)}/{len(statuses)} | height "
+            f"{min(heights, default=0)}..{max(heights, default=0)} | slots committed {committed} "
+            f"| outbox {sum(outbox)} (max {max(outbox, default=0)})"
+        )
+        rows = [head, f"{'node':<8} {'role':<9} {'height':>6} {'outbox':>6} {'slots':>5} "
+                f"{'power W':>8} {'peers':>5} {'meter':<8}"]  # fmt: skip
+        for node, s in zip(self.community.nodes, statuses, strict=True):
+            if s is None:
+                rows.append(f"{node.entry.name:<8} {node.entry.role:<9} {'(not answering)':>20}")
+                continue
+            meter = s.get("meter") or {}
+            power = meter.get("power_w")
+            rows.append(
+                f"{node.entry.name:<8} {node.entry.role:<9} {s.get('height', 0):>6} "
+                f"{_get(s, 'outbox', 'depth'):>6} {_get(s, 'submitter', 'committed_records'):>5} "
+                f"{'' if power is None else power:>8} {s.get('peers', 0):>5} "
+                f"{meter.get('state', '?'):<8}"
+            )
+        return rows
+
+
+def _get(status: dict[str, Any], section: str, key: str) -> int:
+    value = (status.get(section) or {}).get(key, 0)
+    return int(value) if isinstance(value, int) else 0
+
+
+def report(manifest: Manifest, period_id: str, outcome: dict[str, Any], workdir: Path) -> int:
+    """Agreement check over every node's store, the member table and the audit."""
+    height = int(outcome["solved_height"])
+    hashes = set()
+    for k in range(len(manifest.nodes)):
+        store = Store(ledger_dir(manifest, k), readonly=True)
+        try:
+            block = store.block(height)
+            hashes.add((None if block is None else block, store.app_hash_at(height)))
+        finally:
+            store.close()
+    period = read_period(manifest, period_id)
+    result = audit(period, workdir)
+    print()
+    print(format_report(period, result))
+    agree = len(hashes) == 1
+    print(
+        f"consensus: {len(manifest.nodes)} nodes hold "
+        f"{'the same' if agree else 'DIFFERENT'} block {height} and app hash"
+    )
+    return EXIT_OK if result.ok and agree else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
