@@ -27,6 +27,7 @@ class Inbound:
         max_payload_bytes: larger payloads are dropped [bytes].
         dedup: the duplicate filter.
         stats: counters to update.
+        v5: MQTT 5.0 packets (for the byte count), else 3.1.1.
     """
 
     def __init__(
@@ -38,7 +39,9 @@ class Inbound:
         max_payload_bytes: int,
         dedup: DedupCache,
         stats: MqttStats,
+        v5: bool = True,
     ) -> None:
+        self._v5 = v5
         self._chain_id = chain_id
         self._node_id = node_id
         self._max_payload_bytes = max_payload_bytes
@@ -49,7 +52,7 @@ class Inbound:
 
     def accept(self, topic: str, payload: bytes, *, qos: int = 1) -> bool:
         """Take one received PUBLISH; return True if it was queued for the consumer."""
-        self._stats.bytes_in += publish_packet_bytes(topic, len(payload), qos=qos)
+        self._stats.bytes_in += publish_packet_bytes(topic, len(payload), qos=qos, v5=self._v5)
         try:
             parsed = parse_topic(self._chain_id, topic)
         except TransportError:

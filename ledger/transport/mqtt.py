@@ -93,6 +93,7 @@ class MqttTransport:
             max_payload_bytes=settings.max_payload_bytes,
             dedup=DedupCache(settings.dedup_max_entries, settings.dedup_window_s),
             stats=self._stats,
+            v5=settings.mqtt_version == 5,
         )
         self._backoff = backoff or Backoff(settings.backoff_initial_s, settings.backoff_max_s)
         self._up = asyncio.Event()
@@ -262,10 +263,13 @@ class MqttTransport:
                     await client.__aexit__(None, None, None)
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
-        # No Local: the broker does not send our own broadcasts back (saves metered bytes).
-        options = SubscribeOptions(qos=1, noLocal=True)
         filters = subscriptions(self.settings.chain_id, self.node_id)
-        granted = await client.subscribe([(f, options) for f in filters], timeout=math.inf)
+        if self.settings.mqtt_version == 5:
+            # No Local: the broker does not send our own broadcasts back (saves metered bytes).
+            options = SubscribeOptions(qos=1, noLocal=True)
+            granted = await client.subscribe([(f, options) for f in filters], timeout=math.inf)
+        else:
+            granted = await client.subscribe([(f, 1) for f in filters], timeout=math.inf)
         refused = [f for f, code in zip(filters, granted, strict=True) if _code(code) >= 0x80]
         if refused:
             raise LinkLostError(f"broker refused subscriptions {refused} (ACL?)")
@@ -313,15 +317,20 @@ class MqttTransport:
             return
         self._outbox.done(item)
         self._stats.messages_out += 1
-        self._stats.bytes_out += publish_packet_bytes(item.topic, len(item.payload))
+        self._stats.bytes_out += publish_packet_bytes(
+            item.topic, len(item.payload), v5=self.settings.mqtt_version == 5
+        )
 
     # -- client construction ------------------------------------------------------------------
 
     def _new_client(self, url: BrokerUrl) -> aiomqtt.Client:
         s = self.settings
-        connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        connect_props.SessionExpiryInterval = 0  # clean session: consensus re-publishes
-        connect_props.MaximumPacketSize = s.max_payload_bytes + _HEADER_ROOM_BYTES
+        v5 = s.mqtt_version == 5
+        connect_props = None
+        if v5:
+            connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            connect_props.SessionExpiryInterval = 0  # clean session: consensus re-publishes
+            connect_props.MaximumPacketSize = s.max_payload_bytes + _HEADER_ROOM_BYTES
         will = None
         if s.status_will:
             will = aiomqtt.Will(status_topic(s.chain_id, s.node_id), b"offline", qos=1, retain=True)
@@ -331,7 +340,8 @@ class MqttTransport:
             username=s.username,
             password=s.password,
             identifier=s.node_id,
-            protocol=aiomqtt.ProtocolVersion.V5,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            clean_session=None if v5 else True,
             will=will,
             keepalive=s.keepalive_s,
             timeout=s.connect_timeout_s,  # CONNACK wait; every other wait is ours

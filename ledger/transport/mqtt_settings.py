@@ -90,6 +90,9 @@ class MqttSettings:
         max_inflight: QoS 1 publishes awaiting PUBACK at once [messages].
         status_will: publish a retained ``online`` flag on ``status/<node_id>`` and leave
             ``offline`` as the last will.
+        mqtt_version: 5 (MQTT 5.0, default) or 4 (MQTT 3.1.1, for brokers without 5.0 such as
+            amqtt). 3.1.1 costs bytes: the broker echoes own broadcasts (dropped on receipt)
+            and cannot be told the maximum packet size.
     """
 
     chain_id: str
@@ -113,6 +116,7 @@ class MqttSettings:
     dedup_window_s: float = 60.0
     max_inflight: int = 16
     status_will: bool = False
+    mqtt_version: int = 5
 
     def __post_init__(self) -> None:
         for name, value in (("chain_id", self.chain_id), ("node_id", self.node_id)):
@@ -128,6 +132,8 @@ class MqttSettings:
             raise MqttSettingsError("password given without username")
         if (self.ca_file or self.cert_file) and not any(b.tls for b in self.brokers):
             raise MqttSettingsError("ca_file/cert_file given but no broker URL is mqtts://")
+        if self.mqtt_version not in (4, 5):
+            raise MqttSettingsError(f"mqtt_version must be 5 or 4 (3.1.1), got {self.mqtt_version}")
         self._check_positive()
 
     def _check_positive(self) -> None:

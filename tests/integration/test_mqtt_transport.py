@@ -83,6 +83,23 @@ async def test_own_broadcasts_are_not_sent_back(mosquitto: Mosquitto, make_node:
     assert a.stats.messages_out == 5
 
 
+async def test_mqtt_311_mode_filters_own_echo_locally(
+    mosquitto: Mosquitto, make_node: MakeNode
+) -> None:
+    """With MQTT 3.1.1 (no No Local) the broker echoes; the transport drops the echo itself."""
+    a, ra = await make_node("a", [mosquitto.url], mqtt_version=4)
+    _, rb = await make_node("b", [mosquitto.url], mqtt_version=4)
+
+    await a.publish("consensus", b"vote")
+    await a.publish("tx", b"direct", to="b")
+    await rb.wait_for(2)
+    await until(lambda: a.stats.bytes_in > 0, what="the broker echoed a's broadcast")
+
+    assert rb.payloads() == [b"vote", b"direct"]
+    assert ra.received == []
+    assert a.stats.messages_in == 0
+
+
 async def test_message_to_self_is_delivered_locally(
     mosquitto: Mosquitto, make_node: MakeNode
 ) -> None:
