@@ -119,8 +119,10 @@ class Engine(BlockFollower):
         return self.key is not None and self.key.public_key in self.valset
 
     def start(self) -> None:
-        """Resume the current height from the WAL, then run timers."""
+        """Resume the current height from the WAL, ask peers for blocks decided meanwhile
+        (an idle chain sends nothing that would reveal them), then run timers."""
         self._replay()
+        self.request_sync()
         self._arm_height()
         self._republish_timer = self._clock.call_later(self._config.republish_ms, self._republish)
 

@@ -16,6 +16,7 @@ from ledger.consensus.messages import Proposal, Vote
 from ledger.consensus.validators import ValidatorSet
 from ledger.errors import CodecError, SignatureError
 from ledger.keys import sha256, verify
+from ledger.registry import DoubleSign
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,24 @@ class Evidence:
         """Canonical bytes (the payload of the evidence tx)."""
         return codec.encode(self.to_value())
 
+    def encode_pair(self) -> tuple[bytes, bytes]:
+        """The two messages as separate canonical byte strings (the ledger's ``vote_a`` and
+        ``vote_b``), each ``[kind, body, sig]``, in canonical order."""
+        kind, body_a, sig_a, body_b, sig_b = self.to_value()
+        return codec.encode([kind, body_a, sig_a]), codec.encode([kind, body_b, sig_b])
+
+    @classmethod
+    def decode_pair(cls, a: bytes, b: bytes) -> Evidence:
+        """Inverse of :meth:`encode_pair`."""
+        try:
+            va, vb = codec.decode(a), codec.decode(b)
+        except CodecError as exc:
+            raise EvidenceError(f"evidence message: {exc}") from exc
+        ok = all(isinstance(v, list) and len(v) == 3 for v in (va, vb))
+        if not ok or va[0] != vb[0]:
+            raise EvidenceError("evidence messages must be [kind, body, sig] of one kind")
+        return cls.decode(codec.encode([va[0], va[1], va[2], vb[1], vb[2]]))
+
     @classmethod
     def decode(cls, data: bytes) -> Evidence:
         """Parse :meth:`encode` output (signatures not checked: see :func:`verify_evidence`)."""
@@ -71,8 +90,9 @@ class Evidence:
             raise EvidenceError(f"evidence message: {exc}") from exc
 
 
-def verify_evidence(chain_id: str, validators: ValidatorSet, evidence: Evidence) -> None:
-    """Check that ``evidence`` proves an equivocation by a member of ``validators``.
+def verify_evidence(chain_id: str, validators: ValidatorSet | None, evidence: Evidence) -> None:
+    """Check that ``evidence`` proves an equivocation (by a member of ``validators``, unless
+    None: the ledger checks membership against its own state).
 
     Raises:
         EvidenceError: different signers or (height, round, step), identical hashes, a
@@ -87,7 +107,7 @@ def verify_evidence(chain_id: str, validators: ValidatorSet, evidence: Evidence)
         raise EvidenceError("the two messages have different signers")
     if a.block_hash == b.block_hash:
         raise EvidenceError("the two messages agree on the block: no equivocation")
-    if signer not in validators:
+    if validators is not None and signer not in validators:
         raise EvidenceError(f"signer {signer.hex()[:16]}… is not a validator")
     kind = "vote" if isinstance(a, Vote) else "proposal"
     for m in (a, b):
@@ -95,3 +115,19 @@ def verify_evidence(chain_id: str, validators: ValidatorSet, evidence: Evidence)
             verify(signer, chain_id, kind, m.body(), m.signature)
         except SignatureError as exc:
             raise EvidenceError(f"bad {kind} signature in evidence") from exc
+
+
+def ledger_verifier(chain_id: str, vote_a: bytes, vote_b: bytes) -> DoubleSign:
+    """The ledger's ``EvidenceVerifier`` (docs/spec/ledger.md §1): ``vote_a`` and ``vote_b``
+    (from :meth:`Evidence.encode_pair`) are validly signed by one key for one (height, round,
+    step) with different blocks. Validator membership is checked by the ledger's own state.
+
+    Raises:
+        ValueError: not a double sign (the reason in the message).
+    """
+    try:
+        ev = Evidence.decode_pair(vote_a, vote_b)
+        verify_evidence(chain_id, None, ev)
+    except EvidenceError as exc:
+        raise ValueError(str(exc)) from exc
+    return DoubleSign(ev.signer, ev.first.height, ev.first.round)

@@ -1,0 +1,381 @@
+"""A ledger node: consensus + the ledger application + mempool gossip + block sync, on a Transport.
+
+Spec: docs/spec/consensus.md §Node. :class:`LedgerPort` adapts :class:`ledger.app.App` and its
+:class:`~ledger.mempool.Mempool` to the consensus application port (block identity = header
+hash, last-commit and BFT-time checks, evidence as a signed Evidence tx). :class:`Node` runs the
+engine on the asyncio loop: one reader fills a bounded inbox, one consumer feeds the engine (the
+only code touching consensus state), one publisher drains a bounded outbox to the transport. A
+broken consensus invariant (:class:`~ledger.consensus.errors.ForkError`, a committed block the
+app refuses) ends :meth:`Node.run` with the error: the process stops and systemd restarts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ledger import block as blk
+from ledger import tx as txm
+from ledger.app import App
+from ledger.consensus.clock import Clock, LoopClock
+from ledger.consensus.commit import block_time_ms, verify_commit
+from ledger.consensus.crash import NO_CRASH, CrashPoints
+from ledger.consensus.engine import Engine, EngineConfig
+from ledger.consensus.errors import CommitError, MessageError
+from ledger.consensus.evidence import Evidence, ledger_verifier
+from ledger.consensus.messages import Commit, Vote
+from ledger.consensus.privval import SignState
+from ledger.consensus.wal import ConsensusStore
+from ledger.errors import BlockInvalid, CodecError, TxRejected
+from ledger.genesis import Genesis
+from ledger.keys import SigningKey, sha256
+from ledger.mempool import Mempool
+from ledger.store import Store
+from ledger.transport.base import Message, Transport, TransportError
+
+PUBLISH_TIMEOUT_S = 5.0
+"""Bound on one transport publish [s]; a slower one is dropped (consensus re-publishes)."""
+
+
+class LedgerPort:
+    """:class:`~ledger.consensus.app.ConsensusApp` over the ledger app and mempool.
+
+    Args:
+        app: the ledger application.
+        mempool: its mempool.
+        cstore: the consensus store (validator sets of past heights, for last-commit checks).
+        key: this node's key (proposer field, evidence reports); None for a keyless member.
+        gossip: publishes a tx this node created (an Evidence tx) on channel ``tx``.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        mempool: Mempool,
+        cstore: ConsensusStore,
+        key: SigningKey | None,
+        gossip: Callable[[bytes], None],
+    ) -> None:
+        self.app = app
+        self.mempool = mempool
+        self._cstore = cstore
+        self._key = key
+        self._gossip = gossip
+        self._dropped: dict[bytes, list[tuple[bytes, TxRejected]]] = {}
+        self.rejections: Counter[str] = Counter()
+
+    def height(self) -> int:
+        return self.app.height
+
+    def block_id(self, block: bytes) -> bytes:
+        """The header hash (what headers, proofs and ``prev_block_hash`` use)."""
+        try:
+            return blk.decode(block).hash
+        except (BlockInvalid, CodecError):
+            return sha256(b"not-a-block/" + block)  # no valid block's header hashes to this
+
+    def last_block_time_ms(self) -> int:
+        return self.app.last_block_time_ms
+
+    def validators(self) -> dict[bytes, int]:
+        return dict(self.app.validators())
+
+    def prepare_block(self, height: int, last_commit: Commit | None, time_ms: int) -> bytes:
+        proposer = self._key.public_key if self._key is not None else b"\0" * 32
+        last = last_commit.to_value() if last_commit is not None else None
+        prepared = self.app.prepare(height, time_ms, proposer, self.mempool.reap(), last)
+        self._dropped = {self.block_id(prepared.block_bytes): prepared.dropped}
+        return prepared.block_bytes
+
+    def validate_block(self, height: int, block: bytes) -> bool:
+        """Header/txs via the app, plus what consensus owns: the last commit's signatures and
+        the BFT time (docs/spec/consensus.md §Time)."""
+        try:
+            decoded = blk.decode(block)
+            if decoded.header.height != height:
+                return False
+            if not self._last_commit_ok(height, decoded):
+                return False
+            self.app.validate_block(block)
+        except (BlockInvalid, CodecError, MessageError, CommitError) as exc:
+            self.rejections[type(exc).__name__] += 1
+            return False
+        return True
+
+    def _last_commit_ok(self, height: int, block: blk.Block) -> bool:
+        if height == 1:
+            ok_time = block.header.time_ms == self.app.last_block_time_ms + 1
+            return block.last_commit is None and ok_time
+        prev = self._cstore.load_valset(height - 1)
+        if prev is None:
+            return False
+        commit = Commit.from_value(block.last_commit)
+        verify_commit(self.app.chain_id, prev, height - 1, self.app.last_block_hash, commit)
+        return block.header.time_ms == block_time_ms(commit, prev)
+
+    def commit_block(self, block: bytes, commit: Commit) -> None:
+        block_hash = self.block_id(block)
+        self.app.commit_block(block, commit.to_value())
+        txs = list(blk.decode(block).txs)
+        self.mempool.update(txs, self._dropped.pop(block_hash, []))
+        self._dropped.clear()
+
+    def block(self, height: int) -> bytes | None:
+        return self.app.block(height)
+
+    def pending_txs(self) -> int:
+        return len(self.mempool)
+
+    def report_evidence(self, evidence: Evidence) -> None:
+        """Sign an Evidence tx with this validator's key, admit it and gossip it."""
+        if self._key is None:
+            return
+        me = self._key.public_key
+        pending = sum(1 for raw in self.mempool.reap() if txm.decode(raw).signer == me)
+        vote_a, vote_b = evidence.encode_pair()
+        body = {"vote_a": vote_a, "vote_b": vote_b}
+        raw = txm.make(
+            self._key, self.app.chain_id, self.app.sequence(me) + pending, "Evidence", body
+        )
+        try:
+            self.mempool.add(raw)
+        except TxRejected as exc:
+            self.rejections[f"evidence_{exc.reason}"] += 1
+            return
+        self._gossip(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeDirs:
+    """Where a node keeps its stores (each its own LMDB environment) under one root."""
+
+    root: Path
+
+    @property
+    def ledger(self) -> Path:
+        return self.root / "ledger"
+
+    @property
+    def consensus(self) -> Path:
+        return self.root / "consensus"
+
+    @property
+    def privval(self) -> Path:
+        return self.root / "privval"
+
+
+class Node:
+    """One community node on one transport: a validator when its key is in the set, else a
+    member that follows verified blocks.
+
+    Args:
+        app: the opened ledger application (built with
+            :func:`~ledger.consensus.evidence.ledger_verifier` as its evidence verifier).
+        transport: the node's transport (MQTT, or in-memory in tests).
+        directory: where the consensus store and the sign-state live (own LMDB environments).
+        key: the node's key (None: a keyless follower).
+        config: engine parameters (its ``chain_id`` must be the app's).
+        mempool: the app's mempool (default: a new one).
+        clock: time source (default: the running loop's).
+        crash: injected crash points (tests).
+        inbox_size: bound of the received-message queue (when full, new ones are dropped and
+            counted: consensus re-publishes).
+        durable: fsync the consensus stores (tests may turn it off).
+    """
+
+    def __init__(
+        self,
+        app: App,
+        transport: Transport,
+        directory: Path,
+        *,
+        key: SigningKey | None,
+        config: EngineConfig,
+        mempool: Mempool | None = None,
+        clock: Clock | None = None,
+        crash: CrashPoints = NO_CRASH,
+        inbox_size: int = 1024,
+        durable: bool = True,
+    ) -> None:
+        if config.chain_id != app.chain_id:
+            raise ValueError(f"config chain {config.chain_id!r} is not {app.chain_id!r}")
+        dirs = NodeDirs(directory)
+        self.app = app
+        self.store = app.store
+        self.mempool = mempool if mempool is not None else Mempool(app)
+        self.cstore = ConsensusStore(dirs.consensus, durable=durable)
+        self.sign_state = (
+            SignState(dirs.privval, crash=crash, durable=durable) if key is not None else None
+        )
+        self.transport = transport
+        self.key = key
+        self.port = LedgerPort(self.app, self.mempool, self.cstore, key, self._gossip_tx)
+        self._config = config
+        self._clock = clock
+        self._crash = crash
+        self._inbox: asyncio.Queue[Message | None] = asyncio.Queue(maxsize=inbox_size)
+        self._outbox: asyncio.Queue[tuple[str, bytes, str | None] | None] = asyncio.Queue(
+            maxsize=4 * inbox_size
+        )
+        self.engine: Engine | None = None
+        self.peers: dict[str, int] = {}
+        self.stats: Counter[str] = Counter()
+        self._closed = False
+        self._owns_store = False
+
+    @classmethod
+    def open(
+        cls,
+        directory: Path,
+        genesis: Genesis,
+        transport: Transport,
+        *,
+        key: SigningKey | None,
+        config: EngineConfig,
+        durable: bool = True,
+        **kwargs: Any,
+    ) -> Node:
+        """Open (or create) the ledger store under ``directory/ledger`` and build a node that
+        closes it when it stops."""
+        store = Store(NodeDirs(directory).ledger, genesis, durable=durable)
+        app = App(store, evidence_verifier=ledger_verifier)
+        node = cls(app, transport, directory, key=key, config=config, durable=durable, **kwargs)
+        node._owns_store = True
+        return node
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def run(self) -> None:
+        """Run until :meth:`close`; raises if a consensus invariant breaks."""
+        clock = self._clock or LoopClock()
+        self.engine = Engine(
+            self._config,
+            self.port,
+            clock,
+            self._send,
+            self.cstore,
+            key=self.key,
+            sign_state=self.sign_state,
+            crash=self._crash,
+        )
+        self.engine.start()
+        name = self.transport.node_id
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._read(), name=f"{name}-read")
+                tg.create_task(self._consume(), name=f"{name}-consensus")
+                tg.create_task(self._publish(), name=f"{name}-publish")
+        finally:
+            self.engine.stop()
+            self._close_stores()
+
+    async def close(self) -> None:
+        """Stop the tasks of :meth:`run` and close the transport."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.engine is not None:
+            self.engine.stop()
+        await self.transport.close()
+        for queue in (self._inbox, self._outbox):
+            while True:
+                try:
+                    queue.put_nowait(None)
+                    break
+                except asyncio.QueueFull:
+                    queue.get_nowait()
+
+    def _close_stores(self) -> None:
+        self.cstore.close()
+        if self.sign_state is not None:
+            self.sign_state.close()
+        if self._owns_store:
+            self.store.close()
+
+    # ----------------------------------------------------------------- tasks
+
+    async def _read(self) -> None:
+        clock = self._clock or LoopClock()
+        async for message in self.transport.messages():
+            self.peers[message.sender] = clock.now_ms()
+            try:
+                self._inbox.put_nowait(message)
+            except asyncio.QueueFull:
+                self.stats["inbox_full"] += 1
+        if not self._closed:
+            self._inbox.put_nowait(None)
+
+    async def _consume(self) -> None:
+        while (message := await self._inbox.get()) is not None:
+            self._handle(message)
+
+    async def _publish(self) -> None:
+        while (item := await self._outbox.get()) is not None:
+            channel, payload, to = item
+            try:
+                async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                    await self.transport.publish(channel, payload, to=to)
+            except (TransportError, TimeoutError):
+                self.stats["publish_failed"] += 1
+
+    def _handle(self, message: Message) -> None:
+        assert self.engine is not None
+        if message.channel == "tx":
+            self._admit(message.payload)
+        elif message.channel != "join":
+            self.engine.receive(message.channel, message.sender, message.payload)
+
+    def _admit(self, raw: bytes) -> None:
+        try:
+            self.mempool.add(raw)
+        except TxRejected as exc:
+            self.stats[f"tx_rejected_{exc.reason}"] += 1
+            return
+        self.stats["tx_admitted"] += 1
+        if self.engine is not None:
+            self.engine.notify_tx()
+
+    def _send(self, channel: str, payload: bytes, to: str | None) -> None:
+        try:
+            self._outbox.put_nowait((channel, payload, to))
+        except asyncio.QueueFull:
+            self.stats["outbox_full"] += 1
+
+    def _gossip_tx(self, raw: bytes) -> None:
+        self._send("tx", raw, None)
+        if self.engine is not None:
+            self.engine.notify_tx()
+
+    # ----------------------------------------------------------------- API
+
+    def submit_tx(self, raw: bytes) -> bytes:
+        """Admit a locally submitted tx and gossip it; returns its hash.
+
+        Raises:
+            TxRejected: the mempool refused it (the reason says why).
+        """
+        tx = self.mempool.add(raw)
+        self._gossip_tx(raw)
+        return tx.hash
+
+    def status(self) -> dict[str, Any]:
+        """Height, last block hash, app hash, role, peers seen, mempool size, engine counters."""
+        engine = self.engine
+        validator = engine is not None and engine.is_validator
+        return {
+            "height": self.app.height,
+            "hash": self.app.last_block_hash.hex(),
+            "app_hash": self.app.app_hash.hex(),
+            "role": "validator" if validator else "member",
+            "peers": sorted(self.peers),
+            "mempool": len(self.mempool),
+            "consensus": dict(engine.stats) if engine is not None else {},
+            "round": engine.core.round if engine is not None else -1,
+        }
+
+
+__all__ = ["LedgerPort", "Node", "NodeDirs", "Vote", "ledger_verifier"]
