@@ -72,6 +72,7 @@ class LedgerConfig:
     resign_timeout_s: float = 30.0  # nothing of ours committed this long: re-sign from the ledger
     max_inflight: int = 32  # own txs signed but not yet committed
     block_heartbeat_s: float = 300.0  # single-validator mode: an empty block at least this often
+    mqtt_version: int = 5  # 5 = MQTT 5.0; 4 = MQTT 3.1.1 (brokers without 5.0, e.g. amqtt)
 
     def __post_init__(self) -> None:
         _check(
@@ -94,6 +95,7 @@ class LedgerConfig:
                 url.startswith(("mqtt://", "mqtts://")),
                 "URLs mqtt://host:port or mqtts://host:port",
             )
+        _check("ledger.mqtt_version", self.mqtt_version, self.mqtt_version in (4, 5), "5 or 4")
         _check(
             "ledger.keepalive_s",
             self.keepalive_s,

@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         broker = start_broker(workdir / "broker", args.broker)
         print(f"broker: {broker.kind} on {broker.url}")
-        manifest = init_testnet(args, workdir / "testnet", broker.url)
+        mqtt_version = 4 if broker.kind == "amqtt" else 5  # amqtt speaks MQTT 3.1.1 only
+        manifest = init_testnet(args, workdir / "testnet", broker.url, mqtt_version)
         community = Community(manifest)
         community.anchor(lead_s=3.0)
         community.start()
@@ -92,7 +93,9 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def init_testnet(args: argparse.Namespace, root: Path, broker_url: str) -> Manifest:
+def init_testnet(
+    args: argparse.Namespace, root: Path, broker_url: str, mqtt_version: int
+) -> Manifest:
     """``lemctl testnet init`` with the demo's options (the same code path as the CLI)."""
     base = free_port_block(2 * args.members)
     argv = [
@@ -106,6 +109,7 @@ def init_testnet(args: argparse.Namespace, root: Path, broker_url: str) -> Manif
         "--seed", str(args.seed),
         "--period-hours", str(args.hours),
         "--base-port", str(base),
+        "--mqtt-version", str(mqtt_version),
     ]  # fmt: skip
     if lemctl(argv) != 0:
         raise RuntimeError("lemctl testnet init failed")

@@ -95,6 +95,7 @@ class TestnetPlan:
         base_port: node K's API listens on base_port + 2K, its metrics on base_port + 2K + 1.
         poll_interval_s: meter poll interval [real s]; 0 = automatic: 5 s at real time,
             shorter when accelerated (at most 5 simulated minutes per poll, at least 0.5 s).
+        mqtt_version: 5, or 4 (MQTT 3.1.1) for a broker without MQTT 5 such as amqtt.
         deterministic_keys: derive keys from the seed (demo only) instead of os.urandom.
         params: market parameters of every period.
     """
@@ -114,6 +115,7 @@ class TestnetPlan:
     period_hours: int = 24
     base_port: int = 26600
     poll_interval_s: float = 0.0
+    mqtt_version: int = 5
     deterministic_keys: bool = True
     params: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PARAMS))
 
@@ -129,6 +131,8 @@ class TestnetPlan:
             raise TestnetError("--start now runs on the real clock: --speed must be 1")
         if self.poll_interval_s and not 0.5 <= self.poll_interval_s <= 60:
             raise TestnetError(f"--poll-interval {self.poll_interval_s}: must be 0.5..60")
+        if self.mqtt_version not in (4, 5):
+            raise TestnetError(f"--mqtt-version {self.mqtt_version}: must be 5 or 4 (3.1.1)")
         if not 1 <= self.days <= 366:
             raise TestnetError(f"--days {self.days}: must be 1..366")
         if self.period_hours not in (1, 2, 3, 4, 6, 8, 12, 24):
@@ -390,6 +394,7 @@ def node_config(plan: TestnetPlan, node: NodeEntry, meter_options: dict[str, Any
         "[ledger]",
         f"chain_id = {_toml(plan.chain_id)}",
         f"brokers = [{_toml(plan.broker)}]",
+        *([f"mqtt_version = {plan.mqtt_version}"] if plan.mqtt_version != 5 else []),
         "",
         "[market]",
         f"solve_grace_s = {plan.grace_s}",

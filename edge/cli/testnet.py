@@ -64,6 +64,9 @@ def register(subparsers: Any) -> None:
     init.add_argument(
         "--poll-interval", type=float, default=0.0, metavar="S", help="meter poll [s]; 0 = auto"
     )
+    init.add_argument(
+        "--mqtt-version", type=int, default=5, help="5, or 4 = MQTT 3.1.1 (e.g. for amqtt)"
+    )
     init.add_argument("--random-keys", action="store_true", help="keys from os.urandom")
     init.add_argument("--json", action="store_true", help="print the manifest as JSON")
     init.set_defaults(func=_init)
@@ -92,6 +95,7 @@ def _init(args: argparse.Namespace) -> int:
         period_hours=args.period_hours,
         base_port=args.base_port,
         poll_interval_s=args.poll_interval,
+        mqtt_version=args.mqtt_version,
         deterministic_keys=not args.random_keys,
     )
     try:

@@ -12,7 +12,7 @@ import pytest
 
 from edge.cli.main import main
 from edge.clock import DaemonClock
-from edge.config import load_config
+from edge.config import ConfigError, load_config
 from edge.meter import build_driver
 from edge.testnet import (
     TestnetError,
@@ -153,6 +153,19 @@ def test_more_members_than_the_pilot_get_extra_simulated_houses(tmp_path: Path) 
     assert isinstance(driver, SimulatedMeter)
     assert driver.spec.meter_id == "sim-h021"
     assert 2_500 <= driver.spec.annual_kwh <= 6_500
+
+
+def test_mqtt_311_for_brokers_without_mqtt5(tmp_path: Path) -> None:
+    """--mqtt-version 4 reaches ledger.mqtt_version; the default writes nothing; 3 is refused."""
+    m = init_testnet(plan(tmp_path, members=2, validators=1, mqtt_version=4))
+    assert load_config(m.config_path(m.nodes[1])).ledger.mqtt_version == 4
+    d = init_testnet(plan(tmp_path, "d", members=2, validators=1))
+    assert "mqtt_version" not in d.config_path(d.nodes[0]).read_text()
+    assert load_config(d.config_path(d.nodes[0])).ledger.mqtt_version == 5
+    bad = d.config_path(d.nodes[0])
+    bad.write_text(bad.read_text().replace("[market]", "mqtt_version = 3\n\n[market]"))
+    with pytest.raises(ConfigError, match=r"ledger\.mqtt_version = 3: 5 or 4"):
+        load_config(bad)
 
 
 def test_anchor_is_pinned_in_every_config(tmp_path: Path) -> None:
