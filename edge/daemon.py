@@ -96,6 +96,8 @@ class Daemon:
         self._driver_override = driver
         self._node_factory = node_factory or open_ledger
         self.stop_event = asyncio.Event()
+        self.serving = asyncio.Event()
+        """Set once the API listens (tests and embedders wait for it)."""
         self.parts: Parts | None = None
         self._closers: list[Any] = []
 
@@ -141,6 +143,7 @@ class Daemon:
             health=health,
             metrics=metrics,
             expected_meter_id=cfg.meter.meter_id if cfg.meter.driver != "sim" else "",
+            on_records=submitter.wake.set,
         )
         self.parts = Parts(
             cfg, key, clock, node, Queries(node.app.store), outbox, signer, submitter,
@@ -167,6 +170,7 @@ class Daemon:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop_event.set)
         servers = await self._start_servers(parts)
+        self.serving.set()
         self._require_health(parts)
         try:
             async with asyncio.TaskGroup() as tg:
@@ -242,6 +246,10 @@ class Daemon:
         return servers
 
     async def _shutdown(self, parts: Parts, servers: list[asyncio.Server]) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
         for server in servers:
             server.close()  # stop accepting first
         await parts.node.close()  # an ongoing block commit completes

@@ -155,6 +155,9 @@ class MeterLoop:
         health: beaten after every poll attempt, good or failed.
         metrics: counters and gauges.
         expected_meter_id: if set, readings of another meter are refused.
+        read_timeout_s: bound on one read [s].
+        wall_clock: real UTC time [s] for the records' creation time.
+        on_records: called after closed slots were stored (wakes the submitter).
     """
 
     def __init__(
@@ -169,6 +172,7 @@ class MeterLoop:
         expected_meter_id: str = "",
         read_timeout_s: float = 30.0,
         wall_clock: Callable[[], float] = time.time,
+        on_records: Callable[[], None] | None = None,
     ) -> None:
         self.driver = driver
         self.outbox = outbox
@@ -179,6 +183,7 @@ class MeterLoop:
         self.expected_meter_id = expected_meter_id
         self.read_timeout_s = read_timeout_s
         self._wall = wall_clock
+        self._on_records = on_records
         self.integrator = self._restore()
         self.last_reading: Reading | None = None
         self.last_read_s: float | None = None  # daemon-clock time of the last good read
@@ -254,6 +259,8 @@ class MeterLoop:
         records = [to_outbox(r, created_s) for r in closed]
         self.outbox.put_many(records, meta=self._checkpoint())
         self.records_written += len(records)
+        if self._on_records is not None:
+            self._on_records()  # wake the submitter
         for r in records:
             self.metrics.slots_closed.inc()
             self.metrics.slot_import.set(r.import_wh)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+from edge.config import load_config
+from edge.daemon import Daemon
+from edge.sdnotify import Notifier
 from ledger.genesis import Genesis, Period
 from ledger.keys import SigningKey
 
@@ -71,7 +78,8 @@ def make_node(
         admins=(admin.public_key,),
         governance_keys=(admin.public_key,),
         governance_threshold=1,
-        meters={meter_id: key.public_key},
+        # A second member's meter, so access rules have someone else's data to refuse.
+        meters={meter_id: key.public_key, "lic-h05": SigningKey.generate().public_key},
         periods=tuple(
             Period(f"p{i}", start_ms + i * span, start_ms + (i + 1) * span, PARAMS)
             for i in range(periods)
@@ -117,3 +125,28 @@ level = "info"
     config = root / "lemd.toml"
     config.write_text(text)
     return NodeDir(root, config, key, admin, api, meter_id)
+
+
+@asynccontextmanager
+async def running_daemon(node: NodeDir, **kwargs: Any) -> AsyncIterator[Daemon]:
+    """An in-process lemd (real stores, API and tasks) from ``node``'s config; stopped after."""
+    daemon = Daemon(load_config(node.config), notifier=Notifier({}), **kwargs)
+    await daemon.open()
+    task = asyncio.create_task(daemon.run(), name="lemd-under-test")
+    try:
+        async with asyncio.timeout(10):
+            await daemon.serving.wait()
+        yield daemon
+    finally:
+        daemon.stop_event.set()
+        assert await asyncio.wait_for(task, 20) == 0
+
+
+async def until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``predicate`` every 50 ms; AssertionError naming ``what`` after ``timeout_s``."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not predicate():
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"not reached within {timeout_s} s: {what}") from None
