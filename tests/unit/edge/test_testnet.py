@@ -227,3 +227,21 @@ def test_cli_init_and_anchor(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert load_manifest(tmp_path / "t").anchor
     assert main([*argv[:-1], str(tmp_path / "u"), "--validators", "9"]) == 2
     assert "--validators 9" in capsys.readouterr().err
+
+
+def test_readme_testnet_lines_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's `lemctl testnet` lines run as written (folder swapped for a temp dir)."""
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
+    lines = [
+        ln.split("#")[0].split() for ln in readme.splitlines() if ln.startswith("lemctl testnet")
+    ]
+    assert [ln[2] for ln in lines] == ["init", "anchor"]
+    for argv in lines:
+        argv = [str(tmp_path / "lugaggia") if a == "/tmp/lugaggia" else a for a in argv[1:]]
+        if argv[1] == "init":
+            argv += ["--base-port", str(free_port_block(38, first=36000))]
+        assert main(argv) == 0, capsys.readouterr().err
+    manifest = load_manifest(tmp_path / "lugaggia")
+    assert len(manifest.nodes) == 19
+    assert manifest.anchor
+    assert "lemd --config /tmp/lugaggia/node0/lemd.toml" in readme
