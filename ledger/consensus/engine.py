@@ -291,9 +291,22 @@ class Engine(BlockFollower):
             self.app.report_evidence(evidence)
 
     def _decide(self, action: DecideAction) -> None:
+        announce = self._is_announcer(action.round)
         self.apply_block(action.block, action.commit)
-        payload = wire.encode_block(self._config.chain_id, action.block, action.commit)
-        self._send("block", payload, None)
+        if announce:
+            payload = wire.encode_block(self._config.chain_id, action.block, action.commit)
+            self._send("block", payload, None)
+
+    def _is_announcer(self, round_: int) -> bool:
+        """Two validators publish each decision (block + commit, the largest message): the
+        deciding round's proposer and the next key after it. n announcements per block would
+        cost n× the bytes on metered links; a node that misses both syncs."""
+        if self.key is None:
+            return False
+        keys = [v.pubkey for v in self.valset.validators]
+        proposer = self.valset.proposer(round_)
+        successor = keys[(keys.index(proposer) + 1) % len(keys)]
+        return self.key.public_key in (proposer, successor)
 
     # ----------------------------------------------------------------- heights
 
