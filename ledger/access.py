@@ -8,6 +8,9 @@ REST API decides how); None means an anonymous viewer. Rules:
   meters' measurements, its own balance and settlements, the community and grid balances.
   Never another member's measurements, accounts or balance.
 - anyone: chain status and the market parameters.
+- after a period's raw measurements are pruned (docs/spec/privacy.md §3): the period's commitment
+  (``pruned/``) to admin and prosumers; per-account period totals and member roots (``ptot/``)
+  to the admin and to the account's own key only.
 
 Proofs are served under the same rules as the values they prove.
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from ledger import codec, merkle, state
+from ledger import codec, merkle, privacy, state
 from ledger.errors import AccessDenied
 from ledger.store import Store
 
@@ -140,6 +143,24 @@ class Queries:
             value = state.Overlay(base).get_value(state.k_settlement(period_id, account))
         return None if value is None else int(value)
 
+    def pruned(self, viewer: bytes | None, period_id: str) -> dict[str, Any] | None:
+        """Admin, prosumer: the pruned period's commitment {root, records, accounts, height,
+        time_ms}, None while its raw measurements are kept."""
+        self._require(viewer, Role.ADMIN, Role.PROSUMER)
+        with self._read() as base:
+            value = state.Overlay(base).get_value(privacy.k_pruned(period_id))
+        return None if value is None else dict(value)
+
+    def period_total(self, viewer: bytes | None, period_id: str, account: str) -> list[Any] | None:
+        """[import_wh, export_wh, records, member_root] of a pruned period; admin: any account,
+        prosumer: its own (not community/grid: those are not members)."""
+        role = self._require(viewer, Role.ADMIN, Role.PROSUMER)
+        if role is Role.PROSUMER and viewer is not None and account != state.account_id(viewer):
+            raise AccessDenied("a prosumer reads only its own period totals")
+        with self._read() as base:
+            value = state.Overlay(base).get_value(privacy.k_period_total(period_id, account))
+        return None if value is None else list(value)
+
     def prove(self, viewer: bytes | None, key: bytes) -> merkle.Proof | None:
         """Inclusion proof of a state key the viewer may read, against the current app hash."""
         self._check_key(viewer, key)
@@ -167,6 +188,8 @@ class Queries:
                 raw = base.get(key)
             if raw is not None and codec.decode_trusted(raw)[3] == viewer:
                 return
-        if key.startswith(b"settle/") and key.endswith(b"/" + own.encode()):
+        if key.startswith((b"settle/", b"ptot/")) and key.endswith(b"/" + own.encode()):
+            return
+        if key.startswith(b"pruned/"):
             return
         raise AccessDenied(f"a prosumer may not prove key {key[:40]!r}")

@@ -85,11 +85,25 @@ class Reason(StrEnum):
     SESSION_EXPIRED = "session_expired"
     INSUFFICIENT_ENERGY = "insufficient_energy"
     UNKNOWN_ORDER = "unknown_order"
+    # privacy: pseudonymous meter ids and retention of raw measurements (ledger/apps/privacy.py)
+    NOT_PSEUDONYM = "not_pseudonym"
+    RETENTION_DISABLED = "retention_disabled"
+    PERIOD_NOT_SOLVED = "period_not_solved"
+    DISPUTE_WINDOW_OPEN = "dispute_window_open"
+    ALREADY_PRUNED = "already_pruned"
+    PRUNE_BLOCKED = "prune_blocked"
     DUPLICATE_TX = "duplicate_tx"
     MEMPOOL_FULL = "mempool_full"
 
 
-TIME_REASONS = frozenset({Reason.SLOT_IN_FUTURE, Reason.PERIOD_NOT_ENDED, Reason.FUTURE_SEQUENCE})
+TIME_REASONS = frozenset(
+    {
+        Reason.SLOT_IN_FUTURE,
+        Reason.PERIOD_NOT_ENDED,
+        Reason.FUTURE_SEQUENCE,
+        Reason.DISPUTE_WINDOW_OPEN,
+    }
+)
 """Failures that a later block (a later block time, an earlier tx landing) may cure."""
 
 

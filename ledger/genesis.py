@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger import codec, keys, state
+from ledger import codec, keys, privacy, state
 from ledger.errors import LedgerError
 from market.amm import MarketParams
 from market.errors import MarketError
@@ -54,7 +54,11 @@ class Genesis:
         periods: initial market periods.
         clock_skew_ms: see :data:`DEFAULT_CLOCK_SKEW_MS`.
         settle_grace_ms: how long after a period's end SolveMarkets must wait [ms].
-        privacy: privacy mode; only "open" (meter ids visible to prosumers) exists now.
+        privacy: "open" (meter serials are the ledger's meter ids, visible to prosumers) or
+            "pseudonymous" (meter ids must be keyed-hash pseudonyms; docs/spec/privacy.md §1).
+        dispute_window_ms: how long after a period is solved its raw measurements stay on the
+            ledger before PruneMeasurements may remove them [ms]; None = kept for ever
+            (docs/spec/privacy.md §3). Omitted from the hashed form when None.
     """
 
     chain_id: str
@@ -68,6 +72,7 @@ class Genesis:
     clock_skew_ms: int = DEFAULT_CLOCK_SKEW_MS
     settle_grace_ms: int = 0
     privacy: str = "open"
+    dispute_window_ms: int | None = None
 
     def __post_init__(self) -> None:
         _require(bool(self.chain_id) and "/" not in self.chain_id, "chain_id", self.chain_id)
@@ -80,12 +85,17 @@ class Genesis:
         _require(len(self.admins) >= 1, "admins", "at least one")
         n = len(self.governance_keys)
         _require(1 <= self.governance_threshold <= max(n, 1), "governance_threshold", n)
-        _require(self.privacy == "open", "privacy", self.privacy)
+        _require(self.privacy in set(privacy.Mode), "privacy", self.privacy)
+        window = self.dispute_window_ms
+        _require(window is None or window >= 0, "dispute_window_ms", window)
         _require(self.clock_skew_ms >= 0, "clock_skew_ms", self.clock_skew_ms)
         _require(self.settle_grace_ms >= 0, "settle_grace_ms", self.settle_grace_ms)
         for meter_id, owner in self.meters.items():
             _require(ID_RE.match(meter_id) is not None, "meters", meter_id)
             _require(len(owner) == keys.PUBLIC_KEY_BYTES, "meters", meter_id)
+            if self.privacy == privacy.Mode.PSEUDONYMOUS:
+                # Never a serial on a pseudonymous ledger, not even by mistake in genesis.
+                _require(privacy.is_pseudonym(meter_id), "meters", "not a pseudonym")
         self._check_periods()
 
     def _check_periods(self) -> None:
@@ -123,11 +133,15 @@ class Genesis:
         }
 
     def chain_params(self) -> dict[str, codec.Value]:
-        return {
+        params: dict[str, codec.Value] = {
             "clock_skew_ms": self.clock_skew_ms,
             "settle_grace_ms": self.settle_grace_ms,
             "privacy": self.privacy,
         }
+        # Only when set, so chains made before retention existed keep their genesis hash.
+        if self.dispute_window_ms is not None:
+            params["dispute_window_ms"] = self.dispute_window_ms
+        return params
 
     def encode(self) -> bytes:
         return codec.encode(self.to_value())
@@ -161,6 +175,7 @@ class Genesis:
             clock_skew_ms=int(chain["clock_skew_ms"]),
             settle_grace_ms=int(chain["settle_grace_ms"]),
             privacy=str(chain["privacy"]),
+            dispute_window_ms=_opt_int(chain.get("dispute_window_ms")),
         )
 
     def to_json(self) -> str:
@@ -202,6 +217,10 @@ class Genesis:
 def period_record(start_ms: int, end_ms: int, params: dict[str, str]) -> dict[str, codec.Value]:
     """The stored form of a market period (solved flips once, at SolveMarkets)."""
     return {"start_ms": start_ms, "end_ms": end_ms, "params": params, "solved": False}
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _require(ok: bool, name: str, detail: object) -> None:

@@ -61,6 +61,16 @@ def _mth(leaves: Sequence[bytes]) -> bytes:
     return level[0]
 
 
+def list_path(hashes: Sequence[bytes], index: int) -> list[bytes]:
+    """RFC 6962 audit path of ``hashes[index]`` in the tree of :func:`list_root` (leaf first)."""
+    return _audit_path([_h(_LEAF + h) for h in hashes], index)
+
+
+def list_verify(digest: bytes, index: int, size: int, path: Sequence[bytes], root: bytes) -> bool:
+    """True when ``digest`` is leaf ``index`` of a :func:`list_root` tree (``size``, ``root``)."""
+    return _root_from_path(_h(_LEAF + digest), index, size, path) == root
+
+
 def bucket_root(leaf_hashes: Sequence[bytes]) -> bytes:
     """Hash of one bucket from its leaf hashes in key order."""
     return _mth(leaf_hashes)

@@ -18,6 +18,7 @@ APP_MODULES: tuple[str, ...] = (
     "ledger.apps.schedules",
     "ledger.apps.powerchain",
     "ledger.apps.powerchain_book",
+    "ledger.apps.privacy",
 )
 
 for _name in APP_MODULES:

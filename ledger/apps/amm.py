@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ledger import codec, state
+from ledger import codec, privacy, state
 from ledger.apps.meters import require_admin
 from ledger.errors import Reason, TxRejected
 from ledger.genesis import period_record
@@ -142,6 +142,9 @@ def _decode_measure(value: codec.Value) -> SetMeasure:
 
 def _validate_measure(ctx: Context, tx: Tx, body: SetMeasure) -> None:
     st = ctx.state
+    if not privacy.is_pseudonym(body.meter_id) and privacy.mode(st) is privacy.Mode.PSEUDONYMOUS:
+        # Not echoed: a misconfigured node may be sending its serial (docs/spec/privacy.md §2).
+        raise reject(Reason.NOT_PSEUDONYM, "SetMeasure.meter_id must be a pseudonym")
     owner = state.meter_owner(st, body.meter_id)
     if owner is None:
         raise reject(Reason.UNKNOWN_METER, f"meter {body.meter_id!r} is not on the allowed list")
@@ -254,6 +257,7 @@ def _apply_solve(ctx: Context, tx: Tx, body: SolveMarkets) -> None:
     rec.update(
         solved=True,
         solved_height=ctx.height,
+        solved_ms=ctx.time_ms,  # start of the dispute window (ledger/apps/privacy.py)
         slots=result.slot_count,
         e_c_wh=result.e_c_wh,
         e_p_wh=result.e_p_wh,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ledger import codec, state
+from ledger import codec, privacy, state
 from ledger.errors import Reason
 from ledger.registry import Context, TxKind, fields, id_field, key_field, register, reject
 from ledger.tx import Tx
@@ -38,6 +38,12 @@ def _decode_add(value: codec.Value) -> AddMeter:
 
 def _validate_add(ctx: Context, tx: Tx, body: AddMeter) -> None:
     require_admin(ctx, tx)
+    if privacy.mode(ctx.state) is privacy.Mode.PSEUDONYMOUS and not privacy.is_pseudonym(
+        body.meter_id
+    ):
+        # The message must not echo the id: it may be a serial number sent by mistake, and
+        # rejection messages reach logs and API answers (docs/spec/privacy.md §2).
+        raise reject(Reason.NOT_PSEUDONYM, "AddMeter.meter_id must be a pseudonym 'ps-' + 32 hex")
     if state.meter_owner(ctx.state, body.meter_id) is not None:
         raise reject(Reason.METER_EXISTS, f"meter {body.meter_id!r} is already on the list")
 

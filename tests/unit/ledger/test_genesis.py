@@ -32,7 +32,8 @@ def test_hash_ignores_listing_order() -> None:
         {"validators": ((VAL.public_key, 0),)},
         {"admins": ()},
         {"governance_threshold": 3},
-        {"privacy": "pseudonymous"},
+        {"privacy": "hidden"},
+        {"dispute_window_ms": -1},
         {"meters": {"bad id!": N1.public_key}},
         {
             "periods": (

@@ -120,6 +120,12 @@ MATRIX: dict[str, tuple[Body, dict[str, str]]] = {
         lambda: {"day_start_ms": DAY_AHEAD},
         dict.fromkeys(ALL - {"outsider"}, "unknown_day"),
     ),
+    # retention (ledger/apps/privacy.py): this fixture's genesis sets no dispute window, so every
+    # member meets retention_disabled; the time and state rules are pinned in test_privacy*.py.
+    "PruneMeasurements": (
+        lambda: {"period_id": "p-solved"},
+        dict.fromkeys(ALL - {"outsider"}, "retention_disabled"),
+    ),
     # PowerChain (ledger/apps/powerchain*.py): only an admin may set it up; every other kind
     # needs the setup first. Its own roles (voter, unit, banker, participant) are pinned after
     # setup in tests/unit/ledger/test_app_powerchain.py::test_powerchain_roles.

@@ -1,0 +1,118 @@
+"""Retention of raw measurements: the PruneMeasurements tx (GDPR storage limitation).
+
+Spec: docs/spec/privacy.md §3. Once a period is solved and the genesis ``dispute_window_ms`` has
+passed (block time, measured from the solving block's time), any community member may submit
+``PruneMeasurements {period_id}``. Executing it deletes the period's ``meas/`` rows and keeps,
+per account, ``ptot/<period>/<account> = [import_wh, export_wh, records, member_root]``, plus
+``pruned/<period>`` with the period root over all accounts. ``tot/`` (community totals per slot),
+``settle/`` and balances are untouched. The transition is a pure function of state and block
+time, so every node (and every replay) reaches the same app hash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ledger import codec, privacy, state
+from ledger.apps.amm import is_member
+from ledger.errors import Reason
+from ledger.registry import Context, TxKind, fields, id_field, register, reject
+from ledger.tx import Tx
+
+_DAY_MS = 86_400_000
+_MAX_WINDOW_MS = _DAY_MS
+"""Longest market window (ledger/apps/windows.py ``_MAX_LENGTH_MS``): how far before a period a
+window overlapping it may start."""
+
+
+@dataclass(frozen=True, slots=True)
+class PruneMeasurements:
+    period_id: str
+
+
+def _decode(value: codec.Value) -> PruneMeasurements:
+    body = fields(value, "PruneMeasurements", ("period_id",))
+    return PruneMeasurements(id_field(body, "PruneMeasurements", "period_id"))
+
+
+def _validate(ctx: Context, tx: Tx, body: PruneMeasurements) -> None:
+    st = ctx.state
+    if not is_member(st, tx.signer):
+        raise reject(Reason.NOT_PERMITTED, "PruneMeasurements needs a key known to the community")
+    window_ms = state.chain_params(st).get("dispute_window_ms")
+    if window_ms is None:
+        raise reject(Reason.RETENTION_DISABLED, "genesis sets no dispute_window_ms: nothing prunes")
+    rec = st.get_value(state.k_period(body.period_id))
+    if rec is None:
+        raise reject(Reason.UNKNOWN_PERIOD, f"no period {body.period_id!r}")
+    if not rec["solved"]:
+        raise reject(Reason.PERIOD_NOT_SOLVED, f"period {body.period_id!r} is not solved")
+    if st.get(privacy.k_pruned(body.period_id)) is not None:
+        raise reject(Reason.ALREADY_PRUNED, f"period {body.period_id!r} is already pruned")
+    # Periods solved before solved_ms was recorded count from their end.
+    due_ms = int(rec.get("solved_ms", rec["end_ms"])) + window_ms
+    if not ctx.check_only and ctx.time_ms < due_ms:
+        raise reject(
+            Reason.DISPUTE_WINDOW_OPEN, f"period {body.period_id!r} may be pruned from {due_ms}"
+        )
+    _check_no_pending_reader(st, body.period_id, rec["start_ms"], rec["end_ms"])
+
+
+def _check_no_pending_reader(st: state.Overlay, period_id: str, start_ms: int, end_ms: int) -> None:
+    """Market windows and schedule days also settle from ``meas/`` rows: a period is pruned only
+    once every one overlapping it is settled, or they would settle from nothing."""
+    lo = max(0, start_ms - _MAX_WINDOW_MS)
+    for key, raw in st.scan(b"win/" + state.slot_key(lo).encode(), b"win/" + _k(end_ms)):
+        win = codec.decode_trusted(raw)
+        w_start = int(key[4:])
+        if w_start + int(win["length_ms"]) > start_ms and win["status"] != "validated":
+            raise reject(Reason.PRUNE_BLOCKED, f"window {w_start} overlapping {period_id!r} open")
+    lo = max(0, start_ms - _DAY_MS)
+    for key, raw in st.scan(b"sday/" + state.slot_key(lo).encode(), b"sday/" + _k(end_ms)):
+        day_start = int(key[5:])
+        if day_start + _DAY_MS > start_ms and not codec.decode_trusted(raw)["settled"]:
+            raise reject(Reason.PRUNE_BLOCKED, f"schedule day {day_start} overlapping unsettled")
+
+
+def _k(ms: int) -> bytes:
+    return state.slot_key(ms).encode()
+
+
+def _apply(ctx: Context, tx: Tx, body: PruneMeasurements) -> None:
+    st = ctx.state
+    rec = st.get_value(state.k_period(body.period_id))
+    per_account: dict[str, list[privacy.Record]] = {}
+    totals: dict[str, list[int]] = {}
+    lo, hi = b"meas/" + _k(rec["start_ms"]), b"meas/" + _k(rec["end_ms"])
+    rows = list(st.scan(lo, hi))  # materialised: the loop deletes what it scans
+    for key, raw in rows:
+        imp, exp, quality, owner = codec.decode_trusted(raw)
+        account = state.account_id(bytes(owner))
+        record = privacy.Record(int(key[5:18]), key[19:].decode(), imp, exp, quality)
+        per_account.setdefault(account, []).append(record)
+        acc = totals.setdefault(account, [0, 0])
+        acc[0] += imp
+        acc[1] += exp
+        st.delete(key)
+    entries = []
+    for account in sorted(per_account):
+        records = per_account[account]
+        root = privacy.member_root(records)
+        imp, exp = totals[account]
+        st.put_value(
+            privacy.k_period_total(body.period_id, account), [imp, exp, len(records), root]
+        )
+        entries.append((account, root, len(records)))
+    st.put_value(
+        privacy.k_pruned(body.period_id),
+        {
+            "root": privacy.period_root(entries),
+            "records": len(rows),
+            "accounts": len(entries),
+            "height": ctx.height,
+            "time_ms": ctx.time_ms,
+        },
+    )
+
+
+register(TxKind("PruneMeasurements", _decode, _validate, _apply))

@@ -1,0 +1,272 @@
+"""Privacy primitives: pseudonymous meter ids and commitments to pruned measurements.
+
+Spec: docs/spec/privacy.md (§2 pseudonyms, §3 retention, §4 record proofs); seed 000 §4.5 and
+Fig. 5 (the allowed-meters list kept off the ledger by the admin, pseudonyms on it).
+
+Everything here is pure: the admin's node, a member's node and an auditor run the same
+functions. Pseudonyms are two-level keyed BLAKE2b:
+
+- ``member_key = BLAKE2b-256(key=admin_secret, person="lem1/member-key", chain_id ‖ 0 ‖ salt)``
+  with a fresh random ``salt`` per admission, kept only in the admin's encrypted store;
+- ``pseudonym = "ps-" ‖ hex(BLAKE2b-128(key=member_key, person="lem1/pseudonym", serial))``.
+
+A member receives its ``member_key`` at admission and recomputes its pseudonym from the serial
+its own meter reports; it cannot compute anyone else's (other members' keys are independent
+pseudo-random values under the admin secret). Erasing the salt makes a pseudonym impossible to
+recompute even for the admin, who still holds the secret and may still know the serial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from ledger import codec, merkle, state
+from ledger.errors import LedgerError
+
+SECRET_BYTES = 32
+"""Admin pseudonymisation secret and member keys [bytes] (BLAKE2b key size up to 64)."""
+SALT_BYTES = 16
+"""Per-admission salt [bytes]."""
+PSEUDONYM_DIGEST_BYTES = 16
+"""Pseudonym digest: 128 bits. Guessing needs the member key (256 bits), so length only has to
+make accidental collisions negligible: p ≈ n²/2¹²⁹ (≈ 1.5e-33 for 1,000 meters); AddMeter
+refuses a duplicate anyway. 35 characters fit the ledger's 64-character id rule."""
+PSEUDONYM_RE = re.compile(r"^ps-[0-9a-f]{32}$")
+_SERIAL_RE = re.compile(r"^[\x21-\x7e]{1,64}$")
+
+
+class PrivacyError(LedgerError):
+    """A secret, salt, serial, record or proof that is malformed (names what and where)."""
+
+
+class Mode(StrEnum):
+    """Community-wide privacy mode, fixed in genesis (docs/spec/privacy.md §1)."""
+
+    OPEN = "open"
+    """Meter serials are the ledger's meter ids, readable by members (seed 000 §4.4 AM)."""
+    PSEUDONYMOUS = "pseudonymous"
+    """Only keyed-hash pseudonyms on the ledger; serials stay at the admin (seed 000 Fig. 5)."""
+
+
+def mode(st: state.Overlay) -> Mode:
+    """The chain's privacy mode from ``cfg/chain``."""
+    value = st.get_value(state.K_CHAIN) or {}
+    return Mode(str(value.get("privacy", Mode.OPEN.value)))
+
+
+def is_pseudonym(meter_id: str) -> bool:
+    return PSEUDONYM_RE.match(meter_id) is not None
+
+
+def member_key(admin_secret: bytes, chain_id: str, salt: bytes) -> bytes:
+    """The secret a member receives at admission [32 bytes] (docs/spec/privacy.md §2)."""
+    if len(admin_secret) != SECRET_BYTES:
+        raise PrivacyError(f"admin secret must be {SECRET_BYTES} bytes, got {len(admin_secret)}")
+    if len(salt) != SALT_BYTES:
+        raise PrivacyError(f"admission salt must be {SALT_BYTES} bytes, got {len(salt)}")
+    data = chain_id.encode() + b"\x00" + salt
+    return hashlib.blake2b(
+        data, key=admin_secret, digest_size=SECRET_BYTES, person=b"lem1/member-key"
+    ).digest()
+
+
+def normalise_serial(serial: str) -> str:
+    """The serial as hashed: surrounding blanks removed, printable ASCII, 1–64 characters."""
+    text = serial.strip()
+    if not _SERIAL_RE.match(text):
+        raise PrivacyError("meter serial must be 1-64 printable ASCII characters without blanks")
+    return text
+
+
+def pseudonym(key: bytes, serial: str) -> str:
+    """The ledger meter id of ``serial`` under a member key (docs/spec/privacy.md §2)."""
+    if len(key) != SECRET_BYTES:
+        raise PrivacyError(f"member key must be {SECRET_BYTES} bytes, got {len(key)}")
+    digest = hashlib.blake2b(
+        normalise_serial(serial).encode(),
+        key=key,
+        digest_size=PSEUDONYM_DIGEST_BYTES,
+        person=b"lem1/pseudonym",
+    )
+    return "ps-" + digest.hexdigest()
+
+
+# retention: state keys and commitments (docs/spec/privacy.md §3) ----------------------------
+
+
+def k_pruned(period_id: str) -> bytes:
+    """``pruned/<period_id>``: {root, records, accounts, height, time_ms}."""
+    return b"pruned/" + period_id.encode()
+
+
+def k_period_total(period_id: str, account: str) -> bytes:
+    """``ptot/<period_id>/<account>``: [import_wh, export_wh, records, member_root]."""
+    return b"ptot/" + period_id.encode() + b"/" + account.encode()
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Record:
+    """One pruned measurement as its member kept it (the ``meas/`` row without the signer).
+
+    Ordering is (slot, meter id): the state key order of ``meas/<slot>/<meter_id>``.
+    """
+
+    slot_start_ms: int
+    meter_id: str
+    import_wh: int
+    export_wh: int
+    quality: int
+
+    def to_value(self) -> list[codec.Value]:
+        return [self.slot_start_ms, self.meter_id, self.import_wh, self.export_wh, self.quality]
+
+    @classmethod
+    def from_json(cls, v: Any, where: str = "record") -> Record:
+        """From ``{"slot_start_ms", "meter_id", "import_wh", "export_wh", "quality"}``."""
+        try:
+            rec = cls(
+                int(v["slot_start_ms"]),
+                str(v["meter_id"]),
+                int(v["import_wh"]),
+                int(v["export_wh"]),
+                int(v.get("quality", 0)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PrivacyError(f"{where}: {type(exc).__name__}: {exc}") from exc
+        return rec
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "slot_start_ms": self.slot_start_ms,
+            "meter_id": self.meter_id,
+            "import_wh": self.import_wh,
+            "export_wh": self.export_wh,
+            "quality": self.quality,
+        }
+
+
+def record_digest(record: Record) -> bytes:
+    """SHA-256 of the domain-separated canonical record."""
+    return hashlib.sha256(b"lem/1/record\x00" + codec.encode(record.to_value())).digest()
+
+
+def member_root(records: Iterable[Record]) -> bytes:
+    """RFC 6962 root over one account's records of a period, in (slot, meter) order."""
+    return merkle.list_root([record_digest(r) for r in sorted(records)])
+
+
+def account_digest(account: str, root: bytes, n_records: int) -> bytes:
+    return hashlib.sha256(b"lem/1/account\x00" + codec.encode([account, root, n_records])).digest()
+
+
+def period_root(entries: Sequence[tuple[str, bytes, int]]) -> bytes:
+    """Root over (account, member root, record count) in account order: the period's one
+    commitment to everything pruned."""
+    return merkle.list_root([account_digest(a, r, n) for a, r, n in sorted(entries)])
+
+
+@dataclass(frozen=True, slots=True)
+class RecordProof:
+    """A kept record's inclusion in its account's committed member root (spec §4).
+
+    Attributes:
+        period_id, account: where the root is committed (``ptot/<period_id>/<account>``).
+        record: the kept measurement.
+        index, size: its position among the account's records of the period, and their count.
+        path: RFC 6962 audit path (leaf first).
+        member_root: the root the path leads to.
+    """
+
+    period_id: str
+    account: str
+    record: Record
+    index: int
+    size: int
+    path: tuple[bytes, ...]
+    member_root: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "period_id": self.period_id,
+            "account": self.account,
+            "record": self.record.to_json(),
+            "index": self.index,
+            "size": self.size,
+            "path": [h.hex() for h in self.path],
+            "member_root": self.member_root.hex(),
+        }
+
+    @classmethod
+    def from_json(cls, v: Any) -> RecordProof:
+        try:
+            return cls(
+                str(v["period_id"]),
+                str(v["account"]),
+                Record.from_json(v["record"]),
+                int(v["index"]),
+                int(v["size"]),
+                tuple(bytes.fromhex(h) for h in v["path"]),
+                bytes.fromhex(v["member_root"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise PrivacyError(f"record proof: {type(exc).__name__}: {exc}") from exc
+
+
+def prove_record(
+    period_id: str, account: str, records: Iterable[Record], record: Record
+) -> RecordProof:
+    """Build the proof of ``record`` from every record the member kept for the period.
+
+    Raises:
+        PrivacyError: ``record`` is not among ``records``.
+    """
+    ordered = sorted(set(records))
+    try:
+        index = ordered.index(record)
+    except ValueError:
+        raise PrivacyError(f"slot {record.slot_start_ms} of {record.meter_id} not kept") from None
+    digests = [record_digest(r) for r in ordered]
+    return RecordProof(
+        period_id,
+        account,
+        record,
+        index,
+        len(ordered),
+        tuple(merkle.list_path(digests, index)),
+        merkle.list_root(digests),
+    )
+
+
+def verify_record(proof: RecordProof) -> bool:
+    """True when the proof's record is leaf ``index`` of a tree of ``size`` with ``member_root``."""
+    return merkle.list_verify(
+        record_digest(proof.record), proof.index, proof.size, proof.path, proof.member_root
+    )
+
+
+def matches_commitment(proof: RecordProof, period_total: codec.Value) -> bool:
+    """True when ``period_total`` (the ``ptot/`` value) commits to the proof's root and size."""
+    if not isinstance(period_total, list) or len(period_total) != 4:
+        return False
+    return bool(period_total[2] == proof.size and period_total[3] == proof.member_root)
+
+
+def verify_record_in_state(proof: RecordProof, state_proof: merkle.Proof, app_hash: bytes) -> bool:
+    """The whole chain: kept record → member root → ``ptot/`` entry → app hash (a trusted header).
+
+    Pure; what a member or auditor runs with nothing but a header it trusts.
+    """
+    if state_proof.key != k_period_total(proof.period_id, proof.account):
+        return False
+    if not merkle.verify_proof(state_proof, app_hash):
+        return False
+    try:
+        committed = codec.decode(state_proof.value)
+    except LedgerError:
+        return False
+    return matches_commitment(proof, committed) and verify_record(proof)

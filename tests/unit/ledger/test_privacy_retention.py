@@ -1,0 +1,263 @@
+"""Retention: PruneMeasurements, the kept commitments and record proofs (docs/spec/privacy.md
+§3-4), on a real App over LMDB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledger import codec, merkle, privacy, registry, state
+from ledger import tx as txm
+from ledger.access import Queries
+from ledger.app import App
+from ledger.errors import TIME_REASONS, AccessDenied, Reason, TxRejected
+from ledger.registry import Context
+from ledger.store import Store
+from ledger.verify import verify_store
+from tests.unit.ledger.helpers import (
+    ADMIN,
+    CHAIN,
+    N1,
+    N2,
+    OUTSIDER,
+    SLOT,
+    T0,
+    VAL,
+    Signer,
+    commit,
+    genesis,
+    measure,
+    period,
+)
+
+SECRET = bytes(range(32))
+P1, P3, P2 = (
+    privacy.pseudonym(privacy.member_key(SECRET, CHAIN, bytes([i]) * 16), f"SER{i}")
+    for i in (1, 3, 2)
+)
+WINDOW_MS = 2 * SLOT
+SOLVED_AT = T0 + 5 * SLOT
+A1, A2 = N1.public_key.hex(), N2.public_key.hex()
+
+
+class Community:
+    """N1 owns P1 and P3, N2 owns P2; period p = [T0, T0 + 4 slots) measured and solved."""
+
+    def __init__(self, path: Path) -> None:
+        g = genesis(
+            privacy="pseudonymous",
+            dispute_window_ms=WINDOW_MS,
+            meters={P1: N1.public_key, P3: N1.public_key, P2: N2.public_key},
+        )
+        self.app = App(Store(path, g, durable=False))
+        self.admin, self.n1, self.n2 = Signer(ADMIN), Signer(N1), Signer(N2)
+        self.kept: list[privacy.Record] = []  # what N1's node kept of its own submissions
+        commit(self.app, [self.admin("SetMarketParameters", period("p", T0, T0 + 4 * SLOT))], T0)
+        for i in range(5):  # slot T0 + 4 slots lies outside the period: never pruned
+            slot = T0 + i * SLOT
+            rows = [(self.n1, P1, 100 + i, 0), (self.n1, P3, 7, 3 * i), (self.n2, P2, 0, 50 + i)]
+            txs = []
+            for signer, meter, imp, exp in rows:
+                txs.append(signer("SetMeasure", measure(meter, slot, imp, exp)))
+                if signer is self.n1:
+                    self.kept.append(privacy.Record(slot, meter, imp, exp, 0))
+            extra = [self.admin("SolveMarkets", {"period_id": "p"})] if i == 4 else []
+            commit(self.app, txs + extra, slot + SLOT)
+        self.kept = [r for r in self.kept if r.slot_start_ms < T0 + 4 * SLOT]
+
+    def prune_tx(self, signer: Signer, period_id: str = "p") -> bytes:
+        return signer("PruneMeasurements", {"period_id": period_id})
+
+    def try_prune(self, time_ms: int, period_id: str = "p") -> str:
+        """Reason the prune would fail at ``time_ms`` ('ok' if it executes); nothing commits."""
+        raw = txm.make(
+            N2,
+            CHAIN,
+            self.app.sequence(N2.public_key),
+            "PruneMeasurements",
+            {"period_id": period_id},
+        )
+        prepared = self.app.prepare(self.app.height + 1, time_ms, VAL.public_key, [raw], None)
+        return "ok" if not prepared.dropped else prepared.dropped[0][1].reason.value
+
+
+@pytest.fixture
+def c(tmp_path: Path) -> Community:
+    return Community(tmp_path)
+
+
+def _meas_keys(app: App, lo: int, hi: int) -> list[bytes]:
+    with app.store.state_reader() as base:
+        return [k for k, _ in base.scan(state.k_measure(lo, ""), state.k_measure(hi, ""))]
+
+
+def test_prune_waits_for_the_dispute_window(c: Community) -> None:
+    """Before solved_ms + dispute_window_ms the prune fails with a time reason (the mempool
+    keeps it); mempool admission ignores the time rule; at the due time it executes."""
+    rec = Queries(c.app.store).periods()["p"]
+    assert rec["solved_ms"] == SOLVED_AT
+    assert c.try_prune(SOLVED_AT + WINDOW_MS - 1) == "dispute_window_open"
+    assert Reason.DISPUTE_WINDOW_OPEN in TIME_REASONS
+    c.app.check_tx(
+        txm.make(N2, CHAIN, c.app.sequence(N2.public_key), "PruneMeasurements", {"period_id": "p"})
+    )
+    assert c.try_prune(SOLVED_AT + WINDOW_MS) == "ok"
+
+
+def test_prune_removes_raw_rows_and_keeps_totals_and_commitments(c: Community) -> None:
+    """After pruning: no meas/ row of the period is left (the one outside stays), tot/ per
+    slot and balances are unchanged, ptot/ holds each account's period sums and the root of
+    its records, pruned/ the period root over accounts."""
+    q = Queries(c.app.store)
+    totals_before = q.totals(ADMIN.public_key, T0, T0 + 5 * SLOT)
+    balances_before = [q.balance(ADMIN.public_key, a) for a in (A1, A2, "community", "grid")]
+    assert len(_meas_keys(c.app, T0, T0 + 4 * SLOT)) == 12
+    commit(c.app, [c.prune_tx(c.n2)], SOLVED_AT + WINDOW_MS)
+    assert _meas_keys(c.app, T0, T0 + 4 * SLOT) == []
+    assert len(_meas_keys(c.app, T0 + 4 * SLOT, T0 + 5 * SLOT)) == 3
+    assert q.totals(ADMIN.public_key, T0, T0 + 5 * SLOT) == totals_before
+    assert [q.balance(ADMIN.public_key, a) for a in (A1, A2, "community", "grid")] == (
+        balances_before
+    )
+    imp1, exp1, n1, root1 = q.period_total(ADMIN.public_key, "p", A1)  # type: ignore[misc]
+    assert (imp1, exp1, n1) == (100 + 101 + 102 + 103 + 4 * 7, 3 * (0 + 1 + 2 + 3), 8)
+    assert root1 == privacy.member_root(c.kept)
+    imp2, exp2, n2, root2 = q.period_total(ADMIN.public_key, "p", A2)  # type: ignore[misc]
+    assert (imp2, exp2, n2) == (0, 50 + 51 + 52 + 53, 4)
+    pruned = q.pruned(N1.public_key, "p")
+    assert pruned is not None
+    assert (pruned["records"], pruned["accounts"], pruned["time_ms"]) == (12, 2, T0 + 7 * SLOT)
+    assert pruned["root"] == privacy.period_root([(A1, root1, 8), (A2, root2, 4)])
+    assert q.measurements(N1.public_key, P1, T0, T0 + 4 * SLOT) == []
+
+
+def test_prune_refusals(c: Community) -> None:
+    """Unknown, unsolved and already pruned periods are refused with their reasons; an
+    outsider may not prune."""
+    commit(
+        c.app,
+        [c.admin("SetMarketParameters", period("q", T0 + 8 * SLOT, T0 + 9 * SLOT))],
+        SOLVED_AT + 1,
+    )
+    late = SOLVED_AT + 10 * WINDOW_MS
+    assert c.try_prune(late, "nope") == "unknown_period"
+    assert c.try_prune(late, "q") == "period_not_solved"
+    commit(c.app, [c.prune_tx(c.n1)], late)
+    assert c.try_prune(late + 1) == "already_pruned"
+    out = txm.make(OUTSIDER, CHAIN, 0, "PruneMeasurements", {"period_id": "p"})
+    prepared = c.app.prepare(c.app.height + 1, late + 2, VAL.public_key, [out], None)
+    assert prepared.dropped[0][1].reason is Reason.NOT_PERMITTED
+
+
+def test_replay_reaches_the_pruned_state(c: Community) -> None:
+    """A node that replays the chain from genesis (a late joiner, lemctl ledger verify) reaches
+    the same app hash at every height, the pruned state included."""
+    commit(c.app, [c.prune_tx(c.n2)], SOLVED_AT + WINDOW_MS)
+    report = verify_store(c.app.store)
+    assert report.ok, report.problems
+    assert report.verified_height == c.app.height == 7
+
+
+def test_member_proves_a_kept_record_against_the_app_hash(c: Community) -> None:
+    """A member with its own kept records proves one of them: record → member root → ptot/
+    entry → app hash, with an inclusion proof it may ask for; a changed value fails."""
+    commit(c.app, [c.prune_tx(c.n2)], SOLVED_AT + WINDOW_MS)
+    q = Queries(c.app.store)
+    kept = c.kept[5]
+    proof = privacy.prove_record("p", A1, c.kept, kept)
+    state_proof = q.prove(N1.public_key, privacy.k_period_total("p", A1))
+    assert state_proof is not None
+    assert privacy.verify_record_in_state(proof, state_proof, c.app.app_hash)
+    back = privacy.RecordProof.from_json(proof.to_json())
+    assert privacy.verify_record_in_state(back, state_proof, c.app.app_hash)
+    forged = privacy.RecordProof.from_json(
+        {**proof.to_json(), "record": {**kept.to_json(), "import_wh": kept.import_wh + 1}}
+    )
+    assert not privacy.verify_record_in_state(forged, state_proof, c.app.app_hash)
+    assert not privacy.verify_record_in_state(proof, state_proof, b"\x00" * 32)
+
+
+def test_pruned_commitments_follow_fig4(c: Community) -> None:
+    """A prosumer reads and proves its own period totals and the period commitment, never
+    another member's totals; an anonymous viewer reads neither."""
+    commit(c.app, [c.prune_tx(c.n2)], SOLVED_AT + WINDOW_MS)
+    q = Queries(c.app.store)
+    assert q.period_total(N1.public_key, "p", A1) is not None
+    with pytest.raises(AccessDenied):
+        q.period_total(N1.public_key, "p", A2)
+    with pytest.raises(AccessDenied):
+        q.prove(N1.public_key, privacy.k_period_total("p", A2))
+    assert q.prove(N1.public_key, privacy.k_pruned("p")) is not None
+    with pytest.raises(AccessDenied):
+        q.pruned(None, "p")
+
+
+@pytest.mark.parametrize(
+    ("prefix", "record", "blocked"),
+    [
+        (b"win/", {"length_ms": 3_600_000, "status": "cleared"}, True),
+        (b"win/", {"length_ms": 3_600_000, "status": "validated"}, False),
+        (b"sday/", {"settled": False}, True),
+        (b"sday/", {"settled": True}, False),
+    ],
+)
+def test_unsettled_window_or_schedule_day_blocks_pruning(
+    c: Community, prefix: bytes, record: dict[str, object], blocked: bool
+) -> None:
+    """Windows and schedule days settle from meas/ rows too: an unsettled one overlapping the
+    period blocks its pruning (prune_blocked), a settled one does not."""
+    with c.app.store.state_reader() as base:
+        st = state.Overlay(base)
+        st.put_value(prefix + state.slot_key(T0).encode(), record)
+        kind = registry.lookup("PruneMeasurements")
+        tx = txm.decode(c.prune_tx(c.n2))
+        ctx = Context(st, CHAIN, c.app.height + 1, SOLVED_AT + WINDOW_MS)
+        body = kind.decode_body(tx.body)
+        if blocked:
+            with pytest.raises(TxRejected, match="prune_blocked"):
+                kind.validate(ctx, tx, body)
+        else:
+            kind.validate(ctx, tx, body)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(st.integers(0, 500), st.integers(0, 10**6), st.integers(0, 10**6)),
+        min_size=1,
+        max_size=40,
+        unique_by=lambda r: r[0],
+    ),
+    pick=st.integers(0, 39),
+)
+def test_every_kept_record_proves_and_no_altered_one_does(
+    rows: list[tuple[int, int, int]], pick: int
+) -> None:
+    """For any set of kept records each one's proof verifies against their root, and the same
+    proof with any field changed does not."""
+    records = [privacy.Record(T0 + s * SLOT, P1, i, e, 0) for s, i, e in rows]
+    root = privacy.member_root(records)
+    chosen = records[pick % len(records)]
+    proof = privacy.prove_record("p", A1, records, chosen)
+    assert proof.member_root == root
+    assert privacy.verify_record(proof)
+    for change in ({"import_wh": chosen.import_wh + 1}, {"meter_id": P2}, {"quality": 1}):
+        altered = privacy.Record.from_json({**chosen.to_json(), **change})
+        bad = privacy.RecordProof(*(proof.period_id, proof.account, altered), *proof_tail(proof))
+        assert not privacy.verify_record(bad)
+
+
+def proof_tail(p: privacy.RecordProof) -> tuple[int, int, tuple[bytes, ...], bytes]:
+    return p.index, p.size, p.path, p.member_root
+
+
+def test_state_proof_of_another_key_is_refused() -> None:
+    """A state proof of some other key cannot vouch for a record."""
+    rec = privacy.Record(T0, P1, 1, 2, 0)
+    proof = privacy.prove_record("p", A1, [rec], rec)
+    value = codec.encode([1, 2, 1, proof.member_root])
+    fake = merkle.Proof(privacy.k_period_total("p", A2), value, 0, 1, (), (b"\x00" * 32,) * 12)
+    assert not privacy.verify_record_in_state(proof, fake, b"\x00" * 32)
