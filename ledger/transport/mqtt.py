@@ -23,6 +23,7 @@ import contextlib
 import functools
 import logging
 import math
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from types import TracebackType
@@ -59,6 +60,10 @@ log = logging.getLogger(__name__)
 # MQTT header room on top of the payload limit when we announce Maximum Packet Size: fixed
 # header (5) + topic (2 + at most 6 levels of <= 64 bytes) + packet id + properties.
 _HEADER_ROOM_BYTES = 512
+
+
+# paho leaves Nagle on; see MqttSettings.tcp_nodelay for what that costs.
+_NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
 class LinkLostError(TransportError):
@@ -349,6 +354,7 @@ class MqttTransport:
             max_inflight_messages=s.max_inflight,
             properties=connect_props,
             tls_params=self._tls_params() if url.tls else None,
+            socket_options=_NODELAY if s.tcp_nodelay else (),
         )
         # paho's own socket connect/TLS handshake bound; the outer asyncio.timeout covers CONNACK.
         client._client.connect_timeout = max(1.0, s.connect_timeout_s / 2)

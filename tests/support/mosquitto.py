@@ -103,6 +103,7 @@ class Mosquitto:
             "log_type warning",
             "log_type notice",
             "connection_messages true",
+            "set_tcp_nodelay true",  # as systemd/mosquitto/lem-broker.conf: no Nagle delay
             f"listener {self.port} 127.0.0.1",
             *self.extra_config,
         ]
