@@ -378,7 +378,10 @@ class Engine(BlockFollower):
                     self._own[(own.height, own.round, int(_step_of_msg(own)))] = record[1]
         self._replaying = True
         try:
+            height = self.height
             for record in records:
+                if self.height != height:
+                    break  # decided during replay: the rest belongs to the finished height
                 if record[0] == "start":
                     self._perform(self.core.start())
                 elif record[0] == "timeout":

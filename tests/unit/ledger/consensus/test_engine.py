@@ -9,7 +9,7 @@ import pytest
 from ledger.consensus import wire
 from ledger.consensus.clock import VirtualClock
 from ledger.consensus.engine import Engine, EngineConfig
-from ledger.consensus.messages import Step, Vote
+from ledger.consensus.messages import Proposal, Step, Vote
 from ledger.consensus.privval import SignState
 from ledger.consensus.simapp import SimApp
 from ledger.consensus.wal import ConsensusStore
@@ -109,3 +109,36 @@ def test_signing_key_requires_a_sign_state(tmp_path: Path) -> None:
             ConsensusStore(tmp_path),
             key=KEYS[0],
         )
+
+
+def test_replay_stops_when_the_wal_already_decides(tmp_path: Path) -> None:
+    """A WAL holding a full decision replays into a commit; later records of that height (a
+    stale timeout) never reach the next height's core."""
+    engine, _, clock = _engine(tmp_path, me=0)
+    app = engine.app
+    block = app.prepare_block(1, None, 1)
+    block_hash = sha256(block)
+    vs = engine.valset
+    i = PKS.index(vs.proposer(0))
+    p = Proposal(1, 0, -1, block_hash, 5, PKS[i], block).signed(KEYS[i], CHAIN)
+    engine.store.wal_append(1, ["start"], sync=True)
+    engine.store.wal_append(1, ["msg", wire.encode_proposal(CHAIN, p)], sync=True)
+    for j in (1, 2, 3):
+        v = Vote(Step.PRECOMMIT, 1, 0, block_hash, 5, PKS[j]).signed(KEYS[j], CHAIN)
+        engine.store.wal_append(1, ["msg", wire.encode_vote(CHAIN, v)], sync=True)
+    engine.store.wal_append(1, ["timeout", int(Step.PRECOMMIT), 0], sync=True)
+    engine.stop()
+    again = Engine(
+        EngineConfig(CHAIN, timeouts=T),
+        app,
+        clock,
+        lambda c, p, t: None,
+        engine.store,
+        key=KEYS[0],
+        sign_state=SignState(tmp_path / "pv2", durable=False),
+    )
+    app.add_tx(b"next")  # type: ignore[attr-defined]  # height 2 starts at once, in round 0
+    again.start()
+    assert app.height() == 1
+    assert again.height == 2
+    assert again.core.round == 0  # the stale round-0 precommit timeout did not start round 1
