@@ -264,6 +264,39 @@ class Simulation:
         key = engine.valset.proposer(round_)
         return next(n.node_id for n in self.nodes.values() if n.key and n.key.public_key == key)
 
+    def chaos(self, rng: random.Random, steps: int) -> None:
+        """Random txs, crashes (at most f nodes down at once), restarts, partitions, heals."""
+        ids = sorted(self.nodes)
+        f = (len(ids) - 1) // 3
+        for _ in range(steps):
+            self.submit(count=rng.randint(1, 3))
+            event = rng.random()
+            down = [i for i in ids if not self.nodes[i].alive]
+            if event < 0.25 and len(down) < f:
+                self.crash(rng.choice([i for i in ids if self.nodes[i].alive]))
+            elif event < 0.5 and down:
+                self.restart(rng.choice(down))
+            elif event < 0.65:
+                cut = rng.randint(1, len(ids) - 1)
+                shuffled = rng.sample(ids, len(ids))
+                self.network.partition(shuffled[:cut], shuffled[cut:])
+            elif event < 0.8:
+                self.network.heal()
+            self.run_for(rng.randint(50, 4000))
+
+    def heal_all(self, heights: int, max_ms: int = 120_000) -> bool:
+        """Heal links, restart crashed nodes, and run until every node gains ``heights``."""
+        self.network.heal()
+        self.network.set_faults(LinkFaults())
+        for node_id, node in self.nodes.items():
+            if not node.alive:
+                self.restart(node_id)
+        target = max(node.height for node in self.nodes.values()) + heights
+        for _ in range(heights):
+            self.submit(count=1)
+            self.run_for(3_000)
+        return self.run_until(self.all_reach(target), max_ms)
+
     # ----------------------------------------------------------------- byzantine
 
     def equivocate(self, node: SimNode, payload: bytes) -> None:
