@@ -10,7 +10,7 @@ from ledger import codec
 from ledger.consensus import wire
 from ledger.consensus.commit import block_time_ms, verify_commit
 from ledger.consensus.errors import CommitError, EvidenceError, MessageError
-from ledger.consensus.evidence import Evidence, verify_evidence
+from ledger.consensus.evidence import Evidence, ledger_verifier, verify_evidence
 from ledger.consensus.messages import Commit, CommitSig, Proposal, Step, Vote
 from ledger.keys import sha256
 from tests.unit.ledger.consensus.helpers import CHAIN, KEYS, PKS, proposal, valset, vote
@@ -136,3 +136,18 @@ def test_non_evidence_is_refused() -> None:
             verify_evidence(CHAIN, vs, ev)
     with pytest.raises(EvidenceError):
         Evidence.decode(b"junk")
+
+
+def test_ledger_verifier_accepts_a_double_sign_and_refuses_the_rest() -> None:
+    """The ledger's EvidenceVerifier names the offender; non-evidence is a ValueError."""
+    a, b = vote(Step.PRECOMMIT, 3, H, 2, height=7), vote(Step.PRECOMMIT, 3, None, 2, height=7)
+    vote_a, vote_b = Evidence(a, b).encode_pair()
+    found = ledger_verifier(CHAIN, vote_a, vote_b)
+    assert (found.validator, found.height, found.round) == (PKS[2], 7, 3)
+    assert ledger_verifier(CHAIN, vote_b, vote_a) == found
+    with pytest.raises(ValueError, match="agree"):
+        ledger_verifier(CHAIN, vote_a, vote_a)
+    with pytest.raises(ValueError, match="signature"):
+        ledger_verifier("other-chain", vote_a, vote_b)
+    with pytest.raises(ValueError, match="evidence message"):
+        ledger_verifier(CHAIN, b"junk", vote_b)
