@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edge.cli.powerchain",
     "edge.cli.node",
     "edge.cli.testnet",
+    "edge.cli.privacy",
 )
 
 

@@ -1,0 +1,391 @@
+"""The admin's encrypted identity store, members' admission files, and the meter-id mapping.
+
+Spec: docs/spec/privacy.md §2 (pseudonyms, admission) and §5 (identity store, erasure); seed 000
+§4.5 Fig. 5: the allowed-meters list with serials lives off the ledger at the admin.
+
+Store layout (directory mode 0700, every file 0600), under the admin node's data dir:
+
+- ``pseudonym.key``: the admin pseudonymisation secret (32 bytes, hex). Never rotated: every
+  member key derives from it and a per-admission salt.
+- ``identity.<gen>.key``: the current store key (32 bytes, hex), a PyNaCl SecretBox key.
+- ``identity.<gen>.box``: SecretBox(canonical msgpack {chain_id, records: {pseudonym: record}}).
+
+Erasure removes the member's records (with their salts) and *rotates* the store key: the
+remaining records are re-encrypted under a fresh key as generation ``gen + 1``, then the old pair
+is overwritten and unlinked. Old ciphertext that survives on disk is useless without the old key
+(crypto-shredding); without the salt nobody, the admin included, can recompute the pseudonym
+from a serial. Limits (flash wear levelling, backups) are in docs/privacy.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nacl.exceptions
+import nacl.secret
+import nacl.utils
+
+from edge.config import Config, ConfigError
+from ledger import codec, privacy
+from ledger.errors import LedgerError
+from ledger.genesis import Genesis
+from meters.reading import MeterDriver, MeterError, Reading
+
+ADMISSION_FILE = "admission.json"
+"""A member node's admission file, in its data dir (written by ``lemctl privacy admit``)."""
+_GEN_RE = re.compile(r"^identity\.(\d{1,12})\.(key|box)$")
+
+
+class PrivacyStoreError(Exception):
+    """The identity store or an admission file is missing, unreadable, open to others or
+    inconsistent; or a request names an unknown member. The message names the file or member
+    and never contains a meter serial."""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """One admitted meter as only the admin knows it.
+
+    Attributes:
+        pseudonym: the ledger meter id.
+        member: the admin's reference for the person (contract or customer number).
+        serial: the meter serial number.
+        account: the member node's public key (hex), the ledger account.
+        salt: the admission salt (erasing it makes the pseudonym unrecomputable).
+        admitted_ms: when the admin admitted the meter [ms since epoch, UTC].
+    """
+
+    pseudonym: str
+    member: str
+    serial: str
+    account: str
+    salt: bytes
+    admitted_ms: int
+
+    def to_value(self) -> list[codec.Value]:
+        return [self.member, self.serial, self.account, self.salt, self.admitted_ms]
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What a member node receives at admission (its own pseudonym and member key only)."""
+
+    chain_id: str
+    pseudonym: str
+    member_key: bytes
+
+    def pseudonym_of(self, serial: str) -> str:
+        return privacy.pseudonym(self.member_key, serial)
+
+    def save(self, path: Path) -> None:
+        """Write the file mode 0600 (atomically; refuses to overwrite)."""
+        if path.exists():
+            raise PrivacyStoreError(f"{path}: refusing to overwrite an admission file")
+        doc = {
+            "chain_id": self.chain_id,
+            "pseudonym": self.pseudonym,
+            "member_key": self.member_key.hex(),
+        }
+        _write_private(path, (json.dumps(doc, indent=2) + "\n").encode())
+
+    @classmethod
+    def load(cls, path: Path) -> Admission:
+        data = _read_private(path)
+        try:
+            doc = json.loads(data)
+            adm = cls(str(doc["chain_id"]), str(doc["pseudonym"]), bytes.fromhex(doc["member_key"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PrivacyStoreError(
+                f"{path}: not an admission file ({type(exc).__name__})"
+            ) from exc
+        if not privacy.is_pseudonym(adm.pseudonym) or len(adm.member_key) != 32:
+            raise PrivacyStoreError(f"{path}: pseudonym or member_key malformed")
+        return adm
+
+
+class IdentityStore:
+    """The admin's pseudonym → (member, serial, account) map, encrypted at rest.
+
+    Open with :meth:`create` once, then :meth:`open`. Every change is written (fsync'd) before
+    the method returns. One writer at a time (an exclusive ``flock`` on ``lock``).
+    """
+
+    def __init__(self, directory: Path, chain_id: str, records: dict[str, Identity]) -> None:
+        self.directory = directory
+        self.chain_id = chain_id
+        self._records = records
+
+    # opening ------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, directory: Path, chain_id: str) -> IdentityStore:
+        """A new, empty store with a fresh pseudonymisation secret and store key."""
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if any(directory.iterdir()):
+            raise PrivacyStoreError(f"{directory}: not empty; refusing to create a store there")
+        directory.chmod(0o700)
+        _write_private(directory / "pseudonym.key", _hex_key(nacl.utils.random(32)))
+        store = cls(directory, chain_id, {})
+        with store._lock():
+            store._write_generation(0)
+        return store
+
+    @classmethod
+    def open(cls, directory: Path) -> IdentityStore:
+        """Open an existing store (crash leftovers of an interrupted rotation are removed)."""
+        if not (directory / "pseudonym.key").exists():
+            raise PrivacyStoreError(f"{directory}: no identity store (run lemctl privacy init)")
+        if directory.stat().st_mode & 0o077:
+            raise PrivacyStoreError(f"{directory}: directory is open to others; chmod 700")
+        gen = _current_generation(directory)
+        key = _load_key(directory / f"identity.{gen}.key")
+        box = nacl.secret.SecretBox(key)
+        try:
+            value = codec.decode(box.decrypt(_read_private(directory / f"identity.{gen}.box")))
+        except (nacl.exceptions.CryptoError, LedgerError) as exc:
+            raise PrivacyStoreError(f"{directory}: identity.{gen}.box does not decrypt") from exc
+        records = {
+            str(p): Identity(str(p), str(m), str(s), str(a), bytes(salt), int(t))
+            for p, (m, s, a, salt, t) in value["records"].items()
+        }
+        return cls(directory, str(value["chain_id"]), records)
+
+    # admin operations ---------------------------------------------------------------------
+
+    def admit(
+        self, member: str, serial: str, account: bytes, now_ms: int | None = None
+    ) -> Admission:
+        """Admit ``serial`` for ``member`` with ledger account ``account``; returns the member's
+        admission (give it to the member node; do not keep a copy)."""
+        serial = privacy.normalise_serial(serial)
+        if not member.strip() or len(account) != 32:
+            raise PrivacyStoreError("member must be non-empty and account a 32-byte public key")
+        if any(r.serial == serial for r in self._records.values()):
+            raise PrivacyStoreError("this meter serial is already admitted; erase it first")
+        salt = nacl.utils.random(privacy.SALT_BYTES)
+        member_key = privacy.member_key(self._secret(), self.chain_id, salt)
+        pseudonym = privacy.pseudonym(member_key, serial)
+        when = int(time.time() * 1000) if now_ms is None else now_ms
+        ident = Identity(pseudonym, member.strip(), serial, account.hex(), salt, when)
+        with self._lock():
+            self._records[pseudonym] = ident
+            self._write_generation(_current_generation(self.directory) + 1, rotate=False)
+        return Admission(self.chain_id, pseudonym, member_key)
+
+    def reissue(self, pseudonym: str) -> Admission:
+        """The admission of an admitted meter again (a member node that lost its file)."""
+        ident = self.lookup(pseudonym)
+        key = privacy.member_key(self._secret(), self.chain_id, ident.salt)
+        return Admission(self.chain_id, pseudonym, key)
+
+    def lookup(self, pseudonym: str) -> Identity:
+        try:
+            return self._records[pseudonym]
+        except KeyError:
+            raise PrivacyStoreError(f"no admitted meter with pseudonym {pseudonym}") from None
+
+    def identities(self) -> list[Identity]:
+        return sorted(self._records.values(), key=lambda r: (r.member, r.pseudonym))
+
+    def erase(self, member: str) -> list[str]:
+        """Remove every record of ``member`` and rotate the store key; returns the erased
+        pseudonyms (what stays on the ledger, now unlinkable)."""
+        gone = sorted(p for p, r in self._records.items() if r.member == member)
+        if not gone:
+            raise PrivacyStoreError(f"no member {member!r} in the identity store")
+        with self._lock():
+            for p in gone:
+                del self._records[p]
+            self._write_generation(_current_generation(self.directory) + 1, rotate=True)
+        return gone
+
+    # files --------------------------------------------------------------------------------
+
+    def _secret(self) -> bytes:
+        return _load_key(self.directory / "pseudonym.key")
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        fd = os.open(self.directory / "lock", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _write_generation(self, gen: int, rotate: bool = True) -> None:
+        """Write generation ``gen`` (a new key when rotating, else the current one), then
+        shred and remove every older generation."""
+        d = self.directory
+        old = _generations(d)
+        if rotate or not old:
+            key = nacl.utils.random(nacl.secret.SecretBox.KEY_SIZE)
+        else:
+            key = _load_key(d / f"identity.{max(old)}.key")
+        value = {
+            "chain_id": self.chain_id,
+            "records": {p: r.to_value() for p, r in sorted(self._records.items())},
+        }
+        _write_private(d / f"identity.{gen}.key", _hex_key(key))
+        _write_private(
+            d / f"identity.{gen}.box",
+            bytes(nacl.secret.SecretBox(key).encrypt(codec.encode(value))),
+        )
+        _fsync_dir(d)
+        for path in sorted(d.iterdir()):  # older pairs and leftovers of an interrupted write
+            m = _GEN_RE.match(path.name)
+            if m and int(m.group(1)) != gen:
+                _shred(path)
+        _fsync_dir(d)
+
+
+def _generations(d: Path) -> list[int]:
+    found: dict[int, set[str]] = {}
+    for p in d.iterdir():
+        m = _GEN_RE.match(p.name)
+        if m:
+            found.setdefault(int(m.group(1)), set()).add(m.group(2))
+    return sorted(g for g, kinds in found.items() if kinds == {"key", "box"})
+
+
+def _current_generation(d: Path) -> int:
+    gens = _generations(d)
+    if not gens:
+        raise PrivacyStoreError(f"{d}: no complete identity.<gen>.key/.box pair")
+    return gens[-1]
+
+
+def _hex_key(key: bytes) -> bytes:
+    return key.hex().encode() + b"\n"
+
+
+def _load_key(path: Path) -> bytes:
+    try:
+        key = bytes.fromhex(_read_private(path).decode().strip())
+    except ValueError:
+        raise PrivacyStoreError(f"{path}: not a hex key") from None
+    if len(key) != 32:
+        raise PrivacyStoreError(f"{path}: key must be 32 bytes")
+    return key
+
+
+def _read_private(path: Path) -> bytes:
+    try:
+        mode = path.stat().st_mode
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PrivacyStoreError(f"{path}: cannot read: {exc.strerror}") from exc
+    if mode & 0o077:
+        raise PrivacyStoreError(f"{path}: mode {oct(mode & 0o777)} is open to others; chmod 600")
+    return data
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Atomic 0600 write: temp file, fsync, rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _shred(path: Path) -> None:
+    """Overwrite with zeros, fsync, unlink (helps on plain disks; see docs/privacy.md on flash)."""
+    with contextlib.suppress(FileNotFoundError):
+        size = path.stat().st_size
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, b"\x00" * size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        path.unlink()
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# member node: readings carry the pseudonym -------------------------------------------------
+
+
+class PseudonymisingDriver:
+    """Wraps a meter driver so every reading carries the node's pseudonym, never the serial.
+
+    A reading whose serial does not give the admitted pseudonym (another meter on the port) is
+    refused with a :class:`MeterError` that does not contain the serial.
+    """
+
+    def __init__(self, inner: MeterDriver, admission: Admission) -> None:
+        self.inner = inner
+        self.admission = admission
+        self._checked: tuple[str, str] | None = None  # (serial, pseudonym): hash once
+
+    async def read(self) -> Reading:
+        reading = await self.inner.read()
+        if self._checked is None or self._checked[0] != reading.meter_id:
+            try:
+                p = self.admission.pseudonym_of(reading.meter_id)
+            except privacy.PrivacyError as exc:
+                raise MeterError(f"meter id unusable for a pseudonym: {exc}") from None
+            self._checked = (reading.meter_id, p)
+        if self._checked[1] != self.admission.pseudonym:
+            raise MeterError("the meter on the port is not the admitted meter (pseudonym differs)")
+        return dataclasses.replace(reading, meter_id=self.admission.pseudonym)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def pseudonymising_driver(driver: MeterDriver, cfg: Config, genesis: Genesis) -> MeterDriver:
+    """The driver lemd uses: ``driver`` itself on an open chain; on a pseudonymous chain a
+    :class:`PseudonymisingDriver` over the admission file ``<data_dir>/admission.json``.
+
+    Raises:
+        ConfigError: pseudonymous chain without a usable admission file for this chain, or a
+            real meter driver with ``meter.meter_id`` set (the admission pins the meter instead;
+            a serial must not sit in a config that status pages echo).
+    """
+    if genesis.privacy != privacy.Mode.PSEUDONYMOUS:
+        return driver
+    if cfg.meter.meter_id and cfg.meter.driver != "sim":
+        raise ConfigError(
+            "meter.meter_id must be empty on a pseudonymous chain (the admission file pins the "
+            "meter; docs/spec/privacy.md §2)"
+        )
+    path = cfg.node.data_dir / ADMISSION_FILE
+    try:
+        admission = Admission.load(path)
+    except PrivacyStoreError as exc:
+        raise ConfigError(f"pseudonymous chain: {exc} (lemctl privacy admit writes it)") from exc
+    if admission.chain_id != genesis.chain_id:
+        raise ConfigError(f"{path}: admission for chain {admission.chain_id!r}, not this chain")
+    return PseudonymisingDriver(driver, admission)
+
+
+def identity_json(ident: Identity) -> dict[str, Any]:
+    """JSON view of an :class:`Identity` for the admin's terminal (never for logs)."""
+    return {
+        "pseudonym": ident.pseudonym,
+        "member": ident.member,
+        "serial": ident.serial,
+        "account": ident.account,
+        "admitted_ms": ident.admitted_ms,
+    }
