@@ -36,6 +36,7 @@ from edge.meter import SIM_STATE_KEY, MeterLoop, build_driver
 from edge.metrics import Metrics
 from edge.node_factory import open_ledger
 from edge.outbox import Outbox
+from edge.privacy import pseudonymising_driver
 from edge.scheduler import PeriodScheduler
 from edge.sdnotify import Notifier
 from edge.status import Parts, status_line, status_loop
@@ -126,6 +127,8 @@ class Daemon:
         driver = self._driver_override or build_driver(
             cfg.meter, clock, outbox.load_meta(SIM_STATE_KEY)
         )
+        # Pseudonymous chain: readings carry the admitted pseudonym, never the serial.
+        driver = pseudonymising_driver(driver, cfg, node.app.store.genesis)
         self._closers.insert(0, driver.close)
         signer = TxSigner(
             key,
