@@ -27,6 +27,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -37,6 +38,7 @@ from ledger.transport.backoff import Backoff
 from ledger.transport.base import (
     Message,
     PayloadTooLargeError,
+    Transport,
     TransportClosedError,
     TransportError,
 )
@@ -151,19 +153,32 @@ class MqttTransport:
             with contextlib.suppress(TimeoutError):
                 await self.flush(drain_timeout_s)
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
         self._inbound.close()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])  # not `await task`: a cancel of close() itself must pass
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                raise error  # a bug in the connection loop: surface it
 
     # -- lifecycle and observation ------------------------------------------------------------
 
     async def start(self) -> None:
         """Start the connection loop as a background task (returns at once)."""
-        if self._task is None:
+        if self._task is None and not self._closed:
             self._check_files()
             self._task = asyncio.create_task(self.run(), name=f"mqtt-{self.node_id}")
+            self._task.add_done_callback(self._loop_ended)
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        # run() only ends by cancellation; anything else is a bug that stopped all traffic.
+        if not task.cancelled() and task.exception() is not None:
+            log.critical(
+                "mqtt %s: connection loop crashed; no more traffic",
+                self.node_id,
+                exc_info=task.exception(),
+            )
 
     async def __aenter__(self) -> MqttTransport:
         await self.start()
@@ -408,3 +423,9 @@ def _abandon(client: aiomqtt.Client) -> None:
     ``keepalive_s``; this only makes that immediate when the socket is writable.
     """
     client._client.disconnect()
+
+
+if TYPE_CHECKING:
+
+    def _satisfies_the_port(transport: MqttTransport) -> Transport:
+        return transport  # mypy proves MqttTransport implements the Transport protocol

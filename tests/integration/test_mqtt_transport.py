@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -10,12 +14,27 @@ import pytest
 
 from ledger.transport.base import PayloadTooLargeError, TransportClosedError
 from ledger.transport.mqtt import MqttTransport
-from ledger.transport.topics import TopicError, broadcast_topic
+from ledger.transport.topics import TopicError, broadcast_topic, status_topic
 from tests.support.mosquitto import Mosquitto
 from tests.support.nodes import CHAIN, Receiver, settings, until
 from tests.support.proxy import FaultProxy
 
 MakeNode = Callable[..., Awaitable[tuple[MqttTransport, Receiver]]]
+BRIDGE_EXAMPLE = Path(__file__).resolve().parents[2] / "systemd/mosquitto/lem-bridge.conf.example"
+
+
+def _bridge_settings(peer_port: int) -> list[str]:
+    """The example bridge's settings, pointed at ``peer_port``, without its TLS file lines."""
+    lines = []
+    for line in BRIDGE_EXAMPLE.read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if line.startswith(
+            ("bridge_cafile", "bridge_certfile", "bridge_keyfile", "bridge_insecure")
+        ):
+            continue
+        lines.append(f"address 127.0.0.1:{peer_port}" if line.startswith("address") else line)
+    return lines
 
 
 @pytest.fixture
@@ -262,3 +281,74 @@ async def test_silent_link_is_detected_and_message_resent_after_heal(
     proxy.heal()
     await rb.wait_payload(b"lost-in-the-hole", timeout_s=8)
     assert a.stats.reconnects >= 1
+
+
+async def test_late_puback_leads_to_a_resend_whose_duplicate_is_dropped(
+    mosquitto: Mosquitto,
+    make_node: MakeNode,
+    fault_proxy_factory: Callable[..., Awaitable[FaultProxy]],
+) -> None:
+    """PUBACK later than io_timeout: link dropped, message re-sent; the receiver keeps one copy."""
+    proxy = await fault_proxy_factory(mosquitto.port)
+    a, _ = await make_node("a", [proxy.url], io_timeout_s=0.5, connect_timeout_s=1.0)
+    b, rb = await make_node("b", [mosquitto.url])
+
+    proxy.delay_down_s = 0.8  # the PUBLISH reaches the broker at once, its PUBACK too late
+    await a.publish("consensus", b"slow-vote")
+    await until(lambda: a.stats.requeued >= 1, what="a gave up waiting for the PUBACK")
+    proxy.delay_down_s = 0.0
+    await until(lambda: a.stats.messages_out == 1, what="the re-send was acknowledged")
+    await until(lambda: b.stats.duplicates_dropped == 1, what="the second copy reached b")
+
+    assert rb.payloads() == [b"slow-vote"]
+    assert a.stats.reconnects >= 1
+
+
+async def test_status_will_marks_a_node_offline_when_its_link_dies(
+    mosquitto: Mosquitto,
+    make_node: MakeNode,
+    fault_proxy_factory: Callable[..., Awaitable[FaultProxy]],
+) -> None:
+    """status_will: retained 'online' after connect; the broker publishes 'offline' on link loss."""
+    proxy = await fault_proxy_factory(mosquitto.port)
+    a, _ = await make_node("a", [proxy.url], status_will=True)
+    flags: list[bytes] = []
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="watcher") as watcher:
+        await watcher.subscribe(status_topic(CHAIN, "a"), qos=1)
+        messages = aiter(watcher.messages)
+        flags.append((await anext(messages)).payload)  # type: ignore[arg-type]
+        proxy.drop_connections()  # no DISCONNECT: the broker sends the will
+        flags.append((await anext(messages)).payload)  # type: ignore[arg-type]
+        flags.append((await anext(messages)).payload)  # type: ignore[arg-type]
+
+    assert flags == [b"online", b"offline", b"online"]
+    assert a.stats.reconnects == 1
+
+
+async def test_nodes_on_two_bridged_brokers_hear_each_other_once(
+    mosquitto_factory: Callable[..., Mosquitto], make_node: MakeNode
+) -> None:
+    """The example bridge (systemd/mosquitto): nodes on either broker hear each other once."""
+    first = mosquitto_factory()
+    second = mosquitto_factory(extra_config=_bridge_settings(first.port))
+    a, ra = await make_node("a", [first.url])
+    b, rb = await make_node("b", [second.url])
+    async with asyncio.timeout(5):  # the bridge connects on its own time: probe until it carries
+        for probe in itertools.count():
+            await a.publish("join", b"probe-%d" % probe)
+            with contextlib.suppress(TimeoutError):
+                await rb.wait_for(1, timeout_s=0.2)
+                break
+
+    await a.publish("consensus", b"from-a")
+    await b.publish("consensus", b"from-b")
+    await b.publish("sync_resp", b"b-to-a", to="a")
+    await rb.wait_payload(b"from-a")
+    await ra.wait_payload(b"b-to-a")
+    await ra.wait_payload(b"from-b")
+    await a.publish("block", b"marker-a")
+    await rb.wait_payload(b"marker-a")
+
+    assert [p for p in rb.payloads() if not p.startswith(b"probe")] == [b"from-a", b"marker-a"]
+    assert sorted(ra.payloads()) == [b"b-to-a", b"from-b"]
+    assert a.stats.duplicates_dropped == b.stats.duplicates_dropped == 0

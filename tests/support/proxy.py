@@ -5,7 +5,8 @@ Faults, switchable at any time:
   * ``blackhole()``: keep connections open but forward nothing (a dead 4G bearer: no FIN, no
     RST; only keepalive notices it) until ``heal()``;
   * ``drop_connections()``: close every current connection once; new ones work;
-  * ``delay_s``: hold every chunk this long before forwarding it (both directions).
+  * ``delay_up_s`` / ``delay_down_s``: hold every chunk client->broker / broker->client this
+    long before forwarding it (``delay_s`` sets both).
 
 Bounded and loopback-only: it listens on 127.0.0.1, refuses a non-loopback upstream, reads in
 chunks of at most 64 KiB and holds at most 1 MiB per direction (further reads wait), so a test
@@ -46,7 +47,8 @@ class FaultProxy:
             raise ValueError(f"FaultProxy forwards to loopback only, not {upstream_host!r}")
         self.upstream = (upstream_host, upstream_port)
         self.port = 0
-        self.delay_s = 0.0
+        self.delay_up_s = 0.0
+        self.delay_down_s = 0.0
         self.stats = ProxyStats()
         self._cut = False
         self._blackhole = False
@@ -54,6 +56,14 @@ class FaultProxy:
         self._server: asyncio.Server | None = None
         self._pairs: set[asyncio.Future[list[None]]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def delay_s(self) -> float:
+        return max(self.delay_up_s, self.delay_down_s)
+
+    @delay_s.setter
+    def delay_s(self, value: float) -> None:
+        self.delay_up_s = self.delay_down_s = value
 
     @property
     def url(self) -> str:
@@ -139,8 +149,9 @@ class FaultProxy:
         while data := await src.read(CHUNK_BYTES):
             if self._blackhole:
                 continue  # swallowed: the peer never learns
-            if self.delay_s:
-                await asyncio.sleep(self.delay_s)
+            delay_s = self.delay_up_s if upstream else self.delay_down_s
+            if delay_s:
+                await asyncio.sleep(delay_s)
             dst.write(data)
             if dst.transport.get_write_buffer_size() > MAX_HELD_BYTES:
                 await dst.drain()
