@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edge.cli.main import main
 from edge.cli.powerchain import (
@@ -25,9 +27,13 @@ from edge.cli.powerchain import (
 from ledger import state
 from ledger import tx as txm
 from ledger.app import App
+from ledger.errors import TxRejected
+from ledger.execute import execute_tx
 from ledger.genesis import Genesis
 from ledger.keys import SigningKey
+from ledger.registry import Context
 from ledger.store import Store
+from market.powerchain_book import notional_ueur
 
 CHAIN = "lem-powerchain"
 T0 = 1_790_035_200_000  # a UTC midnight [ms]
@@ -320,3 +326,174 @@ def test_lemctl_views(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert lines[1].split()[:2] == ["action", "args"]
     assert sum(1 for line in lines if line.startswith("RegisterUnit")) == 2
     assert main(["powerchain", "units", "--data-dir", str(tmp_path / "none")]) == 2
+
+
+# invariants under random operations (hypothesis; in-memory state, the same handlers) --------
+
+BANK = key("banker")
+ACTORS = (A, B, C)
+UNITS = (U1, U2)
+_OPS = st.one_of(
+    st.tuples(st.just("produce"), st.integers(0, 1), st.integers(0, 2), st.integers(1, 20_000)),
+    st.tuples(st.just("consume"), st.integers(0, 1), st.integers(0, 2), st.integers(1, 6000)),
+    st.tuples(st.just("actual"), st.integers(0, 1), st.integers(0, 30_000)),
+    st.tuples(st.just("session"), st.integers(0, 2), st.integers(0, 1), st.integers(1, 6 * ENT)),
+    st.tuples(st.just("clear")),
+    st.tuples(
+        st.just("transfer"),
+        st.integers(0, 2),
+        st.integers(0, 2),
+        st.sampled_from(["ENT", "eEuro"]),
+        st.integers(1, 3 * ENT),
+    ),
+    st.tuples(
+        st.sampled_from(["mint", "lock", "burn", "unlock"]),
+        st.integers(0, 2),
+        st.integers(1, 5 * EUR),
+    ),
+    st.tuples(
+        st.just("order"),
+        st.integers(0, 2),
+        st.sampled_from(["buy", "sell"]),
+        st.integers(1, 3000),
+        st.integers(1, 2000),
+    ),
+    st.tuples(st.just("cancel"), st.integers(0, 2), st.integers(0, 12)),
+    st.tuples(st.just("time"), st.integers(1, 200)),
+)
+
+
+class Memory:
+    """The registered handlers on an in-memory state (no LMDB): fast enough for hypothesis."""
+
+    def __init__(self) -> None:
+        g = Genesis(
+            chain_id=CHAIN,
+            genesis_time_ms=T0 - MIN,
+            validators=((VAL.public_key, 1),),
+            admins=(ADMIN.public_key,),
+            governance_keys=(ADMIN.public_key,),
+            governance_threshold=1,
+            meters={f"m-{i}": k.public_key for i, k in enumerate(ACTORS)},
+        )
+        self.st = state.Overlay(state.MemoryState(g.initial_state()))
+        self.seq: dict[bytes, int] = {}
+        self.time_ms, self.height = T0, 1
+
+    def run(self, signer: SigningKey, kind: str, body: object) -> bool:
+        seq = self.seq.get(signer.public_key, 0)
+        ctx = Context(self.st, CHAIN, self.height, self.time_ms)
+        try:
+            execute_tx(ctx, txm.make(signer, CHAIN, seq, kind, body))
+        except TxRejected:
+            return False
+        self.seq[signer.public_key] = seq + 1
+        self.height += 1
+        return True
+
+
+def _op_tx(op: tuple[Any, ...]) -> tuple[SigningKey, str, dict[str, object]]:
+    name = op[0]
+    if name == "produce":
+        return UNITS[op[1]], "PcProduce", {"producer": ACTORS[op[2]].public_key, "energy_wh": op[3]}
+    if name == "consume":
+        return UNITS[op[1]], "PcConsume", {"consumer": ACTORS[op[2]].public_key, "energy_wh": op[3]}
+    if name == "actual":
+        return UNITS[op[1]], "PcReportEnergy", {"energy_wh": op[2]}
+    if name == "session":
+        return (
+            ACTORS[op[1]],
+            "PcStartSession",
+            {"unit": UNITS[op[2]].public_key, "amount_uent": op[3]},
+        )
+    if name == "clear":
+        return A, "PcClearSessions", {}
+    if name == "transfer":
+        body = {"to": ACTORS[op[2]].public_key, "token": op[3], "amount": op[4]}
+        return ACTORS[op[1]], "PcTransfer", body
+    if name == "mint":
+        return BANK, "PcMintEEuro", {"to": ACTORS[op[1]].public_key, "amount_ueur": op[2]}
+    if name == "lock":
+        return ACTORS[op[1]], "PcLockEEuro", {"amount_ueur": op[2]}
+    if name in ("burn", "unlock"):
+        kind = "PcBurnEEuro" if name == "burn" else "PcUnlockEEuro"
+        return BANK, kind, {"account": ACTORS[op[1]].public_key, "amount_ueur": op[2]}
+    if name == "order":
+        price = f"{op[4] / 1000:.3f}"
+        body = {"side": op[2], "qty_uent": op[3] * 1000, "price": price}
+        return ACTORS[op[1]], "PcPlaceOrder", body
+    return ACTORS[op[1]], "PcCancelOrder", {"order_id": op[2]}
+
+
+def _books(reader: Any) -> dict[str, int]:
+    """Every total the invariants compare, from the state alone."""
+    s, accts = view_summary(reader), view_accounts(reader).values()
+    orders, sessions = view_orders(reader), view_sessions(reader)
+    return {
+        "ent": s["ent_uent"],
+        "eeur": s["eeur_ueur"],
+        "stored": s["stored_wh"],
+        "ent_held": sum(a[0] for a in accts)
+        + sum(x["locked_uent"] for x in sessions)
+        + sum(o["locked"] for o in orders if o["side"] == "sell"),
+        "eeur_held": sum(a[1] + a[2] for a in accts)
+        + sum(o["locked"] for o in orders if o["side"] == "buy"),
+        "units_wh": sum(u["energy_wh"] for u in view_units(reader) if u["active"]),
+    }
+
+
+def _check_locks(reader: Any) -> None:
+    for a in view_accounts(reader).values():
+        assert min(a) >= 0
+    for o in view_orders(reader):
+        want = (
+            o["qty_uent"] if o["side"] == "sell" else notional_ueur(o["qty_uent"], o["price_ueur"])
+        )
+        assert o["locked"] == want  # the lock covers exactly what is left open
+    reserved: dict[str, int] = {}
+    for x in view_sessions(reader):
+        reserved[x["unit"]] = reserved.get(x["unit"], 0) + x["energy_wh"]
+    for u in view_units(reader):
+        assert u["reserved_wh"] == reserved.get(u["unit"], 0)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=st.lists(_OPS, min_size=20, max_size=60))
+def test_conservation_and_locks_under_random_operations(ops: list[tuple[Any, ...]]) -> None:
+    """Whatever is sent: ENT changes only by mint (production) and burn (consumption), eEuro
+    only by the banker's mint and burn; available + locked always equals the circulating total
+    (no lock is spent twice); order locks equal what is left open; no balance goes negative."""
+    m = Memory()
+    assert m.run(ADMIN, "PcSetup", {"voters": [A.public_key], "params": {}})
+    for unit in UNITS:
+        assert m.run(
+            A, "PcVote", {"action": "RegisterUnit", "args": [unit.public_key, C.public_key]}
+        )
+    assert m.run(A, "PcVote", {"action": "ChangeBanker", "args": [BANK.public_key]})
+    for i, who in enumerate(ACTORS):  # everyone starts with ENT, eEuro and a session
+        assert m.run(UNITS[i % 2], "PcProduce", {"producer": who.public_key, "energy_wh": 20_000})
+        assert m.run(BANK, "PcMintEEuro", {"to": who.public_key, "amount_ueur": 20 * EUR})
+        assert m.run(who, "PcStartSession", {"unit": U1.public_key, "amount_uent": 3 * ENT})
+    for op in ops:
+        if op[0] == "time":
+            m.time_ms += op[1] * MIN
+            continue
+        before = _books(m.st)
+        signer, kind, body = _op_tx(op)
+        done = m.run(signer, kind, body)
+        after = _books(m.st)
+        assert after["ent_held"] == after["ent"]
+        assert after["eeur_held"] == after["eeur"]
+        assert after["units_wh"] == after["stored"]
+        _check_locks(m.st)
+        if not done:
+            assert after == before
+            continue
+        if kind not in ("PcProduce", "PcConsume"):
+            assert after["ent"] == before["ent"]
+        if kind == "PcProduce":
+            assert after["ent"] > before["ent"]
+        if kind == "PcConsume":
+            assert after["ent"] <= before["ent"]
+        delta = {"PcMintEEuro": 1, "PcBurnEEuro": -1}.get(kind, 0) * body.get("amount_ueur", 0)
+        assert after["eeur"] == before["eeur"] + delta
