@@ -38,6 +38,8 @@ UECT_PER_WH_ECT_PER_KWH = 1000
 MAX_RESTING_PER_BOOK = 1024
 MAX_QUANTITY_WH = 10**12  # 1 TWh: far above any MV node, catches unit mistakes
 MAX_ID_CHARS = 128
+#: Asker bus of an OCDA ranking row that applies to every asker; its cap is shared by all.
+ANY_ASKER = "*"
 
 
 class Side(StrEnum):
@@ -238,7 +240,9 @@ class Ranking:
     Attributes:
         window: service window it applies to.
         pool: pool it applies to.
-        entries: ``(asker_bus, offeror_bus) -> RankEntry``; a pair absent here is not matched.
+        entries: ``(asker_bus, offeror_bus) -> RankEntry``. ``(ANY_ASKER, offeror_bus)`` is a
+            row for every asker without its own entry, its cap shared by all of them. A pair
+            with neither is not matched.
     """
 
     window: int
@@ -437,24 +441,26 @@ class Market:
                 return None  # a bus dropped by a later topology
             distance = self.topology.distance_m(ask.bus, offer.bus)
             return None if distance is None else (distance,)
-        entry = None if book.ranking is None else book.ranking.entries.get((ask.bus, offer.bus))
-        if entry is None or self._cap_left(book, ask, offer) == 0:
+        pair = _rank_pair(book, ask, offer)
+        if pair is None or self._cap_left(book, ask, offer) == 0:
             return None
-        return (entry.score,)
+        assert book.ranking is not None  # _rank_pair found an entry in it
+        return (book.ranking.entries[pair].score,)
 
     @staticmethod
     def _cap_left(book: _Book, ask: Shout, offer: Shout) -> int:
         """Energy the pair may still trade under the OCDA ranking's cap [Wh]."""
-        return book.caps.get((ask.bus, offer.bus), MAX_QUANTITY_WH)
+        pair = _rank_pair(book, ask, offer)
+        return MAX_QUANTITY_WH if pair is None else book.caps.get(pair, MAX_QUANTITY_WH)
 
     def _fill(self, book: _Book, ask: _Resting, offer: _Resting) -> Trade:
-        pair = (ask.shout.bus, offer.shout.bus)
+        pair = _rank_pair(book, ask.shout, offer.shout)
         quantity = min(
             ask.remaining_wh, offer.remaining_wh, self._cap_left(book, ask.shout, offer.shout)
         )
         ask.remaining_wh -= quantity
         offer.remaining_wh -= quantity
-        if pair in book.caps:
+        if pair is not None and pair in book.caps:
             book.caps[pair] -= quantity
         price = (ask.shout.price + offer.shout.price) / 2
         trade = Trade(
@@ -480,6 +486,16 @@ class Market:
     def _remove(self, book: _Book, shout: Shout) -> None:
         (book.asks if shout.side is Side.ASK else book.offers).pop(shout.shout_id)
         del self._where[shout.shout_id]
+
+
+def _rank_pair(book: _Book, ask: Shout, offer: Shout) -> tuple[str, str] | None:
+    """The ranking key that governs this pair: its own entry, else the offeror's "*" row."""
+    if book.ranking is None:
+        return None
+    for pair in ((ask.bus, offer.bus), (ANY_ASKER, offer.bus)):
+        if pair in book.ranking.entries:
+            return pair
+    return None
 
 
 def _ask_priority(resting: _Resting) -> tuple[Fraction, int]:
@@ -511,6 +527,8 @@ def _check_int(path: str, value: object, low: int, high: int) -> None:
 def _validate_shout(s: Shout) -> None:
     for name in ("shout_id", "brp", "bus"):
         _check_id(f"shout.{name}", getattr(s, name))
+    if s.bus == ANY_ASKER:
+        raise InvalidInput("shout.bus", s.bus, "reserved for OCDA ranking rows")
     _check_int("shout.timestamp", s.timestamp, 0, 2**63 - 1)
     _check_int("shout.window", s.window, 0, 2**63 - 1)
     _check_int("shout.quantity_wh", s.quantity_wh, 1, MAX_QUANTITY_WH)

@@ -7,6 +7,7 @@ from fractions import Fraction
 import pytest
 
 from market.cda import (
+    ANY_ASKER,
     BookFullError,
     Market,
     Mechanism,
@@ -317,6 +318,32 @@ def test_ocda_cap_is_shared_by_all_shouts_of_a_bus_pair() -> None:
     trades = m.place(s("ask", ASK, 100, "0.40", bus="a"))
     assert [(t.offer_id, t.quantity_wh) for t in trades] == [("o1", 40), ("o2", 10)]
     assert m.place(s("ask2", ASK, 100, "0.40", bus="a")) == []
+
+
+def test_ocda_wildcard_row_shares_its_cap_across_askers() -> None:
+    """A "*" row ranks an offeror for every asker; its cap is shared; a pair entry wins."""
+    m, s = Market(Mechanism.OCDA), Feed()
+    m.place(s("ob", OFFER, 100, "0.20", bus="b"))
+    m.place(s("oc", OFFER, 100, "0.30", bus="c"))
+    ranking = {
+        (ANY_ASKER, "b"): RankEntry(9, cap_wh=30),
+        (ANY_ASKER, "c"): RankEntry(1),
+        ("d", "b"): RankEntry(0),  # asker d has its own, uncapped, preferred entry for b
+    }
+    m.record_ranking(Ranking(0, Pool.UP, ranking))
+    t1 = m.place(s("a1", ASK, 120, "0.40", bus="a"))
+    assert [(t.offer_id, t.quantity_wh) for t in t1] == [("oc", 100), ("ob", 20)]
+    t2 = m.place(s("a2", ASK, 50, "0.40", bus="e"))
+    assert [(t.offer_id, t.quantity_wh) for t in t2] == [("ob", 10)]  # shared cap: 30 - 20
+    t3 = m.place(s("a3", ASK, 50, "0.40", bus="d"))
+    assert [(t.offer_id, t.quantity_wh) for t in t3] == [("ob", 50)]
+
+
+def test_star_is_not_a_shout_bus() -> None:
+    """The wildcard asker id of OCDA rankings cannot be used as a shout's bus."""
+    with pytest.raises(InvalidInput) as err:
+        Feed()("x", ASK, 1, "0.1", bus=ANY_ASKER)
+    assert err.value.field == "shout.bus"
 
 
 def test_ranking_with_bad_cap_names_the_pair() -> None:

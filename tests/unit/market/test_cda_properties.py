@@ -71,7 +71,7 @@ def random_ops(rnd: random.Random, n: int) -> list[Op]:
 
 op_lists = st.builds(random_ops, st.randoms(use_true_random=True), st.integers(0, 40))
 rankings = st.dictionaries(
-    st.tuples(st.sampled_from(BUSES), st.sampled_from(BUSES)),
+    st.tuples(st.sampled_from(("*", *BUSES)), st.sampled_from(BUSES)),
     st.builds(RankEntry, st.integers(-3, 3), st.one_of(st.none(), st.integers(0, 80))),
 )
 
@@ -92,17 +92,25 @@ class Reference:
             d = TOPO.distance_m(ask.bus, o.bus)
             return None if d is None else (d, o.price, o.timestamp)
         if self.mech is Mechanism.OCDA:
-            e = self.entries.get((ask.bus, o.bus))
-            if e is None or self.cap_left(ask, o) == 0:
+            pair = self.pair(ask, o)
+            if pair is None or self.cap_left(ask, o) == 0:
                 return None
-            return (e.score, o.price, o.timestamp)
+            return (self.entries[pair].score, o.price, o.timestamp)
         return (o.price, o.timestamp)
 
+    def pair(self, ask: Shout, o: Shout) -> tuple[str, str] | None:
+        """The asker's own entry wins over the offeror's "*" row."""
+        if (ask.bus, o.bus) in self.entries:
+            return (ask.bus, o.bus)
+        return ("*", o.bus) if ("*", o.bus) in self.entries else None
+
     def cap_left(self, ask: Shout, o: Shout) -> int:
-        e = self.entries.get((ask.bus, o.bus))
-        if self.mech is not Mechanism.OCDA or e is None or e.cap_wh is None:
+        pair = self.pair(ask, o)
+        if self.mech is not Mechanism.OCDA or pair is None or self.entries[pair].cap_wh is None:
             return 10**9
-        return e.cap_wh - self.used.get((ask.window, ask.pool, ask.bus, o.bus), 0)
+        cap = self.entries[pair].cap_wh
+        assert cap is not None
+        return cap - self.used.get((ask.window, ask.pool, *pair), 0)
 
     def settle(self) -> list[tuple[str, str, int]]:
         fills = []
@@ -127,8 +135,9 @@ class Reference:
             q = min(self.left[ask.shout_id], self.left[o.shout_id], self.cap_left(ask, o))
             self.left[ask.shout_id] -= q
             self.left[o.shout_id] -= q
-            book_pair = (ask.window, ask.pool, ask.bus, o.bus)
-            self.used[book_pair] = self.used.get(book_pair, 0) + q
+            if self.mech is Mechanism.OCDA and (pair := self.pair(ask, o)) is not None:
+                book_pair = (ask.window, ask.pool, *pair)
+                self.used[book_pair] = self.used.get(book_pair, 0) + q
             fills.append((ask.shout_id, o.shout_id, q))
 
 
