@@ -6,8 +6,9 @@ at PcSetup by an admin, then changed only by vote), the *banker* (by vote), *sto
 (a meter's key, registered by vote with an owner), and *participants* (any community member or
 anyone holding PowerChain tokens or a role here).
 
-Every handler runs twice: ``validate`` executes it on a scratch overlay (so validation and
-execution can never disagree), ``apply`` on the tx's overlay.
+The order book's kinds (PcPlaceOrder, PcCancelOrder) are in :mod:`ledger.apps.powerchain_book`,
+which shares this module's accounts and helpers. Every handler runs twice: ``validate`` executes
+it on a scratch overlay (validation and execution cannot disagree), ``apply`` on the tx's own.
 
 State (prefix ``pc/``; accounts are key hex):
     ``pc/cfg``                                 {voters: [hex], banker: hex|None, params: {M..F}}
@@ -227,7 +228,9 @@ def _decode_report(kind: str, party: str | None) -> Callable[[codec.Value], Repo
     return decode
 
 
-def _decode_amount(kind: str, party: str | None, amount: str, token: bool = False) -> Any:
+def _decode_amount(
+    kind: str, party: str | None, amount: str, token: bool = False
+) -> Callable[[codec.Value], Amount]:
     def decode(value: codec.Value) -> Amount:
         names = tuple(n for n in (party, amount, "token" if token else None) if n)
         body = fields(value, kind, names)
@@ -418,7 +421,7 @@ def _run_start(ctx: Context, tx: Tx, body: Amount) -> None:
     free = max(0, rec["energy_wh"] - rec["reserved_wh"])
     imb, params = _imb(st), _params(cfg)
     energy = pc.session_energy_wh(body.amount, imb, params)
-    if 0 < free < energy or free == 0:
+    if free == 0 or energy > free:
         raise reject(
             Reason.INSUFFICIENT_ENERGY, f"the amount pays {energy} Wh; the unit has {free} Wh free"
         )
