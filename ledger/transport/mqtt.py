@@ -27,7 +27,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -263,7 +263,7 @@ class MqttTransport:
         client = self._new_client(url)
         try:
             async with asyncio.timeout(self.settings.connect_timeout_s):
-                await client.__aenter__()
+                await _enter(client)
         except BaseException as exc:
             if isinstance(exc, _LINK_FAILURES):
                 self._stats.connect_failures += 1
@@ -414,6 +414,38 @@ def _code(code: object) -> int:
     """A SUBACK entry as an int (paho gives ReasonCode objects for MQTT 5, ints before)."""
     value = getattr(code, "value", code)
     return int(value) if isinstance(value, int) else 0x80
+
+
+async def _enter(client: aiomqtt.Client) -> None:
+    """Connect (CONNECT..CONNACK); fail at once if the socket closes before the CONNACK.
+
+    aiomqtt ignores a disconnect before CONNACK and waits for its timeout; a broker that drops
+    the connection instead of answering (client certificate refused under TLS 1.3, connection
+    limit) would cost a full ``connect_timeout_s`` per attempt without this.
+    """
+    loop = asyncio.get_running_loop()
+    closed = asyncio.Event()
+    paho = client._client
+    on_close_of_aiomqtt = paho.on_socket_close
+
+    def on_socket_close(c: Any, userdata: Any, sock: Any) -> None:
+        if on_close_of_aiomqtt is not None:
+            on_close_of_aiomqtt(c, userdata, sock)
+        loop.call_soon_threadsafe(closed.set)  # paho may call this from its connect thread
+
+    paho.on_socket_close = on_socket_close
+    enter = asyncio.ensure_future(client.__aenter__())
+    socket_closed = asyncio.ensure_future(closed.wait())
+    try:
+        await asyncio.wait((enter, socket_closed), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        socket_closed.cancel()
+        if not enter.done():
+            enter.cancel()
+            await asyncio.wait([enter])
+    if enter.cancelled():
+        raise LinkLostError("the broker closed the connection before its CONNACK")
+    enter.result()
 
 
 def _abandon(client: aiomqtt.Client) -> None:
