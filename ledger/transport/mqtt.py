@@ -105,7 +105,8 @@ class MqttTransport:
         self._backoff = backoff or Backoff(settings.backoff_initial_s, settings.backoff_max_s)
         self._up = asyncio.Event()
         self._closed = False
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # run() when started by start()
+        self._runner: asyncio.Task[None] | None = None  # the task inside run(), whoever owns it
 
     # -- the Transport port -------------------------------------------------------------------
 
@@ -144,6 +145,9 @@ class MqttTransport:
     async def close(self, *, drain_timeout_s: float = 0.0) -> None:
         """Stop: optionally wait for the outgoing queue to drain, then disconnect cleanly.
 
+        Ends :meth:`run` (normally, also when a daemon's TaskGroup runs it) and every
+        iterator of :meth:`messages`.
+
         Args:
             drain_timeout_s: how long to wait for queued messages to be acknowledged [s].
         """
@@ -154,11 +158,13 @@ class MqttTransport:
                 await self.flush(drain_timeout_s)
         self._closed = True
         self._inbound.close()
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])  # not `await task`: a cancel of close() itself must pass
-            error = None if task.cancelled() else task.exception()
+        runner = self._runner
+        if runner is not None and runner is not asyncio.current_task():
+            runner.cancel()
+            await asyncio.wait([runner])  # not `await`: a cancel of close() itself must pass
+        own, self._task = self._task, None
+        if own is not None and own.done():
+            error = None if own.cancelled() else own.exception()
             if error is not None:
                 raise error  # a bug in the connection loop: surface it
 
@@ -218,7 +224,26 @@ class MqttTransport:
     # -- the connection loop ------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Connect, serve, and reconnect with failover until cancelled."""
+        """Connect, serve, and reconnect with failover until :meth:`close` (or cancelled).
+
+        Returns normally after :meth:`close`; a bug propagates.
+        """
+        if self._runner is not None:
+            raise RuntimeError(f"mqtt {self.node_id}: run() is already running")
+        if self._closed:
+            return
+        self._runner = asyncio.current_task()
+        try:
+            await self._reconnect_loop()
+        except asyncio.CancelledError:
+            # close() cancelled us: a normal end, unless someone else cancelled too.
+            if self._closed and self._runner is not None and self._runner.uncancel() == 0:
+                return
+            raise
+        finally:
+            self._runner = None
+
+    async def _reconnect_loop(self) -> None:
         brokers = self.settings.brokers
         index = 0
         while True:
@@ -229,7 +254,7 @@ class MqttTransport:
             except* _LINK_FAILURES as group:
                 log.warning("mqtt %s: link to %s ended: %s", self.node_id, url, _describe(group))
             if self._closed:
-                raise asyncio.CancelledError
+                return
             index = (index + 1) % len(brokers)
             await asyncio.sleep(self._backoff.next_delay_s())
 

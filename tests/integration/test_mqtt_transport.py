@@ -352,3 +352,19 @@ async def test_nodes_on_two_bridged_brokers_hear_each_other_once(
     assert [p for p in rb.payloads() if not p.startswith(b"probe")] == [b"from-a", b"marker-a"]
     assert sorted(ra.payloads()) == [b"b-to-a", b"from-b"]
     assert a.stats.duplicates_dropped == b.stats.duplicates_dropped == 0
+
+
+async def test_run_owned_by_a_daemon_task_group_ends_normally_on_close(
+    mosquitto: Mosquitto,
+) -> None:
+    """A daemon runs run() in its own TaskGroup: close() ends it without error or hang."""
+    transport = MqttTransport(settings("a", [mosquitto.url]))
+    async with asyncio.timeout(10), asyncio.TaskGroup() as group:
+        runner = group.create_task(transport.run())
+        await transport.wait_connected(5)
+        await transport.close(drain_timeout_s=1.0)
+
+    assert runner.done()
+    assert not runner.cancelled()
+    assert runner.exception() is None
+    assert not transport.connected
