@@ -36,7 +36,7 @@ from edge.meter import SIM_STATE_KEY, MeterLoop, build_driver
 from edge.metrics import Metrics
 from edge.node_factory import open_ledger
 from edge.outbox import Outbox
-from edge.privacy import pseudonymising_driver
+from edge.privacy import RetentionScheduler, pseudonymising_driver
 from edge.scheduler import PeriodScheduler
 from edge.sdnotify import Notifier
 from edge.status import Parts, status_line, status_loop
@@ -208,6 +208,8 @@ class Daemon:
         )
         first_poll = parts.meter.tried if parts.meter is not None else None
         tg.create_task(scheduler.run(first_poll), name="period-scheduler")
+        retention = RetentionScheduler(parts.signer, parts.queries, parts.clock)
+        tg.create_task(retention.run(), name="retention")
         tg.create_task(status_loop(parts, self.notifier), name="status")
         tg.create_task(self._ready(parts), name="ready")
         interval = self.notifier.watchdog_interval_s

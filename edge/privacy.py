@@ -19,10 +19,12 @@ from a serial. Limits (flash wear levelling, backups) are in docs/privacy.md.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import fcntl
 import json
+import logging
 import os
 import re
 import time
@@ -35,11 +37,17 @@ import nacl.exceptions
 import nacl.secret
 import nacl.utils
 
+from edge.clock import DaemonClock
 from edge.config import Config, ConfigError
-from ledger import codec, privacy
-from ledger.errors import LedgerError
+from edge.scheduler import STAGGER_STEP_MS
+from edge.submitter import TxSigner
+from ledger import codec, privacy, state
+from ledger.access import Queries
+from ledger.errors import LedgerError, Reason, TxRejected
 from ledger.genesis import Genesis
 from meters.reading import MeterDriver, MeterError, Reading
+
+log = logging.getLogger("lemd.privacy")
 
 ADMISSION_FILE = "admission.json"
 """A member node's admission file, in its data dir (written by ``lemctl privacy admit``)."""
@@ -378,6 +386,80 @@ def pseudonymising_driver(driver: MeterDriver, cfg: Config, genesis: Genesis) ->
     if admission.chain_id != genesis.chain_id:
         raise ConfigError(f"{path}: admission for chain {admission.chain_id!r}, not this chain")
     return PseudonymisingDriver(driver, admission)
+
+
+# retention: submit PruneMeasurements when due ---------------------------------------------
+
+
+class RetentionScheduler:
+    """Submits PruneMeasurements for solved periods whose dispute window has passed.
+
+    Any member may prune (docs/spec/privacy.md §3); the ledger applies it once (a second one is
+    refused ``already_pruned``). Like the period scheduler, each node waits a key-derived
+    stagger so a community does not sign nineteen identical prunes; what is pruned is read from
+    the committed state. A node whose key has no role gets ``not_permitted`` and stays quiet.
+
+    Args:
+        signer: this node's signer (shares sequence numbers with the submitter).
+        queries: the committed state.
+        clock: the daemon clock (simulated time in demos).
+        interval_s: real seconds between checks.
+    """
+
+    def __init__(
+        self, signer: TxSigner, queries: Queries, clock: DaemonClock, *, interval_s: float = 2.0
+    ) -> None:
+        self.signer = signer
+        self.queries = queries
+        self.clock = clock
+        self.interval_s = interval_s
+        self.stagger_ms = (signer.key.public_key[0] % 16) * STAGGER_STEP_MS
+        self.submitted = 0
+
+    async def run(self) -> None:
+        while True:
+            self.step()
+            await asyncio.sleep(self.interval_s)
+
+    def due(self) -> list[str]:
+        """Solved, not yet pruned periods whose solved_ms + dispute window (+ stagger) passed."""
+        with self.queries.store.state_reader() as base:
+            st = state.Overlay(base)
+            window = state.chain_params(st).get("dispute_window_ms")
+            if window is None:
+                return []
+            now_ms = self.clock.now_ms()
+            out = []
+            for pid, rec in sorted(self.queries.periods().items()):
+                solved_ms = rec.get("solved_ms", rec["end_ms"])
+                if not rec["solved"] or solved_ms + window + self.stagger_ms > now_ms:
+                    continue
+                if st.get(privacy.k_pruned(pid)) is None:
+                    out.append(pid)
+            return out
+
+    def step(self) -> list[str]:
+        """Submit a prune for every due period not already in flight; returns them."""
+        self.signer.refresh()
+        busy = self.signer.refs()
+        sent = []
+        for period_id in self.due():
+            ref = f"prune/{period_id}"
+            if ref in busy:
+                continue
+            try:
+                self.signer.submit("PruneMeasurements", {"period_id": period_id}, ref)
+            except TxRejected as exc:
+                if exc.reason not in (Reason.ALREADY_PRUNED, Reason.NOT_PERMITTED):
+                    log.warning(
+                        "PruneMeasurements refused",
+                        extra={"period": period_id, "reason": exc.reason.value},
+                    )
+                continue
+            log.info("PruneMeasurements submitted", extra={"period": period_id})
+            self.submitted += 1
+            sent.append(period_id)
+        return sent
 
 
 def identity_json(ident: Identity) -> dict[str, Any]:
