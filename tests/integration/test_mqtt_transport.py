@@ -283,6 +283,23 @@ async def test_silent_link_is_detected_and_message_resent_after_heal(
     assert a.stats.reconnects >= 1
 
 
+async def test_idle_silent_link_is_noticed_by_the_keepalive(
+    mosquitto: Mosquitto,
+    make_node: MakeNode,
+    fault_proxy_factory: Callable[..., Awaitable[FaultProxy]],
+) -> None:
+    """No traffic and a blackholed link: the unanswered PINGREQ ends the link; heal reconnects."""
+    proxy = await fault_proxy_factory(mosquitto.port)
+    a, _ = await make_node("a", [proxy.url], keepalive_s=1, connect_timeout_s=1.0)
+
+    proxy.blackhole()
+    await until(lambda: not a.connected, what="keepalive noticed the dead link")
+    assert a.stats.requeued == 0  # nothing was being sent: only the keepalive could tell
+    proxy.heal()
+    await a.wait_connected(5)
+    assert a.stats.reconnects >= 1
+
+
 async def test_late_puback_leads_to_a_resend_whose_duplicate_is_dropped(
     mosquitto: Mosquitto,
     make_node: MakeNode,
