@@ -7,6 +7,8 @@ round is replaced by committing each prepared block directly. Figures: seed 004 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -326,6 +328,25 @@ def test_lemctl_views(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert lines[1].split()[:2] == ["action", "args"]
     assert sum(1 for line in lines if line.startswith("RegisterUnit")) == 2
     assert main(["powerchain", "units", "--data-dir", str(tmp_path / "none")]) == 2
+
+
+def test_lemctl_reads_a_running_nodes_store(tmp_path: Path) -> None:
+    """Another process reads the store while this one still holds it open for writing."""
+    chain = Chain(tmp_path)
+    setup_units(chain)
+    chain.commit(chain.tx(U2, "PcProduce", {"producer": B.public_key, "energy_wh": 4000}))
+    cmd = [sys.executable, "-m", "edge.cli.main", "powerchain", "units", "--data-dir"]
+    done = subprocess.run(
+        [*cmd, str(tmp_path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=Path(__file__).resolve().parents[3],  # the repository root, where edge/ lives
+    )
+    units = {u["unit"]: u["energy_wh"] for u in json.loads(done.stdout)["units"]}
+    assert units == {hx(U1): 0, hx(U2): 4000}
+    chain.app.store.close()
 
 
 # invariants under random operations (hypothesis; in-memory state, the same handlers) --------
