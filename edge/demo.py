@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import shutil
 import signal
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from edge.cli.main import main as lemctl
 from edge.demo_report import audit, format_report, ledger_dir, read_period
 from edge.http import request
 from edge.launch import Community
-from edge.testnet import Manifest, free_port_block, load_manifest
+from edge.testnet import DEFAULT_START, Manifest, free_port_block, load_manifest
 from ledger.store import Store
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
@@ -44,6 +45,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=2025)
     p.add_argument("--dir", type=Path, help="testnet folder (default: a temporary one, removed)")
     p.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto")
+    p.add_argument(
+        "--preroll",
+        type=float,
+        help="real s of simulated time before the day starts, for the nodes' start-up "
+        "(default 5 + 1 per member)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no live table, a line every 10 s")
     return p.parse_args(argv)
 
@@ -64,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         mqtt_version = 4 if broker.kind == "amqtt" else 5  # amqtt speaks MQTT 3.1.1 only
         manifest = init_testnet(args, workdir / "testnet", broker.url, mqtt_version)
         community = Community(manifest)
-        community.anchor(lead_s=3.0)
+        community.anchor(lead_s=1.0)
         community.start()
         print(
             f"started {len(community.nodes)} lemd processes (logs: {manifest.root}/nodeK/lemd.log)"
@@ -98,6 +105,11 @@ def init_testnet(
 ) -> Manifest:
     """``lemctl testnet init`` with the demo's options (the same code path as the CLI)."""
     base = free_port_block(2 * args.members)
+    # Simulated time starts a little before the day, so the day's first slots are measured
+    # although 19 Python processes take a while to start on a small machine.
+    preroll_s = args.preroll if args.preroll is not None else 5 + 1.0 * args.members
+    preroll = timedelta(seconds=math.ceil(preroll_s * args.speed / 900) * 900)
+    start = datetime.fromisoformat(DEFAULT_START) - preroll
     argv = [
         "testnet", "init",
         "--validators", str(args.validators),
@@ -108,6 +120,7 @@ def init_testnet(
         "--chain-id", "lugaggia-demo",
         "--seed", str(args.seed),
         "--period-hours", str(args.hours),
+        "--start", start.isoformat(),
         "--base-port", str(base),
         "--mqtt-version", str(mqtt_version),
     ]  # fmt: skip
@@ -204,7 +217,10 @@ class Display:
         outbox = [_get(s, "outbox", "depth") for s in up]
         end_s = self.period["end_ms"] / 1000
         sim = datetime.fromtimestamp(sim_s, UTC).strftime("%Y-%m-%d %H:%M")
-        phase = "running" if sim_s < end_s else "period over, settling"
+        if sim_s < self.period["start_ms"] / 1000:
+            phase = "nodes starting; the period begins at " + _hhmm(self.period["start_ms"])
+        else:
+            phase = "running" if sim_s < end_s else "period over, settling"
         head = (
             f"sim {sim} UTC ({phase}) | nodes up {len(up)}/{len(statuses)} | height "
             f"{min(heights, default=0)}..{max(heights, default=0)} | slots committed {committed} "
@@ -225,6 +241,10 @@ class Display:
                 f"{meter.get('state', '?'):<8}"
             )
         return rows
+
+
+def _hhmm(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%H:%M")
 
 
 def _get(status: dict[str, Any], section: str, key: str) -> int:

@@ -88,6 +88,7 @@ class TestnetPlan:
         chain_id: the chain's name.
         seed: selects the pilot community's meters and (unless random keys) the keys.
         start: simulated time at the anchor (ISO 8601); "now" = the real clock (speed must be 1).
+            The first market period begins at the first period boundary at or after it.
         anchor: real UTC time at which simulated time equals ``start`` (ISO 8601), "" = each
             node's own start-up (fine only at speed 1).
         days: market periods cover this many days from the start day.
@@ -240,18 +241,24 @@ def member_meters(plan: TestnetPlan) -> list[tuple[str, dict[str, Any]]]:
 
 
 def market_periods(plan: TestnetPlan) -> tuple[Period, ...]:
-    """Consecutive periods of ``period_hours`` from the start day's midnight (UTC) over ``days``
-    days, each with :attr:`TestnetPlan.params`. Ids: the date, or date and hour ("…T06")."""
-    first = plan.start_time or datetime.now(UTC)
-    day0 = first.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    """``days`` × 24 / ``period_hours`` consecutive periods from the first period boundary (UTC
+    midnight + a multiple of ``period_hours``) at or after the start, each with
+    :attr:`TestnetPlan.params`. Ids: the date, or date and hour ("…T06")."""
+    start = _start_or_now(plan)
+    day0 = start.replace(hour=0, minute=0, second=0, microsecond=0)
     length = timedelta(hours=plan.period_hours)
+    first = -((day0 - start) // length)  # ceil((start - day0) / length)
     periods = []
-    for n in range(plan.days * 24 // plan.period_hours):
+    for n in range(first, first + plan.days * 24 // plan.period_hours):
         at = day0 + n * length
         start_ms = _ms(at)
         pid = at.date().isoformat() if plan.period_hours == 24 else at.strftime("%Y-%m-%dT%H")
         periods.append(Period(pid, start_ms, start_ms + _ms_of(length), dict(plan.params)))
     return tuple(periods)
+
+
+def _start_or_now(plan: TestnetPlan) -> datetime:
+    return (plan.start_time or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
 
 
 def _ms_of(delta: timedelta) -> int:
@@ -269,9 +276,9 @@ def build_genesis(
     periods = market_periods(plan)
     return Genesis(
         chain_id=plan.chain_id,
-        # A day before the first period: nodes started a little before the anchor see
-        # simulated times before the start, and every block time must follow the genesis.
-        genesis_time_ms=periods[0].start_ms - DAY_MS,
+        # A day before the start: nodes started a little before the anchor see simulated
+        # times before the start, and every block time must follow the genesis.
+        genesis_time_ms=_ms(_start_or_now(plan)) - DAY_MS,
         validators=tuple((k.public_key, 10) for k in node_keys[: plan.validators]),
         admins=(admin.public_key,),
         governance_keys=tuple(g.public_key for g in governors),

@@ -116,25 +116,27 @@ def test_random_keys_differ_between_runs(tmp_path: Path) -> None:
 
 
 def test_periods_cover_the_days_with_valid_parameters(tmp_path: Path) -> None:
-    """--days 3 gives three daily periods from the start's midnight, accepted by the market."""
+    """--days 3 from 06:30 gives three daily periods from the next midnight, accepted by the
+    market; the genesis lies a day before the start."""
     m = init_testnet(plan(tmp_path, days=3, start="2026-06-01T06:30:00Z"))
     genesis = Genesis.from_json((m.root / "genesis.json").read_text())
-    day0 = int(datetime(2026, 6, 1, tzinfo=UTC).timestamp() * 1000)
+    day1 = int(datetime(2026, 6, 2, tzinfo=UTC).timestamp() * 1000)
     assert [(p.period_id, p.start_ms, p.end_ms) for p in genesis.periods] == [
-        ("2026-06-01", day0, day0 + 86_400_000),
-        ("2026-06-02", day0 + 86_400_000, day0 + 2 * 86_400_000),
-        ("2026-06-03", day0 + 2 * 86_400_000, day0 + 3 * 86_400_000),
+        ("2026-06-02", day1, day1 + 86_400_000),
+        ("2026-06-03", day1 + 86_400_000, day1 + 2 * 86_400_000),
+        ("2026-06-04", day1 + 2 * 86_400_000, day1 + 3 * 86_400_000),
     ]
     MarketParams.from_strings(genesis.periods[0].params)
-    assert genesis.genesis_time_ms < day0
+    start_ms = int(datetime(2026, 6, 1, 6, 30, tzinfo=UTC).timestamp() * 1000)
+    assert genesis.genesis_time_ms == start_ms - 86_400_000
     # 15 real seconds of grace and 5 of clock skew at 1440x, in simulated time.
     assert genesis.settle_grace_ms == 21_600_000
     assert genesis.clock_skew_ms == 7_200_000
 
 
 def test_shorter_periods_tile_the_day(tmp_path: Path) -> None:
-    """--period-hours 6 gives four back-to-back periods per day, ids with the hour."""
-    m = init_testnet(plan(tmp_path, period_hours=6))
+    """--period-hours 6 from 20:15 gives four back-to-back periods from the next boundary."""
+    m = init_testnet(plan(tmp_path, period_hours=6, start="2026-05-14T20:15:00Z"))
     assert [p["period_id"] for p in m.periods] == [
         "2026-05-15T00",
         "2026-05-15T06",
