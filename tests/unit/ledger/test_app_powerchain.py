@@ -79,7 +79,9 @@ class Chain:
 
     def commit(self, *raws: bytes) -> None:
         self.time_ms += MIN
-        prepared = self.app.prepare(self.app.height + 1, self.time_ms, VAL.public_key, raws, None)
+        prepared = self.app.prepare(
+            self.app.height + 1, self.time_ms, VAL.public_key, list(raws), None
+        )
         assert prepared.dropped == [], [(e.reason, e.message) for _, e in prepared.dropped]
         self.app.commit_block(prepared.block_bytes, [[VAL.public_key, b"\x00" * 64]])
 
@@ -97,10 +99,10 @@ class Chain:
             return fn(reader)
 
     def ent(self, k: SigningKey) -> int:
-        return self.view(view_accounts).get(hx(k), [0, 0, 0])[0]
+        return int(self.view(view_accounts).get(hx(k), [0, 0, 0])[0])
 
     def eeur(self, k: SigningKey) -> int:
-        return self.view(view_accounts).get(hx(k), [0, 0, 0])[1]
+        return int(self.view(view_accounts).get(hx(k), [0, 0, 0])[1])
 
 
 def vote(chain: Chain, voter: SigningKey, action: str, *args: object) -> bytes:
@@ -516,5 +518,7 @@ def test_conservation_and_locks_under_random_operations(ops: list[tuple[Any, ...
             assert after["ent"] > before["ent"]
         if kind == "PcConsume":
             assert after["ent"] <= before["ent"]
-        delta = {"PcMintEEuro": 1, "PcBurnEEuro": -1}.get(kind, 0) * body.get("amount_ueur", 0)
-        assert after["eeur"] == before["eeur"] + delta
+        amount = body.get("amount_ueur", 0)
+        assert isinstance(amount, int)
+        sign = {"PcMintEEuro": 1, "PcBurnEEuro": -1}.get(kind, 0)
+        assert after["eeur"] == before["eeur"] + sign * amount
