@@ -308,7 +308,9 @@ class MqttTransport:
                     await client.__aexit__(None, None, None)
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
-        filters = subscriptions(self.settings.chain_id, self.node_id)
+        filters = subscriptions(
+            self.settings.chain_id, self.node_id, self.settings.broadcast_channels
+        )
         if self.settings.mqtt_version == 5:
             # No Local: the broker does not send our own broadcasts back (saves metered bytes).
             options = SubscribeOptions(qos=1, noLocal=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ledger.transport.base import TransportError
+from ledger.transport.base import CHANNELS, TransportError
 from ledger.transport.topics import check_segment
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
@@ -94,6 +94,9 @@ class MqttSettings:
             follows a PUBACK waits for the broker's delayed ACK (~40 ms per hop on Linux):
             measured 88 ms instead of ~1 ms per loopback round trip (bench/mqtt_bytes.py).
             Off saves a few TCP headers on the metered link at that latency cost.
+        broadcast_channels: channels whose broadcasts this node subscribes to (default all).
+            A member node that only follows blocks can leave out ``consensus``: votes and
+            proposals are most of the traffic and a member drops them unread.
         mqtt_version: 5 (MQTT 5.0, default) or 4 (MQTT 3.1.1, for brokers without 5.0 such as
             amqtt). 3.1.1 costs bytes: the broker echoes own broadcasts (dropped on receipt)
             and cannot be told the maximum packet size.
@@ -121,6 +124,7 @@ class MqttSettings:
     max_inflight: int = 16
     status_will: bool = False
     tcp_nodelay: bool = True
+    broadcast_channels: tuple[str, ...] = CHANNELS
     mqtt_version: int = 5
 
     def __post_init__(self) -> None:
@@ -137,6 +141,12 @@ class MqttSettings:
             raise MqttSettingsError("password given without username")
         if (self.ca_file or self.cert_file) and not any(b.tls for b in self.brokers):
             raise MqttSettingsError("ca_file/cert_file given but no broker URL is mqtts://")
+        unknown = [c for c in self.broadcast_channels if c not in CHANNELS]
+        if unknown or not self.broadcast_channels:
+            raise MqttSettingsError(
+                f"broadcast_channels {list(self.broadcast_channels)}: need a non-empty subset of "
+                f"{', '.join(CHANNELS)}"
+            )
         if self.mqtt_version not in (4, 5):
             raise MqttSettingsError(f"mqtt_version must be 5 or 4 (3.1.1), got {self.mqtt_version}")
         self._check_positive()

@@ -65,13 +65,14 @@ def status_topic(chain_id: str, node_id: str) -> str:
     return f"{PREFIX}/{chain_id}/{STATUS_CHANNEL}/{node_id}"
 
 
-def subscriptions(chain_id: str, node_id: str) -> list[str]:
-    """Topic filters a node subscribes to: every channel's broadcasts and its own direct inbox.
+def subscriptions(chain_id: str, node_id: str, channels: tuple[str, ...] = CHANNELS) -> list[str]:
+    """Topic filters a node subscribes to: the broadcasts of ``channels`` and its own inbox.
 
-    One filter per channel (not ``+``) so that status flags and unknown channels never cost
-    bytes on the node's link.
+    One filter per channel (not ``+``) so that status flags, unknown channels and channels the
+    node does not need (a member has no use for votes) never cost bytes on its link. Direct
+    messages arrive on every channel.
     """
-    filters = [f"{PREFIX}/{chain_id}/{channel}/+" for channel in CHANNELS]
+    filters = [f"{PREFIX}/{chain_id}/{channel}/+" for channel in channels]
     filters.append(f"{PREFIX}/{chain_id}/+/{DIRECT_MARK}/{node_id}/+")
     return filters
 

@@ -14,7 +14,12 @@ import pytest
 
 from ledger.transport.base import PayloadTooLargeError, TransportClosedError
 from ledger.transport.mqtt import MqttTransport
-from ledger.transport.topics import TopicError, broadcast_topic, status_topic
+from ledger.transport.topics import (
+    TopicError,
+    broadcast_topic,
+    publish_packet_bytes,
+    status_topic,
+)
 from tests.support.mosquitto import Mosquitto
 from tests.support.nodes import CHAIN, Receiver, settings, until
 from tests.support.proxy import FaultProxy
@@ -117,6 +122,31 @@ async def test_mqtt_311_mode_filters_own_echo_locally(
     assert rb.payloads() == [b"vote", b"direct"]
     assert ra.received == []
     assert a.stats.messages_in == 0
+
+
+async def test_member_without_consensus_channel_gets_no_votes_but_blocks(
+    mosquitto: Mosquitto, make_node: MakeNode
+) -> None:
+    """broadcast_channels without 'consensus': votes never cross the member's link; blocks do."""
+    v, _ = await make_node("v", [mosquitto.url])
+    m, rm = await make_node(
+        "m", [mosquitto.url], broadcast_channels=("tx", "block", "sync_req", "sync_resp", "join")
+    )
+
+    await v.publish("consensus", b"vote" * 10)
+    await v.publish("consensus", b"for-m", to="m")  # direct messages arrive on any channel
+    await v.publish("block", b"block-1")
+    await rm.wait_for(2)
+    await v.flush(5)
+
+    assert sorted(rm.payloads()) == [b"block-1", b"for-m"]
+    assert m.stats.bytes_in == sum(
+        publish_packet_bytes(t, len(p))
+        for t, p in (
+            ("lem/1/test-chain/consensus/to/m/v", b"for-m"),
+            ("lem/1/test-chain/block/v", b"block-1"),
+        )
+    )
 
 
 async def test_message_to_self_is_delivered_locally(

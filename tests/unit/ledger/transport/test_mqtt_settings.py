@@ -56,6 +56,8 @@ def _settings(**kw: object) -> MqttSettings:
         ({"outbox_max_messages": -1}, "outbox_max_messages"),
         ({"backoff_initial_s": 5.0, "backoff_max_s": 1.0}, "backoff_max_s"),
         ({"mqtt_version": 3}, "mqtt_version must be 5 or 4"),
+        ({"broadcast_channels": ()}, "non-empty subset"),
+        ({"broadcast_channels": ("tx", "votes")}, "non-empty subset"),
     ],
 )
 def test_inconsistent_settings_are_refused(kw: dict[str, object], why: str) -> None:
