@@ -104,6 +104,8 @@ _COLUMN = {"ENT": 0, "eEuro": 1, "withdraw": 2}
 
 def move(st: state.Overlay, who: str, column: str, delta: int) -> None:
     """Add ``delta`` to one balance column of ``who``; never below zero."""
+    if delta == 0:  # a zero fee or refund: no write, so no empty account appears
+        return
     a = _acct(st, who)
     i = _COLUMN[column]
     if a[i] + delta < 0:
