@@ -130,6 +130,9 @@ class LedgerPort:
     def pending_txs(self) -> int:
         return len(self.mempool)
 
+    def pending_tx_payloads(self, limit: int) -> list[bytes]:
+        return self.mempool.reap(limit)
+
     def report_evidence(self, evidence: Evidence) -> None:
         """Sign an Evidence tx with this validator's key, admit it and gossip it."""
         if self._key is None:

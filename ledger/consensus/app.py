@@ -59,6 +59,10 @@ class ConsensusApp(Protocol):
         """Number of transactions waiting in the mempool."""
         ...
 
+    def pending_tx_payloads(self, limit: int) -> list[bytes]:
+        """Up to ``limit`` waiting transactions (oldest first), for re-gossip."""
+        ...
+
     def report_evidence(self, evidence: Evidence) -> None:
         """Queue ``evidence`` as an Evidence tx (the engine calls this once per offence)."""
         ...

@@ -38,6 +38,9 @@ from ledger.consensus.validators import ValidatorSet
 from ledger.consensus.wal import ConsensusStore
 from ledger.keys import SigningKey, sha256
 
+MAX_REGOSSIP_TXS = 64
+"""Pending txs re-published per re-publication period while a height is open."""
+
 Send = Callable[[str, bytes, str | None], None]
 """``send(channel, payload, to)``: publish on a transport channel (``to`` None: broadcast)."""
 
@@ -107,6 +110,7 @@ class Engine(BlockFollower):
         self._future_count = 0
         self._own: dict[tuple[int, int, int], bytes] = {}
         self._reported: set[bytes] = set()
+        self._helped: dict[str, int] = {}
         self._replaying = False
         self._republish_timer: TimerHandle | None = None
         self.core = self._new_core()
@@ -143,13 +147,16 @@ class Engine(BlockFollower):
         """Handle one transport message (any channel but ``tx``)."""
         if self.stopped:
             return
-        digest = sha256(payload)
-        if digest in self._seen:
-            self.stats["duplicate"] += 1
-            return
-        self._seen[digest] = None
-        if len(self._seen) > self._config.dedup_size:
-            self._seen.popitem(last=False)
+        if channel in ("consensus", "sync_req"):
+            # Blocks are not deduplicated: a copy that came too early must stay usable, and an
+            # old one is refused by one hash comparison.
+            digest = sha256(payload)
+            if digest in self._seen:
+                self.stats["duplicate"] += 1
+                return
+            self._seen[digest] = None
+            if len(self._seen) > self._config.dedup_size:
+                self._seen.popitem(last=False)
         try:
             msg = wire.decode(self._config.chain_id, payload)
         except MessageError as exc:
@@ -157,18 +164,19 @@ class Engine(BlockFollower):
             return
         if isinstance(msg, Vote | Proposal):
             if channel == "consensus":
-                self._on_consensus(msg, payload)
+                self._on_consensus(msg, payload, sender)
         elif isinstance(msg, wire.BlockAnnouncement):
             self.on_block(msg)
         else:
             self.answer_sync(msg.from_height, sender)
 
-    def _on_consensus(self, msg: Vote | Proposal, payload: bytes) -> None:
+    def _on_consensus(self, msg: Vote | Proposal, payload: bytes, sender: str = "") -> None:
         if not self.is_validator:
             self.stats["not_validating"] += 1
             return
         if msg.height < self.height:
             self.stats["old_height"] += 1
+            self._help_laggard(sender, msg.height)
             return
         if msg.height > self.height:
             self._buffer_future(msg.height, payload)
@@ -192,14 +200,24 @@ class Engine(BlockFollower):
         self._feed(msg)
 
     def _feed(self, msg: Vote | Proposal) -> None:
-        if isinstance(msg, Vote):
-            actions = self.core.on_vote(msg)
-        else:
-            actions = self.core.on_proposal(msg)
-            if not self.core.started and self.core.proposals(msg.round):
-                # A valid proposer is proposing: someone has transactions; take part.
-                actions += self._start_actions()
+        actions = self.core.on_vote(msg) if isinstance(msg, Vote) else self.core.on_proposal(msg)
+        if not self.core.started and self.core.decision is None:
+            # A validator is working on this height (it has transactions we may lack): join.
+            actions += self._start_actions()
         self._perform(actions)
+
+    def _help_laggard(self, sender: str, height: int) -> None:
+        """A peer still votes at a decided height: it missed the decision (an idle chain sends
+        nothing else it could learn it from). Send it the blocks, at most once per
+        ``sync_retry_ms`` per peer."""
+        now = self._clock.now_ms()
+        if not sender or now - self._helped.get(sender, -(1 << 62)) < self._config.sync_retry_ms:
+            return
+        self._helped[sender] = now
+        if len(self._helped) > self._config.dedup_size:
+            self._helped.clear()
+        self.stats["laggard_helped"] += 1
+        self.answer_sync(height, sender)
 
     def _buffer_future(self, height: int, payload: bytes) -> None:
         if height > self.height + self._config.future_heights:
@@ -411,6 +429,13 @@ class Engine(BlockFollower):
                     self._send("consensus", payload, None)
                     self.stats["republished"] += 1
             self.announce_latest()
+            # Peers may have decided this height long ago while this node missed it (its
+            # republished votes are duplicates to them, so they cannot tell): ask, cheaply.
+            self.request_sync()
+            # A lost tx gossip must only delay too: offer what waits here to the proposers.
+            for raw in self.app.pending_tx_payloads(MAX_REGOSSIP_TXS):
+                self._send("tx", raw, None)
+                self.stats["regossiped_txs"] += 1
         self._republish_timer = self._clock.call_later(self._config.republish_ms, self._republish)
 
 

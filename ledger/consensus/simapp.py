@@ -98,6 +98,9 @@ class SimApp:
     def pending_txs(self) -> int:
         return len(self.mempool)
 
+    def pending_tx_payloads(self, limit: int) -> list[bytes]:
+        return list(self.mempool.values())[:limit]
+
     def report_evidence(self, evidence: Evidence) -> None:
         self.add_tx(EVIDENCE_PREFIX + evidence.encode())
 

@@ -98,6 +98,14 @@ class BlockFollower:
         self.valset = self.prev_valset.next_height(self.app.validators())
         self.store.save_valset(self.height, self.valset)
         self.entered_height()
+        self._drain_pending()
+
+    def _drain_pending(self) -> None:
+        """Apply a buffered block of the new height, however this height was reached."""
+        self._pending_blocks = {h: a for h, a in self._pending_blocks.items() if h >= self.height}
+        ann = self._pending_blocks.pop(self.height, None)
+        if ann is not None and not self.stopped:
+            self._apply_verified(ann)
 
     def on_block(self, ann: wire.BlockAnnouncement) -> None:
         """A decided block with its commit arrived (announcement or sync answer)."""
@@ -110,12 +118,7 @@ class BlockFollower:
                 self._pending_blocks.setdefault(height, ann)
             self.request_sync()
             return
-        if not self._apply_verified(ann):
-            return
-        while self.height in self._pending_blocks and not self.stopped:
-            if not self._apply_verified(self._pending_blocks.pop(self.height)):
-                break
-        self._pending_blocks = {h: a for h, a in self._pending_blocks.items() if h > self.height}
+        self._apply_verified(ann)  # then apply_block drains buffered later blocks
 
     def _apply_verified(self, ann: wire.BlockAnnouncement) -> bool:
         block_hash = self.app.block_id(ann.block)
