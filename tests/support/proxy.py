@@ -31,6 +31,8 @@ class ProxyStats:
 
     upstream_bytes: int = 0  # client -> broker
     downstream_bytes: int = 0  # broker -> client
+    upstream_reads: int = 0  # socket reads ~ TCP segments at low rates (TCP/IP header estimate)
+    downstream_reads: int = 0
     connections: int = 0
 
 
@@ -157,8 +159,10 @@ class FaultProxy:
                 await dst.drain()
             if upstream:
                 self.stats.upstream_bytes += len(data)
+                self.stats.upstream_reads += 1
             else:
                 self.stats.downstream_bytes += len(data)
+                self.stats.downstream_reads += 1
 
     def _drop(self, *writers: asyncio.StreamWriter) -> None:
         for writer in writers:
