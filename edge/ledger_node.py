@@ -53,6 +53,10 @@ class LedgerNode(Protocol):
         """Distinct peers heard from recently."""
         ...
 
+    def resend(self, raws: list[bytes]) -> None:
+        """Publish own pending txs again (they may never have left during an outage)."""
+        ...
+
     async def run(self) -> None:
         """Take part in the ledger until cancelled."""
         ...
@@ -108,6 +112,9 @@ class SingleLedger:
 
     def peers(self) -> int:
         return 0
+
+    def resend(self, raws: list[bytes]) -> None:
+        """Nothing to do: the local mempool is the block maker's."""
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

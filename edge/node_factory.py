@@ -18,6 +18,7 @@ from edge.config import Config, ConfigError
 from edge.health import Health
 from edge.ledger_node import LedgerNode, SingleLedger
 from ledger.app import App
+from ledger.consensus.evidence import ledger_verifier
 from ledger.errors import LedgerError
 from ledger.genesis import Genesis
 from ledger.keys import SigningKey
@@ -73,7 +74,7 @@ async def open_ledger(
         StoreError: the store cannot be opened or holds another chain.
     """
     store = open_store(config)
-    app = App(store)
+    app = App(store, evidence_verifier=ledger_verifier)
     validators = [pk for pk, _ in app.validators()]
     if validators == [key.public_key] and not config.ledger.brokers:
         log.info("single-validator mode", extra={"height": app.height})
@@ -92,4 +93,8 @@ async def open_ledger(
             "remove the brokers to run single-validator mode"
         )
     opener: Callable[..., Awaitable[Opened]] = importlib.import_module("edge.bft").open_bft
-    return await opener(config, key, clock, health, app)
+    try:
+        return await opener(config, key, clock, health, app)
+    except BaseException:
+        store.close()
+        raise

@@ -20,7 +20,7 @@ import logging
 from edge.clock import DaemonClock
 from edge.metrics import Metrics
 from edge.outbox import Outbox
-from edge.submitter import TxSigner
+from edge.submitter import TxSigner, solve_ref
 from ledger import state
 from ledger.access import Queries
 from ledger.errors import Reason, TxRejected
@@ -29,10 +29,6 @@ log = logging.getLogger("lemd.scheduler")
 
 STAGGER_STEP_MS = 30_000
 """Per-node extra wait step [simulated ms]; the node key picks 0..15 steps."""
-
-
-def solve_ref(period_id: str) -> str:
-    return f"solve/{period_id}"
 
 
 class PeriodScheduler:

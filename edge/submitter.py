@@ -30,6 +30,7 @@ from ledger import codec, state
 from ledger import tx as txm
 from ledger.errors import Reason, TxRejected
 from ledger.keys import SigningKey
+from ledger.tx import Tx
 from meters.integrator import Quality
 
 log = logging.getLogger("lemd.submitter")
@@ -119,9 +120,21 @@ class TxSigner:
             self.reset()
 
     def reset(self) -> None:
-        self.inflight.clear()
+        """Forget what was signed; rebuild the in-flight set from this key's txs still in the
+        local mempool (the source of truth for what is pending here) and send those again."""
+        committed = self.committed_sequence()
+        me = self.key.public_key
+        own = [t for t in (txm.decode(raw) for raw in self.node.mempool.reap()) if t.signer == me]
+        now = self._monotonic()
+        self.inflight = {
+            t.sequence: Inflight(t.sequence, t.kind, tx_ref(t), t.raw, now)
+            for t in own
+            if t.sequence >= committed
+        }
+        if own:
+            self.node.resend([t.raw for t in own])
         self.resets += 1
-        self._progress_at = self._monotonic()
+        self._progress_at = now
 
     def refs(self) -> set[str]:
         return {f.ref for f in self.inflight.values()}
@@ -166,6 +179,20 @@ def measure_body(record: OutboxRecord) -> dict[str, codec.Value]:
 
 def record_ref(record: OutboxRecord) -> str:
     return f"measure/{record.meter_id}/{record.slot_start_s}"
+
+
+def solve_ref(period_id: str) -> str:
+    return f"solve/{period_id}"
+
+
+def tx_ref(tx: Tx) -> str:
+    """The in-flight reference of a signed tx (what the submitter and scheduler look up)."""
+    body = tx.body if isinstance(tx.body, dict) else {}
+    if tx.kind == "SetMeasure":
+        return f"measure/{body.get('meter_id')}/{int(body.get('slot_start_ms', 0)) // 1000}"
+    if tx.kind == "SolveMarkets":
+        return solve_ref(str(body.get("period_id")))
+    return f"other/{tx.kind}"
 
 
 class Submitter:

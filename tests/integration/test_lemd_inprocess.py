@@ -48,6 +48,9 @@ class OutageLedger:
     def peers(self) -> int:
         return 0
 
+    def resend(self, raws: list[bytes]) -> None:
+        self.inner.resend(raws)
+
     async def run(self) -> None:
         await self.inner.run()
 
@@ -92,7 +95,8 @@ async def test_a_day_of_outage_then_recovery_submits_every_slot_exactly_once(
 
     async with running_daemon(node, node_factory=wrapping(wrap)) as daemon:
         parts = daemon.parts
-        assert parts is not None and parts.meter is not None
+        assert parts is not None
+        assert parts.meter is not None
         ledger = holder[0]
         await until(lambda: len(committed(ledger)) >= 4, 20, "first slots committed")
         ledger.down = True
@@ -132,7 +136,8 @@ async def test_a_stuck_ledger_does_not_stop_the_meter_loop(tmp_path: Path) -> No
 
     async with running_daemon(node, node_factory=wrapping(wrap)) as daemon:
         parts = daemon.parts
-        assert parts is not None and parts.meter is not None
+        assert parts is not None
+        assert parts.meter is not None
         await until(lambda: parts.outbox.depth() >= 8, 20, "slots pile up in the outbox")
         assert holder[0].app.height == 0
         parts.health.require("ledger", 1.0)  # the daemon allows 30 s; the test 1 s
@@ -162,7 +167,8 @@ async def test_a_hanging_meter_does_not_stop_the_ledger(tmp_path: Path) -> None:
     meter = DeadMeter()
     async with running_daemon(node, driver=meter) as daemon:
         parts = daemon.parts
-        assert parts is not None and parts.meter is not None
+        assert parts is not None
+        assert parts.meter is not None
         parts.meter.read_timeout_s = 0.2
         await until(lambda: meter.calls >= 3, 10, "the meter is retried after timeouts")
         status, answer = await request(node.api, "POST", "/solve", {"period_id": "p0"})

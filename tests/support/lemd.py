@@ -57,6 +57,9 @@ def make_node(
     solve_grace_s: int = 0,
     extra_toml: str = "",
     periods: int = 4,
+    key: SigningKey | None = None,
+    genesis: Genesis | None = None,
+    admin: SigningKey | None = None,
 ) -> NodeDir:
     """Write key, genesis and lemd.toml for a single-validator node with a simulated meter.
 
@@ -66,12 +69,12 @@ def make_node(
     root.mkdir(parents=True, exist_ok=True)
     state = root / "state"
     state.mkdir(exist_ok=True)
-    key = SigningKey.generate()
+    key = key or SigningKey.generate()
     key.save(state / "node.key")
-    admin = key if admin_is_node else SigningKey.generate()
+    admin = admin or (key if admin_is_node else SigningKey.generate())
     start_ms = int(SIM_START.timestamp() * 1000)
     span = period_hours * 3_600_000
-    genesis = Genesis(
+    genesis = genesis or Genesis(
         chain_id="lemd-test",
         genesis_time_ms=start_ms - 60_000,
         validators=((key.public_key, 1),),
@@ -146,7 +149,41 @@ async def until(predicate: Callable[[], bool], timeout_s: float, what: str) -> N
     """Poll ``predicate`` every 50 ms; AssertionError naming ``what`` after ``timeout_s``."""
     try:
         async with asyncio.timeout(timeout_s):
-            while not predicate():
+            while not predicate():  # noqa: ASYNC110 -- polls state that no event announces
                 await asyncio.sleep(0.05)
     except TimeoutError:
         raise AssertionError(f"not reached within {timeout_s} s: {what}") from None
+
+
+def make_community(
+    root: Path, members: list[str], validators: int, **kwargs: Any
+) -> tuple[list[NodeDir], Genesis]:
+    """Nodes named n0, n1, … owning ``members`` (meter ids); the first ``validators`` vote.
+
+    One genesis for all (same anchor and periods); the admin is a key of no node.
+    """
+    keys = [SigningKey.generate() for _ in members]
+    admin = SigningKey.generate()
+    start_ms = int(SIM_START.timestamp() * 1000)
+    span = kwargs.pop("period_hours", 6) * 3_600_000
+    genesis = Genesis(
+        chain_id="lemd-test",
+        genesis_time_ms=start_ms - 60_000,
+        validators=tuple((k.public_key, 1) for k in keys[:validators]),
+        admins=(admin.public_key,),
+        governance_keys=(admin.public_key,),
+        governance_threshold=1,
+        meters={m: k.public_key for m, k in zip(members, keys, strict=True)},
+        periods=tuple(
+            Period(f"p{i}", start_ms + i * span, start_ms + (i + 1) * span, PARAMS)
+            for i in range(kwargs.pop("periods", 4))
+        ),
+    )
+    anchor = kwargs.pop("anchor", None) or datetime.now(UTC) + timedelta(seconds=2)
+    nodes = [
+        make_node(
+            root / f"n{i}", key=k, genesis=genesis, admin=admin, meter_id=m, anchor=anchor, **kwargs
+        )
+        for i, (m, k) in enumerate(zip(members, keys, strict=True))
+    ]
+    return nodes, genesis
