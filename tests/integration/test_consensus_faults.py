@@ -15,6 +15,7 @@ import pytest
 from ledger.consensus import crash as cp
 from ledger.consensus.crash import CrashAt
 from ledger.consensus.sim import Simulation
+from ledger.keys import sha256
 from ledger.transport.base import Message
 from ledger.transport.memory import LinkFaults
 
@@ -250,3 +251,24 @@ def test_blocks_only_with_transactions_or_heartbeat(tmp_path: Path) -> None:
     assert {n.height for n in sim.nodes.values()} == {1}
     sim.submit("v2", 1)
     assert sim.run_until(sim.all_reach(2), 5_000)
+
+
+def test_lagging_validator_with_a_private_tx_needs_no_heartbeat(tmp_path: Path) -> None:
+    """A validator that missed a decision while the chain idled, holding a tx nobody else got,
+    catches up (peers send it the block), wakes the others with its votes and re-gossips the
+    tx: it is committed in seconds, long before the 60 s heartbeat."""
+    sim = Simulation(tmp_path, validators=4, seed=47, heartbeat_ms=60_000)
+    _commit_heights(sim, 1)
+    sim.network.partition({"v0", "v1", "v2"}, {"v3"})
+    _commit_heights_of(sim, ["v0", "v1", "v2"], 1)
+    sim.network.heal()
+    lagging = sim.nodes["v3"]
+    assert lagging.height == 1
+    assert lagging.app.add_tx(b"private-tx")  # not gossiped: only v3 has it
+    assert lagging.engine is not None
+    lagging.engine.notify_tx()
+    digest = sha256(b"private-tx")
+    assert sim.run_until(
+        lambda: all(digest in n.app.committed_txs for n in sim.nodes.values()), 10_000
+    )
+    assert _check(sim) >= 3
