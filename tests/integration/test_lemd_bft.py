@@ -7,6 +7,13 @@ for a while.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +23,7 @@ from edge.bft import open_bft
 from edge.clock import DaemonClock
 from edge.config import Config
 from edge.health import Health
+from edge.http import request
 from edge.node_factory import Opened, open_store
 from ledger import block as blk
 from ledger import tx as txm
@@ -23,8 +31,12 @@ from ledger.app import App
 from ledger.consensus.clock import LoopClock
 from ledger.consensus.evidence import ledger_verifier
 from ledger.keys import SigningKey
+from ledger.store import Store
 from ledger.transport.memory import LinkFaults, MemoryNetwork
-from tests.support.lemd import make_community, running_daemon, until
+from tests.support.lemd import NodeDir, make_community, running_daemon, until
+from tests.support.mosquitto import Mosquitto
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 
@@ -83,6 +95,77 @@ async def test_member_slots_cross_a_partition_exactly_once(tmp_path: Path) -> No
         assert v.node.app.store.app_hash_at(height) == m.node.app.store.app_hash_at(height)
         assert m.outbox.rejected() == []
         slots = measures(v.node.app, "lic-h05")
+    assert len(slots) == len(set(slots)), "a member slot was committed twice"
+    ordered = sorted(slots)
+    assert ordered == list(range(ordered[0], ordered[-1] + 900_000, 900_000)), "a slot was lost"
+
+
+def _get(api: str, path: str) -> Any:
+    status, value = asyncio.run(request(api, "GET", path, timeout_s=5))
+    assert status == 200, value
+    return value
+
+
+def _own_slots(node: NodeDir) -> list[int]:
+    value = _get(node.api, "/measure?from=0&to=9999999999999")
+    return [s["slot_start_ms"] for s in value["slots"]]
+
+
+def _wait(predicate: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, AssertionError, TimeoutError):
+            if predicate():
+                return
+        time.sleep(0.3)
+    raise AssertionError(f"not reached within {timeout_s} s: {what}")
+
+
+def test_member_process_rides_out_a_stopped_mosquitto(
+    tmp_path: Path, mosquitto_factory: Callable[..., Mosquitto]
+) -> None:
+    """Two lemd processes on a real mosquitto: the broker is stopped for hours of simulated time
+    and started again; the member's slots all reach the validator's chain, each once."""
+    broker = mosquitto_factory()
+    nodes, _ = make_community(
+        tmp_path,
+        ["lic-h03", "lic-h05"],
+        validators=1,
+        speed=1_800.0,
+        solve_grace_s=172_800,
+        brokers=(broker.url,),
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "edge.daemon", "--config", str(n.config)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for n in nodes
+    ]
+    member = nodes[1]
+    try:
+        _wait(lambda: len(_own_slots(member)) >= 3, 40, "member slots committed over MQTT")
+        assert _get(member.api, "/status")["role"]["consensus"] == "member"
+        broker.stop()
+        time.sleep(6)  # three simulated hours without a broker
+        assert _get(member.api, "/status")["outbox"]["depth"] >= 4
+        broker.start()
+        _wait(lambda: _get(member.api, "/status")["outbox"]["depth"] <= 2, 60, "backlog drained")
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        assert [proc.wait(timeout=20) for proc in procs] == [0, 0]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    store = Store(nodes[0].data_dir / "ledger", readonly=True)
+    try:
+        slots = measures(App(store), "lic-h05")
+    finally:
+        store.close()
     assert len(slots) == len(set(slots)), "a member slot was committed twice"
     ordered = sorted(slots)
     assert ordered == list(range(ordered[0], ordered[-1] + 900_000, 900_000)), "a slot was lost"

@@ -60,6 +60,7 @@ def make_node(
     key: SigningKey | None = None,
     genesis: Genesis | None = None,
     admin: SigningKey | None = None,
+    brokers: tuple[str, ...] = (),
 ) -> NodeDir:
     """Write key, genesis and lemd.toml for a single-validator node with a simulated meter.
 
@@ -106,6 +107,7 @@ poll_interval_s = {poll_interval_s}
 [ledger]
 chain_id = "lemd-test"
 resign_timeout_s = 3
+brokers = [{", ".join(f'"{b}"' for b in brokers)}]
 
 [market]
 solve_grace_s = {solve_grace_s}
