@@ -59,12 +59,14 @@ class Peer:
     task: asyncio.Task[None]
 
 
-def _link(p: Peer) -> tuple[int, int, int]:
-    s = p.proxy.stats
+def _link(p: Peer) -> tuple[int, int, int, int]:
+    """(link bytes, socket reads, messages delivered + sent, duplicate copies dropped)."""
+    s, t = p.proxy.stats, p.transport.stats
     return (
         s.upstream_bytes + s.downstream_bytes,
         s.upstream_reads + s.downstream_reads,
-        (p.transport.stats.messages_in + p.transport.stats.messages_out),
+        t.messages_in + t.messages_out,
+        t.duplicates_dropped,
     )
 
 
@@ -126,7 +128,7 @@ class Community:
                     return False
         return True
 
-    def snapshot(self) -> dict[str, tuple[int, int, int]]:
+    def snapshot(self) -> dict[str, tuple[int, int, int, int]]:
         return {p.name: _link(p) for p in self.peers}
 
     def height(self) -> int:
@@ -134,8 +136,10 @@ class Community:
 
 
 def _delta(
-    after: dict[str, tuple[int, int, int]], before: dict[str, tuple[int, int, int]], per: float
-) -> dict[str, tuple[float, float, float]]:
+    after: dict[str, tuple[int, int, int, int]],
+    before: dict[str, tuple[int, int, int, int]],
+    per: float,
+) -> dict[str, tuple[float, float, float, float]]:
     return {
         k: tuple((a - b) / per for a, b in zip(after[k], before[k], strict=True)) for k in after
     }  # type: ignore[misc]
@@ -211,9 +215,9 @@ def report(
     burst_ms: list[float],
     burst_blocks: float,
     tx_sizes: list[int],
-    single: dict[str, tuple[float, float, float]],
-    burst: dict[str, tuple[float, float, float]],
-    empty: dict[str, tuple[float, float, float]],
+    single: dict[str, tuple[float, float, float, float]],
+    burst: dict[str, tuple[float, float, float, float]],
+    empty: dict[str, tuple[float, float, float, float]],
     empty_blocks: int,
 ) -> None:
     lat = sorted(latencies_ms)
@@ -236,13 +240,13 @@ def report(
     )
     print(
         f"{'node':<7} {'role':<26} {'1-tx block':>10} {'burst':>9} {'empty blk':>9} "
-        f"{'msgs/empty':>10} {'~TCP/IP hdr/empty':>17}"
+        f"{'msgs/empty':>10} {'dups/empty':>10} {'~TCP/IP hdr/empty':>17}"
     )
     for p in c.peers:
         s, b, e = single[p.name], burst[p.name], empty[p.name]
         print(
             f"{p.name:<7} {p.role:<26} {s[0]:>10.0f} {b[0]:>9.0f} {e[0]:>9.0f} {e[2]:>10.1f} "
-            f"{e[1] * TCP_IP_HEADER_BYTES:>17.0f}"
+            f"{e[3]:>10.1f} {e[1] * TCP_IP_HEADER_BYTES:>17.0f}"
         )
     print(
         f"\nprojection per day at real time (heartbeat {PROD_HEARTBEAT_S} s, {SLOTS_PER_DAY} "
