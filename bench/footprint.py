@@ -5,7 +5,7 @@ core (MB = 10^6 bytes here, the stricter reading).
 
 Real time (the footprint figure; at least 10 minutes)::
 
-    .venv/bin/python bench/footprint.py --minutes 10
+    .venv/bin/python bench/footprint.py --minutes 15   # a whole slot cycle (>= 10 min asked)
 
 A simulated month of ledger at high speed (does USS grow with the ledger?)::
 
@@ -23,19 +23,20 @@ import argparse
 import asyncio
 import math
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
 
 from edge.broker import start_broker
 from edge.launch import Community
-from edge.testnet import TestnetPlan, free_port_block, init_testnet
+from edge.testnet import DEFAULT_START, TestnetPlan, free_port_block, init_testnet
 
 MB = 1_000_000
 TARGET_USS_MB = {"validator": 40, "member": 30}
@@ -56,7 +57,7 @@ class Series:
     rss: list[int] = field(default_factory=list)
     sim_s: list[float] = field(default_factory=list)
     height: list[int] = field(default_factory=list)
-    mqtt_bytes: list[tuple[int, int]] = field(default_factory=list)
+    mqtt: list[tuple[float, int, int]] = field(default_factory=list)  # (t, bytes in, out)
 
     def cpu_pct(self) -> float:
         if len(self.t) < 2:
@@ -79,10 +80,18 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    # A background job ignores SIGINT: take SIGTERM as well, so that the finally block below
+    # stops the nodes and the broker.
+    signal.signal(signal.SIGTERM, _interrupt)
     days = MONTH_DAYS if args.month else 1 + math.ceil(args.minutes / 1440)
     speed = args.speed or (
         MONTH_DAYS * 86400 / ((args.minutes * 60 + args.warmup) * 0.97) if args.month else 1.0
     )
+    # At real time, start so that a slot boundary (every node signs, validators commit a
+    # block) falls one minute into the sampled window; the month run starts at midnight.
+    start = datetime.fromisoformat(DEFAULT_START)
+    if not args.month:
+        start += timedelta(hours=12) - timedelta(seconds=args.warmup + 60)
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="lem-footprint-"))
     broker = start_broker(workdir / "broker", "mosquitto")
     community = None
@@ -94,6 +103,7 @@ def main() -> int:
             broker=broker.url,
             speed=round(speed, 1),
             chain_id="footprint",
+            start=start.isoformat(),
             days=days,
             base_port=free_port_block(2 * args.members),
         )
@@ -120,6 +130,10 @@ def main() -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 async def sample(community: Community, args: argparse.Namespace) -> list[Series]:
     await asyncio.sleep(args.warmup)
     series = [
@@ -131,28 +145,35 @@ async def sample(community: Community, args: argparse.Namespace) -> list[Series]
     end = time.monotonic() + args.minutes * 60
     next_print = time.monotonic()
     while True:
-        statuses = await community.statuses()
         now = time.time()
-        for s, proc, st in zip(series, procs, statuses, strict=True):
+        for s, proc in zip(series, procs, strict=True):
             cpu = proc.cpu_times()
             mem = proc.memory_full_info()
             s.t.append(now)
             s.cpu_s.append(cpu.user + cpu.system)
             s.uss.append(mem.uss)
             s.rss.append(mem.rss)
-            if st is not None:
-                s.sim_s.append(st["clock"]["now_ms"] / 1000)
-                s.height.append(int(st["height"]))
-                mqtt = st.get("mqtt") or {}
-                s.mqtt_bytes.append((int(mqtt.get("bytes_in", 0)), int(mqtt.get("bytes_out", 0))))
         if community.exited():
             raise RuntimeError(f"nodes exited: {community.exited()}")
-        if time.monotonic() >= next_print:
+        last = time.monotonic() >= end
+        if last or time.monotonic() >= next_print:
+            # /status costs the node a little CPU: ask once a minute, not every sample.
+            await read_statuses(community, series)
             progress(series)
             next_print = time.monotonic() + 60
-        if time.monotonic() >= end:
+        if last:
             return series
         await asyncio.sleep(args.sample)
+
+
+async def read_statuses(community: Community, series: list[Series]) -> None:
+    now = time.time()
+    for s, st in zip(series, await community.statuses(), strict=True):
+        if st is not None:
+            s.sim_s.append(st["clock"]["now_ms"] / 1000)
+            s.height.append(int(st["height"]))
+            mqtt = st.get("mqtt") or {}
+            s.mqtt.append((now, int(mqtt.get("bytes_in", 0)), int(mqtt.get("bytes_out", 0))))
 
 
 def progress(series: list[Series]) -> None:
@@ -206,10 +227,10 @@ def mqtt_report(series: list[Series], speed: float) -> None:
     for role in ("validator", "member"):
         per_day = []
         for s in series:
-            if s.role != role or len(s.mqtt_bytes) < 2:
+            if s.role != role or len(s.mqtt) < 2:
                 continue
-            (i0, o0), (i1, o1) = s.mqtt_bytes[0], s.mqtt_bytes[-1]
-            days = (s.t[-1] - s.t[0]) * speed / 86400
+            (t0, i0, o0), (t1, i1, o1) = s.mqtt[0], s.mqtt[-1]
+            days = (t1 - t0) * speed / 86400
             per_day.append(((i1 - i0) / days, (o1 - o0) / days))
         if per_day:
             inbound = statistics.mean(p[0] for p in per_day) / MB

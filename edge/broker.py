@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -99,6 +100,9 @@ def start_broker(workdir: Path, prefer: str = "auto") -> RunningBroker:
                     "log_type warning",
                     f"listener {port} 127.0.0.1",
                     "max_queued_messages 10000",
+                    # Started as root, mosquitto would switch to its own user, and a change of
+                    # credentials clears PR_SET_PDEATHSIG: stay the user that started it.
+                    f"user {pwd.getpwuid(os.getuid()).pw_name}",
                 ]
             )
             + "\n"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -43,3 +45,19 @@ def test_broker_relays_and_stops(tmp_path: Path, kind: str, protocol: int) -> No
         broker.stop()
     assert payloads == [b"signed-bytes"]
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_broker_dies_with_a_killed_launcher(tmp_path: Path) -> None:
+    """A launcher killed with SIGKILL takes its broker along (parent-death signal kept)."""
+    code = (
+        "import sys, time; from pathlib import Path; from edge.broker import start_broker; "
+        f"b = start_broker(Path({str(tmp_path)!r}), 'mosquitto'); "
+        "print(b.process.pid, flush=True); time.sleep(60)"
+    )
+    launcher = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert launcher.stdout is not None
+    broker = psutil.Process(int(launcher.stdout.readline()))
+    launcher.kill()
+    launcher.wait()
+    broker.wait(timeout=5)  # raises TimeoutExpired if it outlives the launcher
+    assert not broker.is_running()
