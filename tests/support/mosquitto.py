@@ -7,6 +7,7 @@ connections (polled every 10 ms; typically < 0.1 s).
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import shutil
@@ -50,6 +51,38 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+def listening(pid: int, port: int) -> bool:
+    """True when process ``pid`` itself listens on TCP ``port``.
+
+    Not just "the port answers": a port taken by someone else answers too while our broker
+    exits with "Address already in use". Linux: a LISTEN socket of /proc/net/tcp{,6} on
+    ``port`` whose inode is one of the process's descriptors; elsewhere, the port answers.
+    """
+    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+    if not tables[0].exists():
+        return port_open(port)
+    inodes = set()
+    for table in tables:
+        if not table.exists():
+            continue
+        for line in table.read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A = LISTEN
+                inodes.add(f"socket:[{inode}]")
+    if not inodes:
+        return False
+    try:
+        descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in descriptors:
+        with contextlib.suppress(OSError):
+            if os.readlink(fd) in inodes:
+                return True
+    return False
+
+
 @dataclass
 class Mosquitto:
     """One mosquitto process under test control.
@@ -69,6 +102,7 @@ class Mosquitto:
     anonymous: bool = True
     config_text: str | None = None
     process: subprocess.Popen[bytes] | None = None
+    _started_once: bool = field(default=False, init=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -111,10 +145,27 @@ class Mosquitto:
         return self.config_path
 
     def start(self) -> None:
-        """Start mosquitto and wait until its port accepts connections."""
+        """Start mosquitto and wait until its port accepts connections.
+
+        A generated config whose port was taken in the meantime (another test process picked
+        the same free port) moves to a new port, on the first start only: a restart keeps its
+        port, since clients are configured with it.
+        """
         if self.running:
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            error = self._start_once()
+            if error is None:
+                self._started_once = True
+                return
+            if self._started_once or self.config_text is not None or "in use" not in error:
+                raise BrokerError(error)
+            self.port = free_port()
+        raise BrokerError(error)
+
+    def _start_once(self) -> str | None:
+        """One start attempt: None when the port answers, else what went wrong."""
         self.write_config()
         self.process = subprocess.Popen(
             [find_mosquitto(), "-c", str(self.config_path)],
@@ -123,16 +174,16 @@ class Mosquitto:
             stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not port_open(self.port):
+        while not listening(self.process.pid, self.port):
             if self.process.poll() is not None:
                 err = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise BrokerError(
-                    f"mosquitto exited with {self.process.returncode}: {err}{self.log()}"
-                )
+                code, self.process = self.process.returncode, None
+                return f"mosquitto exited with {code}: {err}{self.log()}"
             if time.monotonic() > deadline:
                 self.kill()
-                raise BrokerError(f"mosquitto did not open port {self.port} in {START_TIMEOUT_S} s")
+                return f"mosquitto did not open port {self.port} in {START_TIMEOUT_S} s"
             time.sleep(0.01)
+        return None
 
     @property
     def running(self) -> bool:
