@@ -21,7 +21,7 @@ from typing import Any
 from ledger import block as blk
 from ledger import tx as txm
 from ledger.app import App
-from ledger.consensus.clock import Clock, LoopClock
+from ledger.consensus.clock import Clock, LoopClock, TimerHandle
 from ledger.consensus.commit import block_time_ms, verify_commit
 from ledger.consensus.crash import NO_CRASH, CrashPoints
 from ledger.consensus.engine import Engine, EngineConfig
@@ -171,6 +171,27 @@ class NodeDirs:
         return self.root / "privval"
 
 
+class _GuardedClock:
+    """A clock whose timer callbacks report exceptions to the node instead of the event loop's
+    exception handler (which would only log them and let a broken node run on)."""
+
+    def __init__(self, clock: Clock, on_error: Callable[[BaseException], None]) -> None:
+        self._clock = clock
+        self._on_error = on_error
+
+    def now_ms(self) -> int:
+        return self._clock.now_ms()
+
+    def call_later(self, delay_ms: int, fn: Callable[[], None]) -> TimerHandle:
+        def guarded() -> None:
+            try:
+                fn()
+            except Exception as exc:  # handed over: the consumer task re-raises it
+                self._on_error(exc)
+
+        return self._clock.call_later(delay_ms, guarded)
+
+
 class Node:
     """One community node on one transport: a validator when its key is in the set, else a
     member that follows verified blocks.
@@ -229,6 +250,7 @@ class Node:
         self.stats: Counter[str] = Counter()
         self._closed = False
         self._owns_store = False
+        self._failure: BaseException | None = None
 
     @classmethod
     def open(
@@ -244,6 +266,8 @@ class Node:
     ) -> Node:
         """Open (or create) the ledger store under ``directory/ledger`` and build a node that
         closes it when it stops."""
+        if config.chain_id != genesis.chain_id:
+            raise ValueError(f"config chain {config.chain_id!r} is not {genesis.chain_id!r}")
         store = Store(NodeDirs(directory).ledger, genesis, durable=durable)
         app = App(store, evidence_verifier=ledger_verifier)
         node = cls(app, transport, directory, key=key, config=config, durable=durable, **kwargs)
@@ -254,7 +278,7 @@ class Node:
 
     async def run(self) -> None:
         """Run until :meth:`close`; raises if a consensus invariant breaks."""
-        clock = self._clock or LoopClock()
+        clock = _GuardedClock(self._clock or LoopClock(), self._fail)
         self.engine = Engine(
             self._config,
             self.port,
@@ -272,6 +296,9 @@ class Node:
                 tg.create_task(self._read(), name=f"{name}-read")
                 tg.create_task(self._consume(), name=f"{name}-consensus")
                 tg.create_task(self._publish(), name=f"{name}-publish")
+        except ExceptionGroup as group:
+            # Surface the error itself (ForkError, StoreError, …): callers and logs name it.
+            raise group.exceptions[0] from group
         finally:
             self.engine.stop()
             self._close_stores()
@@ -285,12 +312,7 @@ class Node:
             self.engine.stop()
         await self.transport.close()
         for queue in (self._inbox, self._outbox):
-            while True:
-                try:
-                    queue.put_nowait(None)
-                    break
-                except asyncio.QueueFull:
-                    queue.get_nowait()
+            self._wake_with_none(queue)
 
     def _close_stores(self) -> None:
         self.cstore.close()
@@ -315,6 +337,23 @@ class Node:
     async def _consume(self) -> None:
         while (message := await self._inbox.get()) is not None:
             self._handle(message)
+        if self._failure is not None:
+            raise self._failure
+
+    def _fail(self, exc: BaseException) -> None:
+        """A timer callback raised: stop the node with that error (run() re-raises it)."""
+        if self._failure is None:
+            self._failure = exc
+        self._wake_with_none(self._inbox)
+
+    @staticmethod
+    def _wake_with_none(queue: asyncio.Queue[Any]) -> None:
+        while True:
+            try:
+                queue.put_nowait(None)
+                return
+            except asyncio.QueueFull:
+                queue.get_nowait()
 
     async def _publish(self) -> None:
         while (item := await self._outbox.get()) is not None:

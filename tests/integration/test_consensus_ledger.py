@@ -18,6 +18,7 @@ from ledger.consensus import wire
 from ledger.consensus.clock import LoopClock
 from ledger.consensus.commit import verify_commit
 from ledger.consensus.core import TimeoutConfig
+from ledger.consensus.crash import BLOCK_STORED, NO_CRASH, CrashAt, CrashPoints, SimulatedCrash
 from ledger.consensus.engine import EngineConfig
 from ledger.consensus.messages import Commit, Step, Vote
 from ledger.consensus.validators import ValidatorSet
@@ -50,8 +51,9 @@ class Community:
         )
         self.nodes: dict[str, Node] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.expected_failures: set[str] = set()
 
-    def start(self, node_id: str, key: SigningKey | None) -> Node:
+    def start(self, node_id: str, key: SigningKey | None, crash: CrashPoints = NO_CRASH) -> Node:
         node = Node.open(
             self.root / node_id,
             self.genesis,
@@ -59,6 +61,7 @@ class Community:
             key=key,
             config=_config(self.genesis),
             durable=False,
+            crash=crash,
         )
         self.nodes[node_id] = node
         self.tasks[node_id] = asyncio.create_task(node.run(), name=f"node-{node_id}")
@@ -66,13 +69,14 @@ class Community:
 
     async def stop(self, node_id: str) -> None:
         await self.nodes[node_id].close()
-        await asyncio.wait_for(self.tasks.pop(node_id), 5)
+        task = self.tasks.pop(node_id)
+        await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 5)
 
     async def until(self, predicate: Callable[[], bool], timeout_s: float = 20.0) -> None:
         async with asyncio.timeout(timeout_s):
             while not predicate():
-                for task in self.tasks.values():
-                    if task.done():
+                for node_id, task in self.tasks.items():
+                    if task.done() and node_id not in self.expected_failures:
                         task.result()  # surface a crashed node's exception
                 await asyncio.sleep(0.02)
 
@@ -194,3 +198,26 @@ async def test_double_vote_becomes_one_committed_evidence_record(tmp_path: Path)
         ]
         assert len(evidence_txs) == 1
         assert sum(n.engine.stats["equivocation"] for n in c.nodes.values() if n.engine) >= 3
+
+
+async def test_a_failing_node_stops_with_its_error_and_restarts_cleanly(tmp_path: Path) -> None:
+    """An error inside consensus (here a crash point right after the block is stored) ends
+    Node.run with that error, not a log line; restarted on its stores the node rejoins."""
+    async with community(tmp_path) as c:
+        for i, key in enumerate(VALIDATORS[:3]):
+            c.start(f"v{i}", key)
+        c.expected_failures.add("v3")
+        c.start("v3", VALIDATORS[3], crash=CrashAt(BLOCK_STORED))
+        admin = Signer(ADMIN, c.genesis.chain_id)
+        c.nodes["v0"].submit_tx(admin("AddMeter", {"meter_id": "M0", "account": N1.public_key}))
+        await c.until(lambda: c.tasks["v3"].done())
+        assert isinstance(c.tasks["v3"].exception(), SimulatedCrash)
+        assert c.nodes["v3"].app.height == 1  # the block was stored before the crash point
+        await c.stop("v3")
+        c.expected_failures.clear()
+        restarted = c.start("v3", VALIDATORS[3])
+        await c.stop("v2")  # v3 is needed from here on
+        c.nodes["v0"].submit_tx(admin("AddMeter", {"meter_id": "M1", "account": N1.public_key}))
+        await c.until(
+            lambda: _meters_committed(restarted, 2) and _meters_committed(c.nodes["v0"], 2)
+        )
