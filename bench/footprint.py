@@ -7,9 +7,10 @@ Real time (the footprint figure; at least 10 minutes)::
 
     .venv/bin/python bench/footprint.py --minutes 15   # a whole slot cycle (>= 10 min asked)
 
-A simulated month of ledger at high speed (does USS grow with the ledger?)::
+A simulated month of ledger at high speed (does USS grow with the ledger?); choose --minutes so
+that the ledger keeps up (19 members sign 1,824 measurements per simulated day)::
 
-    .venv/bin/python bench/footprint.py --month --minutes 10
+    .venv/bin/python bench/footprint.py --month --days 31 --minutes 60
 
 Runs the Lugaggia testnet (19 lemd processes, 4 validators, mosquitto on a free port) with
 edge/launch.py, samples every node with psutil every ``--sample`` seconds after a warm-up, and
@@ -68,7 +69,8 @@ class Series:
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--minutes", type=float, default=10.0, help="sampled duration [real min]")
-    p.add_argument("--month", action="store_true", help="a simulated month in --minutes")
+    p.add_argument("--month", action="store_true", help="--days of ledger in --minutes")
+    p.add_argument("--days", type=int, default=MONTH_DAYS, help="simulated days of --month")
     p.add_argument("--speed", type=float, help="simulated s per real s (default 1; --month: fit)")
     p.add_argument("--warmup", type=float, default=60.0, help="unsampled start [real s]")
     p.add_argument("--sample", type=float, default=10.0, help="sampling interval [real s]")
@@ -83,9 +85,9 @@ def main() -> int:
     # A background job ignores SIGINT: take SIGTERM as well, so that the finally block below
     # stops the nodes and the broker.
     signal.signal(signal.SIGTERM, _interrupt)
-    days = MONTH_DAYS if args.month else 1 + math.ceil(args.minutes / 1440)
+    days = args.days if args.month else 1 + math.ceil(args.minutes / 1440)
     speed = args.speed or (
-        MONTH_DAYS * 86400 / ((args.minutes * 60 + args.warmup) * 0.97) if args.month else 1.0
+        days * 86400 / ((args.minutes * 60 + args.warmup) * 0.97) if args.month else 1.0
     )
     # At real time, start so that a slot boundary (every node signs, validators commit a
     # block) falls one minute into the sampled window; the month run starts at midnight.
@@ -215,10 +217,17 @@ def report(series: list[Series], community: Community, speed: float, broker_pid:
     mqtt_report(series, speed)
     s0 = series[0]
     if s0.sim_s and s0.height:
+        store = community.manifest.root / community.nodes[0].entry.dir / "data" / "ledger"
+        size = sum(f.stat().st_size for f in store.glob("*.mdb")) / MB
         print(
             f"simulated {(s0.sim_s[-1] - s0.sim_s[0]) / 86400:.2f} days while sampling; "
-            f"ledger height {s0.height[0]} -> {s0.height[-1]}"
+            f"ledger height {s0.height[0]} -> {s0.height[-1]}; node 0 store {size:.1f} MB "
+            "(LMDB file incl. preallocated pages)"
         )
+    print(
+        "USS over the run (node 0): "
+        + ", ".join(f"{u / MB:.1f}" for u in s0.uss[:: max(1, len(s0.uss) // 8)])
+    )
 
 
 def mqtt_report(series: list[Series], speed: float) -> None:
