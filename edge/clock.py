@@ -5,7 +5,8 @@ the period scheduler all read this clock, so an accelerated demo community keeps
 blocks and settlement consistent. Simulated time is ``start + speed * (wall - anchor)``; it is
 computed from the monotonic clock after one reading of the wall clock at start-up, so wall and
 monotonic readings given to the integrator never disagree (a disagreement would look like a
-clock step). Timeouts and sleeps stay in real seconds.
+clock step). Real time (no ``start``, speed 1) reads the host's wall clock on every call.
+Timeouts and sleeps stay in real seconds.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ class DaemonClock:
     ) -> None:
         self.speed = speed
         self._monotonic = monotonic
+        self._wall = wall
+        # Real time reads the wall clock every time, so an NTP step (a Pi without RTC boots
+        # with a stale clock) reaches the integrator, which flags it as CLOCK_JUMP.
+        self._real = start is None and speed == 1.0
         mono0, wall0 = monotonic(), wall()
         if start is None:
             start_s = wall0
@@ -60,6 +65,8 @@ class DaemonClock:
 
     def time_s(self) -> float:
         """Current (simulated) UTC time [s since epoch]."""
+        if self._real:
+            return self._wall()
         return self._offset_s + self.speed * self._monotonic()
 
     def now(self) -> datetime:

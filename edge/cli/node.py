@@ -106,7 +106,7 @@ def table(rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None) ->
     out = []
     for n, row in enumerate(cells):
         line = "  ".join(
-            c.rjust(w) if numeric[i] and n else c.ljust(w)
+            c.rjust(w) if numeric[i] else c.ljust(w)
             for i, (c, w) in enumerate(zip(row, widths, strict=True))
         )
         out.append(line.rstrip())

@@ -51,6 +51,11 @@ def test_good_config_loads_with_documented_defaults(tmp_path: Path) -> None:
         (('name = "node0"', "name = 7"), "node.name = 7: must be str"),
         (('name = "node0"\n', ""), "missing required key node.name"),
         (("[ledger]", "[ledgr]"), "unknown key ledgr"),
+        (("[ledger]", "[ledger]\nresign_timeout_s = 0"), "ledger.resign_timeout_s = 0.0"),
+        (("[ledger]", "[ledger]\nmax_inflight = 0"), "ledger.max_inflight = 0: 1..1000"),
+        (("[ledger]", "[clock]\nspeed = 0\n[ledger]"), "clock.speed = 0.0"),
+        (("[ledger]", '[clock]\nstart = "2025-06-21"\n[ledger]'), "clock.start = '2025-06-21'"),
+        (("[ledger]", '[clock]\nanchor = "2025-06-21T00:00:00Z"\n[ledger]'), "needs clock.start"),
     ],
 )
 def test_each_invalid_field_is_named(tmp_path: Path, edit: tuple[str, str], message: str) -> None:
@@ -81,3 +86,13 @@ def test_shipped_example_config_is_valid() -> None:
     config = load_config(example)
     assert config.meter.driver == "iec"
     assert config.ledger.brokers[0].startswith("mqtts://")
+
+
+def test_clock_section_parses_iso_times_with_offset(tmp_path: Path) -> None:
+    """[clock] start/anchor take ISO 8601 times with an offset; speed defaults to real time."""
+    config = load_config(write(tmp_path, GOOD))
+    assert not config.clock.accelerated
+    text = GOOD + '[clock]\nspeed = 900\nstart = "2025-06-21T00:00:00+02:00"\n'
+    config = load_config(write(tmp_path, text))
+    assert config.clock.accelerated
+    assert config.clock.speed == 900.0
