@@ -24,17 +24,35 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("ledger", help="inspect and verify the ledger store")
     sub = parser.add_subparsers(dest="ledger_command", required=True, metavar="SUBCOMMAND")
     verify = sub.add_parser("verify", help="replay the chain from genesis and check every hash")
-    verify.add_argument("--data-dir", type=Path, required=True, help="the ledger store directory")
+    verify.add_argument(
+        "--data-dir", type=Path, help="the ledger store directory (default: from --config)"
+    )
     verify.add_argument("--json", action="store_true", help="print JSON")
     verify.set_defaults(func=_verify)
     show = sub.add_parser("show", help="print a block's height, hash, app hash, time, tx count")
-    show.add_argument("--data-dir", type=Path, required=True, help="the ledger store directory")
+    show.add_argument(
+        "--data-dir", type=Path, help="the ledger store directory (default: from --config)"
+    )
     show.add_argument("--height", type=int, help="block height (default: the last one)")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=_show)
 
 
-def _open(path: Path) -> Store:
+def _store_dir(args: argparse.Namespace) -> Path:
+    """``--data-dir``, else ``<node.data_dir>/ledger`` of ``--config`` (or /etc/lemd/lemd.toml)."""
+    if args.data_dir is not None:
+        return Path(args.data_dir)
+    from edge.config import ConfigError, load_config
+
+    try:
+        config = load_config(Path(getattr(args, "config", None) or "/etc/lemd/lemd.toml"))
+    except ConfigError as exc:
+        raise LedgerError(str(exc)) from exc
+    return config.node.data_dir / "ledger"
+
+
+def _open(args: argparse.Namespace) -> Store:
+    path = _store_dir(args)
     if not (path / "data.mdb").exists():
         raise LedgerError(f"{path}: no ledger store here (data.mdb missing)")
     return Store(path, readonly=True)
@@ -53,7 +71,7 @@ def _evidence_verifier() -> EvidenceVerifier | None:
 
 def _verify(args: argparse.Namespace) -> int:
     try:
-        store = _open(args.data_dir)
+        store = _open(args)
     except LedgerError as exc:
         print(f"lemctl ledger verify: {exc}", file=sys.stderr)
         return 2
@@ -73,7 +91,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     try:
-        store = _open(args.data_dir)
+        store = _open(args)
         try:
             info = _block_info(store, store.height if args.height is None else args.height)
         finally:
