@@ -268,6 +268,17 @@ class Unmatched:
     remaining_wh: int
 
 
+@dataclass(frozen=True, slots=True)
+class BookSnapshot:
+    """One (window, pool) book as values: resting shouts, the OCDA ranking and caps left."""
+
+    window: int
+    pool: Pool
+    resting: tuple[Unmatched, ...]
+    ranking: Ranking | None = None
+    caps: tuple[tuple[tuple[str, str], int], ...] = ()
+
+
 @dataclass(slots=True)
 class _Resting:
     shout: Shout
@@ -303,7 +314,8 @@ class Market:
         self.max_resting_per_book = max_resting_per_book
         self.open_from = 0  # windows below this are closed
         self.last_timestamp = -1
-        self.trades: list[Trade] = []
+        self.trades: list[Trade] = []  # made through this object
+        self.next_trade_seq = 0  # a restored market continues the ledger's numbering
         self._books: dict[tuple[int, Pool], _Book] = {}
         self._where: dict[str, tuple[int, Pool]] = {}
 
@@ -401,6 +413,35 @@ class Market:
         rows = [*book.asks.values(), *book.offers.values()]
         return [Unmatched(r.shout, r.remaining_wh) for r in sorted(rows, key=_by_time)]
 
+    def book_snapshot(self, window: int, pool: Pool) -> BookSnapshot:
+        """Everything one book holds, for storing it outside the engine (the ledger state)."""
+        book = self._books.get((window, pool), _Book())
+        caps = tuple(sorted(book.caps.items()))
+        return BookSnapshot(window, pool, tuple(self.resting(window, pool)), book.ranking, caps)
+
+    def restore_book(self, snap: BookSnapshot) -> None:
+        """Put back a book taken by :meth:`book_snapshot` (replacing any book of that key).
+
+        Raises:
+            InvalidInput: a shout is duplicated, belongs to another book or has nothing left.
+        """
+        key = (snap.window, snap.pool)
+        if key in self._books:
+            for r in self.resting(*key):
+                del self._where[r.shout.shout_id]
+        book = _Book(ranking=snap.ranking, caps=dict(snap.caps))
+        for i, u in enumerate(snap.resting):
+            s = u.shout
+            path = f"book.resting[{i}]"
+            if (s.window, s.pool) != key or s.shout_id in self._where:
+                raise InvalidInput(path, s.shout_id, "duplicate, or not of this book")
+            _check_int(f"{path}.remaining_wh", u.remaining_wh, 1, s.quantity_wh)
+            side = book.asks if s.side is Side.ASK else book.offers
+            side[s.shout_id] = _Resting(s, u.remaining_wh)
+            self._where[s.shout_id] = key
+            self.last_timestamp = max(self.last_timestamp, s.timestamp)
+        self._books[key] = book
+
     def _run_rounds(self, book: _Book) -> list[Trade]:
         """One pass over the asks in priority order, each filled from its suitable offers.
 
@@ -464,7 +505,7 @@ class Market:
             book.caps[pair] -= quantity
         price = (ask.shout.price + offer.shout.price) / 2
         trade = Trade(
-            seq=len(self.trades),
+            seq=self.next_trade_seq,
             window=ask.shout.window,
             pool=ask.shout.pool,
             ask_id=ask.shout.shout_id,
@@ -478,6 +519,7 @@ class Market:
             amount_uect=round(quantity * price * UECT_PER_WH_ECT_PER_KWH),  # half-to-even
         )
         self.trades.append(trade)
+        self.next_trade_seq += 1
         for resting in (ask, offer):
             if resting.remaining_wh == 0:
                 self._remove(book, resting.shout)

@@ -9,6 +9,7 @@ import pytest
 from market.cda import (
     ANY_ASKER,
     BookFullError,
+    BookSnapshot,
     Market,
     Mechanism,
     NotOwnerError,
@@ -19,6 +20,7 @@ from market.cda import (
     Side,
     TopologyMissingError,
     UnknownShoutError,
+    Unmatched,
     WindowClosedError,
 )
 from market.errors import InvalidInput
@@ -350,3 +352,36 @@ def test_ranking_with_bad_cap_names_the_pair() -> None:
     """A negative cap in an operator ranking is refused with the pair in the field name."""
     with pytest.raises(InvalidInput, match="cap_wh"):
         Ranking(0, Pool.UP, {("a", "b"): RankEntry(0, cap_wh=-1)})
+
+
+def test_snapshot_and_restore_continue_identically() -> None:
+    """A book stored and restored into a fresh market matches later shouts exactly as before."""
+    s = Feed()
+    first = [
+        s("o1", OFFER, 100, "0.30", bus="b"),
+        s("a1", ASK, 250, "0.40", bus="a"),
+        s("o2", OFFER, 80, "0.45", bus="c"),
+    ]
+    later = [s("o3", OFFER, 500, "0.20", bus="d"), s("a2", ASK, 90, "0.50", bus="a")]
+    ranking = Ranking(0, Pool.UP, {(ANY_ASKER, o): RankEntry(1, cap_wh=300) for o in "bcd"})
+    original = Market(Mechanism.OCDA)
+    original.record_ranking(ranking)
+    for shout in first:
+        original.place(shout)
+    restored = Market(Mechanism.OCDA)
+    restored.restore_book(original.book_snapshot(0, Pool.UP))
+    restored.next_trade_seq = original.next_trade_seq
+    assert restored.book_snapshot(0, Pool.UP) == original.book_snapshot(0, Pool.UP)
+    assert restored.last_timestamp == 3
+    for shout in later:
+        assert restored.place(shout) == original.place(shout)
+    assert restored.book_snapshot(0, Pool.UP) == original.book_snapshot(0, Pool.UP)
+
+
+def test_restore_refuses_a_shout_of_another_book() -> None:
+    """A snapshot whose shout belongs to another pool is refused, naming the position."""
+    shout = Feed()("x", ASK, 10, "0.3", pool=Pool.DOWN)
+    snap = BookSnapshot(0, Pool.UP, (Unmatched(shout, 10),))
+    with pytest.raises(InvalidInput) as err:
+        Market(Mechanism.CDA).restore_book(snap)
+    assert err.value.field == "book.resting[0]"
