@@ -94,6 +94,10 @@ class Reason(StrEnum):
     PRUNE_BLOCKED = "prune_blocked"
     DUPLICATE_TX = "duplicate_tx"
     MEMPOOL_FULL = "mempool_full"
+    # joining (ledger/apps/join.py)
+    ALREADY_MEMBER = "already_member"
+    NO_JOIN_REQUEST = "no_join_request"
+    JOIN_QUEUE_FULL = "join_queue_full"
 
 
 TIME_REASONS = frozenset(

@@ -59,6 +59,8 @@ class Genesis:
         dispute_window_ms: how long after a period is solved its raw measurements stay on the
             ledger before PruneMeasurements may remove them [ms]; None = kept for ever
             (docs/spec/privacy.md §3). Omitted from the hashed form when None.
+        certified_meters: meter ids admitted without approval when a node's JoinRequest names
+            them (docs/spec/join.md §2). Omitted from the hashed form when empty.
     """
 
     chain_id: str
@@ -73,6 +75,7 @@ class Genesis:
     settle_grace_ms: int = 0
     privacy: str = "open"
     dispute_window_ms: int | None = None
+    certified_meters: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _require(bool(self.chain_id) and "/" not in self.chain_id, "chain_id", self.chain_id)
@@ -96,6 +99,15 @@ class Genesis:
             if self.privacy == privacy.Mode.PSEUDONYMOUS:
                 # Never a serial on a pseudonymous ledger, not even by mistake in genesis.
                 _require(privacy.is_pseudonym(meter_id), "meters", "not a pseudonym")
+        for meter_id in self.certified_meters:
+            _require(ID_RE.match(meter_id) is not None, "certified_meters", meter_id)
+            if self.privacy == privacy.Mode.PSEUDONYMOUS:
+                _require(privacy.is_pseudonym(meter_id), "certified_meters", "not a pseudonym")
+        _require(
+            len(set(self.certified_meters)) == len(self.certified_meters),
+            "certified_meters",
+            "an id twice",
+        )
         self._check_periods()
 
     def _check_periods(self) -> None:
@@ -118,7 +130,7 @@ class Genesis:
 
     def to_value(self) -> dict[str, codec.Value]:
         """Canonical value (the hashed form)."""
-        return {
+        value: dict[str, codec.Value] = {
             "chain_id": self.chain_id,
             "genesis_time_ms": self.genesis_time_ms,
             "validators": [[pk, p] for pk, p in sorted(self.validators)],
@@ -131,6 +143,9 @@ class Genesis:
             "periods": [[p.period_id, p.start_ms, p.end_ms, p.params] for p in self.periods],
             "chain": self.chain_params(),
         }
+        if self.certified_meters:
+            value["certified_meters"] = sorted(self.certified_meters)
+        return value
 
     def chain_params(self) -> dict[str, codec.Value]:
         params: dict[str, codec.Value] = {
@@ -176,6 +191,7 @@ class Genesis:
             settle_grace_ms=int(chain["settle_grace_ms"]),
             privacy=str(chain["privacy"]),
             dispute_window_ms=_opt_int(chain.get("dispute_window_ms")),
+            certified_meters=tuple(str(m) for m in v.get("certified_meters", ())),
         )
 
     def to_json(self) -> str:
@@ -208,6 +224,9 @@ class Genesis:
         for meter_id, owner in self.meters.items():
             st.put_value(state.k_meter(meter_id), owner)
             st.put_value(state.k_owned(owner, meter_id), True)
+        for meter_id in self.certified_meters:
+            # Same key as ledger/apps/join.py k_cert (genesis cannot import the apps).
+            st.put_value(b"join/cert/" + meter_id.encode(), True)
         for p in self.periods:
             st.put_value(state.k_period(p.period_id), period_record(p.start_ms, p.end_ms, p.params))
             st.put_value(state.k_period_start(p.start_ms), p.period_id)

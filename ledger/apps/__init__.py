@@ -19,6 +19,7 @@ APP_MODULES: tuple[str, ...] = (
     "ledger.apps.powerchain",
     "ledger.apps.powerchain_book",
     "ledger.apps.privacy",
+    "ledger.apps.join",
 )
 
 for _name in APP_MODULES:

@@ -129,6 +129,21 @@ MATRIX: dict[str, tuple[Body, dict[str, str]]] = {
     # PowerChain (ledger/apps/powerchain*.py): only an admin may set it up; every other kind
     # needs the setup first. Its own roles (voter, unit, banker, participant) are pinned after
     # setup in tests/unit/ledger/test_app_powerchain.py::test_powerchain_roles.
+    # joining (ledger/apps/join.py): any key that is not yet a member may ask; approval and the
+    # certified list are admin (or governance) business. Pending/approved flows: test_app_join.py.
+    "JoinRequest": (
+        lambda: {"meter_id": "M9", "identification": "ISK5MT174-0001", "name": ""},
+        {
+            **dict.fromkeys(ALL - {"prosumer", "other_prosumer"}, "ok"),
+            "prosumer": "already_member",
+            "other_prosumer": "already_member",
+        },
+    ),
+    "ApproveMember": (
+        lambda: {"account": OUTSIDER.public_key},
+        {"admin": "no_join_request", "governor": "no_join_request"},
+    ),
+    "CertifyMeters": (lambda: {"add": ["M9"], "remove": []}, {"admin": "ok"}),
     "PcSetup": (lambda: {"voters": [GOV1.public_key], "params": {}}, {"admin": "ok"}),
     **{
         kind: (lambda body=body: body, dict.fromkeys(ALL, "market_not_configured"))
