@@ -297,7 +297,8 @@ class Engine(BlockFollower):
         def fire() -> None:
             if self.height != height or self.stopped:
                 return
-            self.store.wal_append(height, ["timeout", int(action.step), action.round], sync=True)
+            # Not synced: a lost timeout record only means the timeout fires again after a restart.
+            self.store.wal_append(height, ["timeout", int(action.step), action.round], sync=False)
             self._perform(self.core.on_timeout(action.step, action.round))
 
         self._clock.call_later(action.delay_ms, fire)
@@ -380,7 +381,7 @@ class Engine(BlockFollower):
 
     def _start_actions(self) -> list[Action]:
         if not self._replaying:
-            self.store.wal_append(self.height, ["start"], sync=True)
+            self.store.wal_append(self.height, ["start"], sync=False)  # re-derivable, like timeouts
         return self.core.start()
 
     def _replay(self) -> None:

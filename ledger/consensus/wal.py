@@ -97,11 +97,13 @@ class ConsensusStore:
 
     # ----------------------------------------------------------------- sets & commits
 
-    def save_valset(self, height: int, valset: ValidatorSet) -> None:
-        """Record the validator set in force at ``height`` (synced)."""
+    def save_valset(self, height: int, valset: ValidatorSet, *, sync: bool = True) -> None:
+        """Record the validator set in force at ``height`` (synced unless ``sync`` is False:
+        the set of the next height can be derived again from this height's and the app)."""
         with self._env.begin(write=True, db=self._valsets) as txn:
             txn.put(_hkey(height), codec.encode(valset.to_value()))
-        self._sync()
+        if sync:
+            self._sync()
 
     def load_valset(self, height: int) -> ValidatorSet | None:
         """The set recorded for ``height``, if any."""
