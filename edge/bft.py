@@ -29,7 +29,7 @@ from ledger.errors import Reason, TxRejected
 from ledger.keys import SigningKey
 from ledger.mempool import Mempool
 from ledger.node import Node
-from ledger.transport.base import Transport, TransportError
+from ledger.transport.base import CHANNELS, Transport, TransportError
 from ledger.transport.mqtt import MqttTransport
 from ledger.transport.mqtt_settings import MqttSettings, MqttSettingsError
 from ledger.tx import Tx, decode
@@ -40,8 +40,13 @@ PEER_WINDOW_S = 300.0
 """A peer counts as seen when heard from within this many real seconds."""
 
 
-def mqtt_settings(config: Config, chain_id: str) -> MqttSettings:
+def mqtt_settings(config: Config, chain_id: str, *, validator: bool = True) -> MqttSettings:
     """Transport settings from the ``[ledger]`` section.
+
+    A node that is not in the validator set does not subscribe to the ``consensus`` broadcasts
+    (votes and proposals are most of the traffic; a member drops them unread); it follows the
+    chain through block announcements and sync. It subscribes to them after a restart if
+    governance makes it a validator.
 
     Raises:
         ConfigError: a broker URL, credential file or TLS file that cannot work (named).
@@ -66,6 +71,10 @@ def mqtt_settings(config: Config, chain_id: str) -> MqttSettings:
             cert_file=lc.cert_file,
             key_file=lc.client_key_file,
             keepalive_s=lc.keepalive_s,
+            mqtt_version=lc.mqtt_version,
+            broadcast_channels=CHANNELS
+            if validator
+            else tuple(c for c in CHANNELS if c != "consensus"),
         )
     except MqttSettingsError as exc:
         raise ConfigError(f"[ledger] {exc}") from exc
@@ -181,7 +190,8 @@ async def open_bft(
             f"{app.chain_id!r}"
         )
     if transport is None:
-        settings = mqtt_settings(config, app.chain_id)
+        validator = any(pk == key.public_key for pk, _ in app.validators())
+        settings = mqtt_settings(config, app.chain_id, validator=validator)
         transport = MqttTransport(settings)
     node = Node(
         app,
