@@ -176,16 +176,25 @@ class Engine(BlockFollower):
             return
         if msg.height < self.height:
             self.stats["old_height"] += 1
-            self._help_laggard(sender, msg.height)
+            self._help_laggard(sender, msg)
             return
         if msg.height > self.height:
             self._buffer_future(msg.height, payload)
             self.request_sync()
             return
-        signer = msg.validator if isinstance(msg, Vote) else msg.proposer
+        signer = _signer(msg)
         if signer not in self.valset:
             self.stats["not_validator"] += 1
             return
+        if not self._verified(msg):
+            return
+        if not self._replaying:
+            own = self.key is not None and signer == self.key.public_key
+            self.store.wal_append(self.height, ["msg", payload], sync=own)
+        self._feed(msg)
+
+    def _verified(self, msg: Vote | Proposal) -> bool:
+        """Check the signature (and a proposal's block id); count a failure by its reason."""
         try:
             if isinstance(msg, Proposal):
                 msg.verify(self._config.chain_id, self.app.block_id)
@@ -193,11 +202,8 @@ class Engine(BlockFollower):
                 msg.verify(self._config.chain_id)
         except MessageError as exc:
             self.stats[exc.reason] += 1
-            return
-        if not self._replaying:
-            own = self.key is not None and signer == self.key.public_key
-            self.store.wal_append(self.height, ["msg", payload], sync=own)
-        self._feed(msg)
+            return False
+        return True
 
     def _feed(self, msg: Vote | Proposal) -> None:
         actions = self.core.on_vote(msg) if isinstance(msg, Vote) else self.core.on_proposal(msg)
@@ -206,18 +212,21 @@ class Engine(BlockFollower):
             actions += self._start_actions()
         self._perform(actions)
 
-    def _help_laggard(self, sender: str, height: int) -> None:
-        """A peer still votes at a decided height: it missed the decision (an idle chain sends
-        nothing else it could learn it from). Send it the blocks, at most once per
-        ``sync_retry_ms`` per peer."""
+    def _help_laggard(self, sender: str, msg: Vote | Proposal) -> None:
+        """A validator still votes at a decided height: it missed the decision (an idle chain
+        sends nothing else it could learn it from). Send it the blocks, at most once per
+        ``sync_retry_ms`` per peer, and only for a validly signed message of a validator (no
+        one else can make this node send blocks around)."""
         now = self._clock.now_ms()
         if not sender or now - self._helped.get(sender, -(1 << 62)) < self._config.sync_retry_ms:
+            return
+        if _signer(msg) not in self.valset or not self._verified(msg):
             return
         self._helped[sender] = now
         if len(self._helped) > self._config.dedup_size:
             self._helped.clear()
         self.stats["laggard_helped"] += 1
-        self.answer_sync(height, sender)
+        self.answer_sync(msg.height, sender)
 
     def _buffer_future(self, height: int, payload: bytes) -> None:
         if height > self.height + self._config.future_heights:
