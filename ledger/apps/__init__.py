@@ -20,6 +20,7 @@ APP_MODULES: tuple[str, ...] = (
     "ledger.apps.powerchain_book",
     "ledger.apps.privacy",
     "ledger.apps.join",
+    "ledger.apps.cda",
 )
 
 for _name in APP_MODULES:

@@ -145,6 +145,32 @@ MATRIX: dict[str, tuple[Body, dict[str, str]]] = {
     ),
     "CertifyMeters": (lambda: {"add": ["M9"], "remove": []}, {"admin": "ok"}),
     "PcSetup": (lambda: {"voters": [GOV1.public_key], "params": {}}, {"admin": "ok"}),
+    # ancillary-service CDA (ledger/apps/cda.py): the operator (admin) configures and publishes;
+    # nothing is configured in this fixture, so shouts meet market_not_configured for everyone.
+    # Connected-BRP and ranking rules after setup: tests/unit/ledger/test_app_cda.py.
+    "ConfigureCda": (
+        lambda: {"mechanism": "ncda", "window_ms": 3_600_000, "max_resting": 16},
+        {"admin": "ok"},
+    ),
+    "PublishTopology": (
+        lambda: {"buses": ["a", "b"], "lines": [["a", "b", 100]], "connections": {}},
+        {"admin": "ok"},
+    ),
+    "PlaceShout": (
+        lambda: {
+            "window_start_ms": NOW + 3_600_000,
+            "side": "ask",
+            "pool": "AS+",
+            "quantity_wh": 1000,
+            "price": "0.35",
+        },
+        dict.fromkeys(ALL, "market_not_configured"),
+    ),
+    "CancelShout": (lambda: {"shout_id": "00" * 32}, dict.fromkeys(ALL, "unknown_order")),
+    "RecordRanking": (
+        lambda: {"window_start_ms": 0, "pool": "AS+", "topology_version": 0, "entries": []},
+        {"admin": "market_not_configured"},
+    ),
     **{
         kind: (lambda body=body: body, dict.fromkeys(ALL, "market_not_configured"))
         for kind, body in {
