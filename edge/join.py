@@ -1,0 +1,387 @@
+"""A new node joins its community: meter discovery, join state, and the join task inside lemd.
+
+Spec: docs/spec/join.md §4. Phases, in order (each shown by ``lemctl member status``, by
+``GET /status`` under ``join`` and by the metric ``lem_join_phase{phase=...}`` = 1):
+
+- ``joining``: first boot: node key, meter found on a serial port, its id read (edge/provision.py);
+  then lemd connects to the community's broker.
+- ``syncing``: connected; the node follows the chain until its height stops moving.
+- ``waiting_for_approval``: the signed ``JoinRequest`` is on the ledger; an admin (or the
+  governance quorum) has to approve, unless the meter id is certified.
+- ``measuring``: the ledger lists this node's key as the meter's owner: SetMeasure txs pass.
+
+Failures keep the phase and add an ``error`` with a clear text (broker unreachable, certificate
+wrong, meter not found, meter id not certified); the next step clears it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ledger import state
+from ledger.apps import join as join_app
+from ledger.errors import Reason, TxRejected
+from meters.errors import MeterError
+
+log = logging.getLogger("lemd.join")
+
+PHASES = ("joining", "syncing", "waiting_for_approval", "measuring", "failed")
+STATE_FILE = "join.json"
+
+
+class MeterNotFoundError(Exception):
+    """No meter answered on any candidate port; the message lists each port and why."""
+
+
+@dataclass(frozen=True)
+class MeterFound:
+    """The meter discovery result: driver name, port, the meter's id and identification."""
+
+    driver: str
+    port: str
+    meter_id: str
+    identification: str
+
+
+@dataclass
+class JoinState:
+    """The join progress, saved as ``<data_dir>/join.json`` (written atomically)."""
+
+    phase: str = "joining"
+    detail: str = ""
+    error: str = ""
+    public_key: str = ""
+    meter_id: str = ""
+    identification: str = ""
+    chain_id: str = ""
+    name: str = ""
+    request_height: int | None = None
+    admitted_height: int | None = None
+    updated_s: float = 0.0
+    history: list[list[Any]] = field(default_factory=list)
+
+    def step(self, phase: str, detail: str) -> bool:
+        """Enter ``phase`` (clears the error); True when something changed."""
+        changed = (phase, detail, "") != (self.phase, self.detail, self.error)
+        if phase != self.phase:
+            self.history = [*self.history[-19:], [phase, int(time.time())]]
+        self.phase, self.detail, self.error = phase, detail, ""
+        return changed
+
+    def fail(self, what: str, message: str, *, phase: str = "failed") -> bool:
+        """Stay in (or enter) ``phase`` with ``error`` = "<what>: <message>"."""
+        error = f"{what}: {message}"
+        changed = (phase, error) != (self.phase, self.error)
+        self.phase, self.error = phase, error
+        return changed
+
+    def save(self, data_dir: Path) -> None:
+        self.updated_s = time.time()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path = data_dir / STATE_FILE
+        tmp = path.with_name(STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1, sort_keys=True))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, data_dir: Path) -> JoinState:
+        """The saved state, or a fresh one when there is none (a bad file is replaced)."""
+        try:
+            raw = json.loads((data_dir / STATE_FILE).read_text())
+            return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
+        except (OSError, ValueError, TypeError):
+            return cls()
+
+
+# meter discovery -------------------------------------------------------------------------
+
+
+def default_ports() -> list[str]:
+    """Candidate serial ports: stable udev names first, then USB adapters and the RS-485 UART."""
+    by_id = sorted(glob.glob("/dev/serial/by-id/*"))
+    raw = sorted(glob.glob("/dev/ttyUSB*") + glob.glob("/dev/ttyACM*"))
+    real = {os.path.realpath(p) for p in by_id}
+    return by_id + [p for p in raw if p not in real]
+
+
+async def _read_iec(port: str, timeout_s: float) -> MeterFound:
+    from meters.iec_driver import IecConfig, IecDriver
+    from meters.probe import probe_iec
+
+    probe = await probe_iec(port, timeout_s=timeout_s)
+    if not probe.answered:
+        raise MeterError(f"IEC 62056-21: {probe.detail}")
+    ident = probe.detail.split(":", 1)[0]
+    driver = IecDriver(IecConfig(port=port, retries=1, backoff_initial_s=0.0))
+    try:
+        async with asyncio.timeout(60.0):
+            reading = await driver.read()
+    finally:
+        await driver.close()
+    return MeterFound("iec", port, reading.meter_id, ident)
+
+
+async def _read_p1(port: str, timeout_s: float) -> MeterFound:
+    from meters.p1 import P1Config, P1Driver
+
+    driver = P1Driver(P1Config(port=port, telegram_timeout_s=timeout_s, backoff_initial_s=0.0))
+    try:
+        async with asyncio.timeout(timeout_s + 2.0):
+            reading = await driver.read()
+    finally:
+        await driver.close()
+    return MeterFound("p1", port, reading.meter_id, "DSMR P1 telegram")
+
+
+_READERS = {"iec": (_read_iec, 2.0), "p1": (_read_p1, 12.0)}
+
+
+async def discover_meter(
+    ports: Sequence[str], *, drivers: Sequence[str] = ("iec", "p1")
+) -> MeterFound:
+    """Try each port with each protocol until a meter gives its id.
+
+    Raises:
+        MeterNotFoundError: listing every port and protocol tried and what happened.
+    """
+    if not ports:
+        raise MeterNotFoundError("no serial port found (is the optical probe plugged in?)")
+    tried: list[str] = []
+    for port in ports:
+        for name in drivers:
+            reader, timeout_s = _READERS[name]
+            try:
+                found = await reader(port, timeout_s)
+            except (MeterError, OSError, TimeoutError) as exc:
+                tried.append(f"{port} {name}: {exc or type(exc).__name__}")
+                continue
+            log.info("meter found", extra={"port": port, "driver": name, "meter": found.meter_id})
+            return found
+    raise MeterNotFoundError("; ".join(tried))
+
+
+# the join task inside lemd ---------------------------------------------------------------
+
+
+class NodeView(Protocol):
+    """What the join task reads of the running ledger node (edge/ledger_node.LedgerNode)."""
+
+    app: Any
+
+    def peers(self) -> int: ...
+
+
+class Submit(Protocol):
+    """edge.submitter.TxSigner.submit."""
+
+    def __call__(self, kind: str, body: Any, ref: str = "") -> bytes: ...
+
+
+async def check_broker(url: str, ca_file: Path | None, timeout_s: float = 5.0) -> str:
+    """Open (and close) a TCP/TLS connection to ``url``: "" if it works, else why not.
+
+    The text tells a technician which fix applies: "broker unreachable: ..." (network, APN,
+    address, port) or "certificate wrong: ..." (the CA file does not verify the broker).
+    """
+    import ssl
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    tls = parts.scheme == "mqtts"
+    port = parts.port or (8883 if tls else 1883)
+    context = None
+    if tls:
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    try:
+        async with asyncio.timeout(timeout_s):
+            _, writer = await asyncio.open_connection(parts.hostname, port, ssl=context)
+    except ssl.SSLError as exc:
+        return f"certificate wrong: {url}: {exc.reason or exc}"
+    except (OSError, TimeoutError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "no answer"
+        return f"broker unreachable: {url}: {why}"
+    writer.close()
+    with contextlib.suppress(OSError, TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await writer.wait_closed()
+    return ""
+
+
+class Joiner:
+    """Walks the phases after provisioning; submits the JoinRequest once synced.
+
+    Args:
+        data_dir: where ``join.json`` lives.
+        node: the running ledger node.
+        public_key: this node's key.
+        submit: signs and submits a tx (``TxSigner.submit``).
+        meter_id, identification, name: from provisioning (the JoinRequest body).
+        brokers, ca_file: checked directly while no peer is heard, for a clear error text.
+        registry: a prometheus registry for ``lem_join_phase``, or None.
+        tick_s: seconds between checks; settle_ticks: unchanged heights that count as synced.
+        repeat_s: a waiting request is sent again this often [s] (a certificate added later
+            admits at the next request; docs/spec/join.md §2).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        node: NodeView,
+        public_key: bytes,
+        submit: Submit,
+        *,
+        meter_id: str,
+        identification: str = "",
+        name: str = "",
+        brokers: Sequence[str] = (),
+        ca_file: Path | None = None,
+        registry: Any = None,
+        tick_s: float = 1.0,
+        settle_ticks: int = 3,
+        repeat_s: float = 900.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.data_dir, self.node, self.public_key, self._submit = data_dir, node, public_key, submit
+        self.body = {"meter_id": meter_id, "identification": identification, "name": name}
+        self.brokers, self.ca_file = tuple(brokers), ca_file
+        self._link_error = ""
+        self.tick_s, self.settle_ticks, self.repeat_s = tick_s, settle_ticks, repeat_s
+        self._monotonic = monotonic
+        self.state = JoinState.load(data_dir)
+        self.state.public_key, self.state.meter_id = public_key.hex(), meter_id
+        self._gauge = _phase_gauge(registry)
+        self._heights: list[int] = []
+        self._sent_at: float | None = None
+        self._refused: tuple[str, str] | None = None
+        self.submitted = 0
+
+    @property
+    def admitted(self) -> bool:
+        with self.node.app.store.state_reader() as base:
+            owner = state.meter_owner(state.Overlay(base), str(self.body["meter_id"]))
+        return owner == self.public_key
+
+    def _pending(self) -> dict[str, Any] | None:
+        with self.node.app.store.state_reader() as base:
+            return join_app.request(state.Overlay(base), self.public_key)
+
+    async def run(self) -> None:
+        """Check every ``tick_s`` until cancelled; stays in ``measuring`` once admitted."""
+        while True:
+            if self.state.phase == "joining" and self.brokers and self.node.peers() == 0:
+                self._link_error = await self._check_link()
+            self.step()
+            await asyncio.sleep(self.tick_s)
+
+    async def _check_link(self) -> str:
+        errors = [await check_broker(url, self.ca_file) for url in self.brokers]
+        return "" if "" in errors else "; ".join(errors)
+
+    def step(self) -> None:
+        """One check: decide the phase from the ledger and the link, act, publish it."""
+        changed = self._decide()
+        self._publish(changed)
+
+    def _decide(self) -> bool:
+        st, app = self.state, self.node.app
+        if self.admitted:
+            if st.admitted_height is None:
+                st.admitted_height = app.height
+                log.info("admitted: measuring", extra={"height": app.height})
+            return st.step("measuring", f"meter {self.body['meter_id']} is ours on the ledger")
+        if self.node.peers() == 0 and not self._synced_alone():
+            if self._link_error:
+                return st.fail("connecting", self._link_error, phase="joining")
+            return st.step("joining", "connecting to the community's broker; no peer heard yet")
+        self._heights = [*self._heights[-self.settle_ticks :], app.height]
+        pending = self._pending()
+        if pending is not None:
+            st.request_height = pending["height"]
+            self._maybe_repeat()
+            return st.step(
+                "waiting_for_approval",
+                f"meter id {self.body['meter_id']} not certified: join request at height "
+                f"{pending['height']} waits for an admin "
+                f"(lemctl member approve {self.public_key.hex()})",
+            )
+        if len(self._heights) <= self.settle_ticks or len(set(self._heights)) > 1:
+            return st.step("syncing", f"following the chain at height {app.height}")
+        return self._send()
+
+    def _synced_alone(self) -> bool:
+        # A single-validator chain (this node alone) has no peers and needs none.
+        return bool(getattr(self.node, "mode", "") == "single")
+
+    def _send(self) -> bool:
+        now = self._monotonic()
+        if self._sent_at is not None and now - self._sent_at < self.repeat_s:
+            if self._refused is not None:  # keep showing why until the next attempt
+                return self.state.fail(*self._refused, phase="syncing")
+            return self.state.step("syncing", "join request sent; waiting for it to be committed")
+        self._sent_at = now
+        try:
+            self._submit("JoinRequest", self.body, "join")
+        except TxRejected as exc:
+            self._refused = (_reject_text(exc), exc.message)
+            return self.state.fail(*self._refused, phase="syncing")
+        self._refused = None
+        self.submitted += 1
+        log.info("join request submitted", extra={"meter": self.body["meter_id"]})
+        return self.state.step("syncing", "join request sent; waiting for it to be committed")
+
+    def _maybe_repeat(self) -> None:
+        now = self._monotonic()
+        if self._sent_at is None:
+            self._sent_at = now  # found on the ledger after a restart: count from now
+        elif now - self._sent_at >= self.repeat_s:
+            with contextlib.suppress(TxRejected):
+                self._submit("JoinRequest", self.body, "join")
+                self.submitted += 1
+            self._sent_at = now
+
+    def _publish(self, changed: bool) -> None:
+        if self._gauge is not None:
+            for phase in PHASES:
+                self._gauge.labels(phase=phase).set(1 if phase == self.state.phase else 0)
+        if changed:
+            self.state.save(self.data_dir)
+            log.info(
+                "join phase",
+                extra={"phase": self.state.phase, "detail": self.state.detail,
+                       "error": self.state.error},
+            )  # fmt: skip
+
+
+def _reject_text(exc: TxRejected) -> str:
+    if exc.reason is Reason.METER_EXISTS:
+        return "meter id already taken"
+    if exc.reason is Reason.ALREADY_MEMBER:
+        return "already a member"
+    return f"join request refused ({exc.reason.value})"
+
+
+def _phase_gauge(registry: Any) -> Any:
+    if registry is None:
+        return None
+    from prometheus_client import Gauge
+
+    return Gauge(
+        "lem_join_phase", "1 for the node's current join phase", ["phase"], registry=registry
+    )
+
+
+def status(data_dir: Path) -> dict[str, Any] | None:
+    """The saved join state as a dict (for ``GET /status`` and ``lemctl member status``)."""
+    if not (data_dir / STATE_FILE).exists():
+        return None
+    return asdict(JoinState.load(data_dir))
