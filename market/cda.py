@@ -211,6 +211,10 @@ class Market:
         rows = [*book.asks.values(), *book.offers.values()]
         return [Unmatched(r.shout, r.remaining_wh) for r in sorted(rows, key=_by_time)]
 
+    def books(self) -> list[tuple[int, Pool]]:
+        """Keys (window, pool) of the open books, sorted."""
+        return sorted(self._books)
+
     def book_snapshot(self, window: int, pool: Pool) -> BookSnapshot:
         """Everything one book holds, for storing it outside the engine (the ledger state)."""
         book = self._books.get((window, pool), _Book())
