@@ -392,7 +392,8 @@ def pseudonymising_driver(driver: MeterDriver, cfg: Config, genesis: Genesis) ->
 
 
 class RetentionScheduler:
-    """Submits PruneMeasurements for solved periods whose dispute window has passed.
+    """Submits PruneMeasurements for solved periods whose dispute window has passed, one day
+    chunk at a time (one tx in flight per period, so one block carries one chunk).
 
     Any member may prune (docs/spec/privacy.md §3); the ledger applies it once (a second one is
     refused ``already_pruned``). Like the period scheduler, each node waits a key-derived
@@ -434,8 +435,9 @@ class RetentionScheduler:
                 solved_ms = rec.get("solved_ms", rec["end_ms"])
                 if not rec["solved"] or solved_ms + window + self.stagger_ms > now_ms:
                     continue
-                if st.get(privacy.k_pruned(pid)) is None:
-                    out.append(pid)
+                progress = st.get_value(privacy.k_pruned(pid))
+                if progress is None or not progress["done"]:
+                    out.append(pid)  # one day chunk per tx, one tx in flight per period
             return out
 
     def step(self) -> list[str]:

@@ -9,8 +9,8 @@ REST API decides how); None means an anonymous viewer. Rules:
   Never another member's measurements, accounts or balance.
 - anyone: chain status and the market parameters.
 - after a period's raw measurements are pruned (docs/spec/privacy.md §3): the period's commitment
-  (``pruned/``) to admin and prosumers; per-account period totals and member roots (``ptot/``)
-  to the admin and to the account's own key only.
+  (``pruned/``) to admin and prosumers; per-account period totals (``ptot/``) and day roots
+  (``proot/``) to the admin and to the account's own key only.
 
 Proofs are served under the same rules as the values they prove.
 """
@@ -144,16 +144,16 @@ class Queries:
         return None if value is None else int(value)
 
     def pruned(self, viewer: bytes | None, period_id: str) -> dict[str, Any] | None:
-        """Admin, prosumer: the pruned period's commitment {root, records, accounts, height,
-        time_ms}, None while its raw measurements are kept."""
+        """Admin, prosumer: a period's pruning progress and, once done, its commitment
+        {next_ms, records, done, root, height, time_ms}; None while nothing is pruned."""
         self._require(viewer, Role.ADMIN, Role.PROSUMER)
         with self._read() as base:
             value = state.Overlay(base).get_value(privacy.k_pruned(period_id))
         return None if value is None else dict(value)
 
     def period_total(self, viewer: bytes | None, period_id: str, account: str) -> list[Any] | None:
-        """[import_wh, export_wh, records, member_root] of a pruned period; admin: any account,
-        prosumer: its own (not community/grid: those are not members)."""
+        """[import_wh, export_wh, records] pruned so far of a period; admin: any account,
+        prosumer: its own (day roots: ``prove`` of ``proot/<period>/<day>/<account>``)."""
         role = self._require(viewer, Role.ADMIN, Role.PROSUMER)
         if role is Role.PROSUMER and viewer is not None and account != state.account_id(viewer):
             raise AccessDenied("a prosumer reads only its own period totals")
@@ -188,7 +188,7 @@ class Queries:
                 raw = base.get(key)
             if raw is not None and codec.decode_trusted(raw)[3] == viewer:
                 return
-        if key.startswith((b"settle/", b"ptot/")) and key.endswith(b"/" + own.encode()):
+        if key.startswith((b"settle/", b"ptot/", b"proot/")) and key.endswith(b"/" + own.encode()):
             return
         if key.startswith(b"pruned/"):
             return

@@ -100,15 +100,36 @@ def pseudonym(key: bytes, serial: str) -> str:
 
 # retention: state keys and commitments (docs/spec/privacy.md §3) ----------------------------
 
+DAY_MS = 86_400_000
+"""Pruning works one UTC day of a period per tx (a chunk), so one block's work stays bounded
+(a day of 19 members ≈ 1,800 rows) and a member proves a record with its own rows of that day."""
+
+
+def day_of(slot_ms: int) -> int:
+    """Start of the UTC day holding ``slot_ms`` [ms] (the chunk a record is committed in)."""
+    return slot_ms - slot_ms % DAY_MS
+
 
 def k_pruned(period_id: str) -> bytes:
-    """``pruned/<period_id>``: {root, records, accounts, height, time_ms}."""
+    """``pruned/<period_id>``: {next_ms, records, done, root, height, time_ms}."""
     return b"pruned/" + period_id.encode()
 
 
 def k_period_total(period_id: str, account: str) -> bytes:
-    """``ptot/<period_id>/<account>``: [import_wh, export_wh, records, member_root]."""
+    """``ptot/<period_id>/<account>``: [import_wh, export_wh, records] of the pruned rows."""
     return b"ptot/" + period_id.encode() + b"/" + account.encode()
+
+
+def k_day_root(period_id: str, day_ms: int, account: str) -> bytes:
+    """``proot/<period_id>/<day_ms>/<account>``: [import_wh, export_wh, records, member_root]."""
+    return (
+        b"proot/"
+        + period_id.encode()
+        + b"/"
+        + state.slot_key(day_ms).encode()
+        + b"/"
+        + (account.encode())
+    )
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -138,7 +159,7 @@ class Record:
                 int(v["export_wh"]),
                 int(v.get("quality", 0)),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise PrivacyError(f"{where}: {type(exc).__name__}: {exc}") from exc
         return rec
 
@@ -165,28 +186,29 @@ def record_digest(record: Record) -> bytes:
 
 
 def member_root(records: Iterable[Record]) -> bytes:
-    """RFC 6962 root over one account's records of a period, in (slot, meter) order."""
+    """RFC 6962 root over one account's records of one day chunk, in (slot, meter) order."""
     return merkle.list_root([record_digest(r) for r in sorted(records)])
 
 
-def account_digest(account: str, root: bytes, n_records: int) -> bytes:
-    return hashlib.sha256(b"lem/1/account\x00" + codec.encode([account, root, n_records])).digest()
+def chunk_digest(day_ms: int, account: str, root: bytes, n_records: int) -> bytes:
+    value = codec.encode([day_ms, account, root, n_records])
+    return hashlib.sha256(b"lem/1/chunk\x00" + value).digest()
 
 
-def period_root(entries: Sequence[tuple[str, bytes, int]]) -> bytes:
-    """Root over (account, member root, record count) in account order: the period's one
-    commitment to everything pruned."""
-    return merkle.list_root([account_digest(a, r, n) for a, r, n in sorted(entries)])
+def period_root(entries: Sequence[tuple[int, str, bytes, int]]) -> bytes:
+    """Root over (day, account, member root, record count) in (day, account) order: the
+    period's one commitment to everything pruned."""
+    return merkle.list_root([chunk_digest(d, a, r, n) for d, a, r, n in sorted(entries)])
 
 
 @dataclass(frozen=True, slots=True)
 class RecordProof:
-    """A kept record's inclusion in its account's committed member root (spec §4).
+    """A kept record's inclusion in its account's committed root for that day (spec §4).
 
     Attributes:
-        period_id, account: where the root is committed (``ptot/<period_id>/<account>``).
-        record: the kept measurement.
-        index, size: its position among the account's records of the period, and their count.
+        period_id, account: where the root is committed (``proot/<period>/<day>/<account>``).
+        record: the kept measurement (its UTC day names the chunk).
+        index, size: its position among the account's records of that day, and their count.
         path: RFC 6962 audit path (leaf first).
         member_root: the root the path leads to.
     """
@@ -198,6 +220,11 @@ class RecordProof:
     size: int
     path: tuple[bytes, ...]
     member_root: bytes
+
+    @property
+    def state_key(self) -> bytes:
+        """The state key whose value commits to :attr:`member_root`."""
+        return k_day_root(self.period_id, day_of(self.record.slot_start_ms), self.account)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -229,12 +256,14 @@ class RecordProof:
 def prove_record(
     period_id: str, account: str, records: Iterable[Record], record: Record
 ) -> RecordProof:
-    """Build the proof of ``record`` from every record the member kept for the period.
+    """Build the proof of ``record`` from the records the member kept (at least every one of
+    its rows of that UTC day; other days are ignored).
 
     Raises:
         PrivacyError: ``record`` is not among ``records``.
     """
-    ordered = sorted(set(records))
+    day = day_of(record.slot_start_ms)
+    ordered = sorted({r for r in records if day_of(r.slot_start_ms) == day})
     try:
         index = ordered.index(record)
     except ValueError:
@@ -258,19 +287,17 @@ def verify_record(proof: RecordProof) -> bool:
     )
 
 
-def matches_commitment(proof: RecordProof, period_total: codec.Value) -> bool:
-    """True when ``period_total`` (the ``ptot/`` value) commits to the proof's root and size."""
-    if not isinstance(period_total, list) or len(period_total) != 4:
+def matches_commitment(proof: RecordProof, day_root: codec.Value) -> bool:
+    """True when ``day_root`` (the ``proot/`` value) commits to the proof's root and size."""
+    if not isinstance(day_root, list) or len(day_root) != 4:
         return False
-    return bool(period_total[2] == proof.size and period_total[3] == proof.member_root)
+    return bool(day_root[2] == proof.size and day_root[3] == proof.member_root)
 
 
 def verify_record_in_state(proof: RecordProof, state_proof: merkle.Proof, app_hash: bytes) -> bool:
-    """The whole chain: kept record → member root → ``ptot/`` entry → app hash (a trusted header).
-
-    Pure; what a member or auditor runs with nothing but a header it trusts.
-    """
-    if state_proof.key != k_period_total(proof.period_id, proof.account):
+    """The whole chain: kept record → member root → ``proot/`` entry → app hash (of a header
+    the verifier trusts). Pure; what a member or auditor runs."""
+    if state_proof.key != proof.state_key:
         return False
     if not merkle.verify_proof(state_proof, app_hash):
         return False

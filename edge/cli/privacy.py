@@ -272,11 +272,10 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _verify_on_ledger(proof: privacy.RecordProof, ledger_dir: Path) -> dict[str, Any]:
-    """The committed ptot/ entry, and its inclusion proof against the store's app hash."""
+    """The committed proot/ entry, and its inclusion proof against the store's app hash."""
     store = _open_ledger(ledger_dir)
     try:
-        key = privacy.k_period_total(proof.period_id, proof.account)
-        state_proof = store.prove(key)
+        state_proof = store.prove(proof.state_key)
         if state_proof is None:
             return {"committed": False, "height": store.height}
         return {

@@ -2,9 +2,11 @@
 
 Spec: docs/spec/privacy.md §3. Once a period is solved and the genesis ``dispute_window_ms`` has
 passed (block time, measured from the solving block's time), any community member may submit
-``PruneMeasurements {period_id}``. Executing it deletes the period's ``meas/`` rows and keeps,
-per account, ``ptot/<period>/<account> = [import_wh, export_wh, records, member_root]``, plus
-``pruned/<period>`` with the period root over all accounts. ``tot/`` (community totals per slot),
+``PruneMeasurements {period_id}``. Each tx prunes one chunk: the period's ``meas/`` rows from
+its progress mark to the next UTC day boundary, keeping per account and day
+``proot/<period>/<day>/<account> = [import_wh, export_wh, records, member_root]`` and the running
+``ptot/<period>/<account> = [import_wh, export_wh, records]``; ``pruned/<period>`` holds the
+progress and, after the last chunk, the period root. ``tot/`` (community totals per slot),
 ``settle/`` and balances are untouched. The transition is a pure function of state and block
 time, so every node (and every replay) reaches the same app hash.
 """
@@ -47,7 +49,8 @@ def _validate(ctx: Context, tx: Tx, body: PruneMeasurements) -> None:
         raise reject(Reason.UNKNOWN_PERIOD, f"no period {body.period_id!r}")
     if not rec["solved"]:
         raise reject(Reason.PERIOD_NOT_SOLVED, f"period {body.period_id!r} is not solved")
-    if st.get(privacy.k_pruned(body.period_id)) is not None:
+    progress = st.get_value(privacy.k_pruned(body.period_id))
+    if progress is not None and progress["done"]:
         raise reject(Reason.ALREADY_PRUNED, f"period {body.period_id!r} is already pruned")
     # Periods solved before solved_ms was recorded count from their end.
     due_ms = int(rec.get("solved_ms", rec["end_ms"])) + window_ms
@@ -79,40 +82,56 @@ def _k(ms: int) -> bytes:
 
 
 def _apply(ctx: Context, tx: Tx, body: PruneMeasurements) -> None:
+    """Prune the next chunk: from the progress mark to the next UTC day boundary (or the end)."""
     st = ctx.state
     rec = st.get_value(state.k_period(body.period_id))
+    progress = st.get_value(privacy.k_pruned(body.period_id)) or {
+        "next_ms": rec["start_ms"],
+        "records": 0,
+    }
+    lo = int(progress["next_ms"])
+    day = privacy.day_of(lo)
+    hi = min(day + privacy.DAY_MS, int(rec["end_ms"]))
     per_account: dict[str, list[privacy.Record]] = {}
-    totals: dict[str, list[int]] = {}
-    lo, hi = b"meas/" + _k(rec["start_ms"]), b"meas/" + _k(rec["end_ms"])
-    rows = list(st.scan(lo, hi))  # materialised: the loop deletes what it scans
+    rows = list(st.scan(b"meas/" + _k(lo), b"meas/" + _k(hi)))  # materialised: deleted below
     for key, raw in rows:
         imp, exp, quality, owner = codec.decode_trusted(raw)
-        account = state.account_id(bytes(owner))
         record = privacy.Record(int(key[5:18]), key[19:].decode(), imp, exp, quality)
-        per_account.setdefault(account, []).append(record)
-        acc = totals.setdefault(account, [0, 0])
-        acc[0] += imp
-        acc[1] += exp
+        per_account.setdefault(state.account_id(bytes(owner)), []).append(record)
         st.delete(key)
-    entries = []
-    for account in sorted(per_account):
-        records = per_account[account]
+    for account, records in sorted(per_account.items()):
+        imp = sum(r.import_wh for r in records)
+        exp = sum(r.export_wh for r in records)
         root = privacy.member_root(records)
-        imp, exp = totals[account]
         st.put_value(
-            privacy.k_period_total(body.period_id, account), [imp, exp, len(records), root]
+            privacy.k_day_root(body.period_id, day, account), [imp, exp, len(records), root]
         )
-        entries.append((account, root, len(records)))
+        tkey = privacy.k_period_total(body.period_id, account)
+        t_imp, t_exp, t_n = st.get_value(tkey) or [0, 0, 0]
+        st.put_value(tkey, [t_imp + imp, t_exp + exp, t_n + len(records)])
+    done = hi >= rec["end_ms"]
     st.put_value(
         privacy.k_pruned(body.period_id),
         {
-            "root": privacy.period_root(entries),
-            "records": len(rows),
-            "accounts": len(entries),
+            "next_ms": hi,
+            "records": int(progress["records"]) + len(rows),
+            "done": done,
+            "root": _period_root(st, body.period_id) if done else None,
             "height": ctx.height,
             "time_ms": ctx.time_ms,
         },
     )
+
+
+def _period_root(st: state.Overlay, period_id: str) -> bytes:
+    """Root over every day chunk's per-account entry of the period (read back from state)."""
+    prefix = b"proot/" + period_id.encode() + b"/"
+    entries = []
+    for key, raw in st.scan(prefix, state.prefix_end(prefix)):
+        day_s, _, account = key[len(prefix) :].decode().partition("/")
+        _, _, n, root = codec.decode_trusted(raw)
+        entries.append((int(day_s), account, bytes(root), int(n)))
+    return privacy.period_root(entries)
 
 
 register(TxKind("PruneMeasurements", _decode, _validate, _apply))

@@ -25,7 +25,6 @@ from tests.unit.ledger.helpers import (
     N2,
     OUTSIDER,
     SLOT,
-    T0,
     VAL,
     Signer,
     commit,
@@ -33,6 +32,11 @@ from tests.unit.ledger.helpers import (
     measure,
     period,
 )
+from tests.unit.ledger.helpers import T0 as _HELPER_T0
+
+T0 = (_HELPER_T0 // privacy.DAY_MS + 1) * privacy.DAY_MS - 2 * SLOT
+"""Two slots before a UTC midnight: the period p = [T0, T0 + 4 slots) is two day chunks."""
+MIDNIGHT = T0 + 2 * SLOT
 
 SECRET = bytes(range(32))
 P1, P3, P2 = (
@@ -45,7 +49,8 @@ A1, A2 = N1.public_key.hex(), N2.public_key.hex()
 
 
 class Community:
-    """N1 owns P1 and P3, N2 owns P2; period p = [T0, T0 + 4 slots) measured and solved."""
+    """N1 owns P1 and P3, N2 owns P2; period p = [T0, T0 + 4 slots), across a UTC midnight,
+    measured and solved."""
 
     def __init__(self, path: Path) -> None:
         g = genesis(
@@ -109,30 +114,58 @@ def test_prune_waits_for_the_dispute_window(c: Community) -> None:
 
 
 def test_prune_removes_raw_rows_and_keeps_totals_and_commitments(c: Community) -> None:
-    """After pruning: no meas/ row of the period is left (the one outside stays), tot/ per
-    slot and balances are unchanged, ptot/ holds each account's period sums and the root of
-    its records, pruned/ the period root over accounts."""
+    """Pruning goes one UTC day per tx: after the first only that day's meas/ rows are gone;
+    after the second none of the period (the row outside stays); tot/ per slot and balances are
+    unchanged; ptot/ holds each account's period sums, proot/ each account's day root, and
+    pruned/ the period root over all of them."""
     q = Queries(c.app.store)
     totals_before = q.totals(ADMIN.public_key, T0, T0 + 5 * SLOT)
     balances_before = [q.balance(ADMIN.public_key, a) for a in (A1, A2, "community", "grid")]
     assert len(_meas_keys(c.app, T0, T0 + 4 * SLOT)) == 12
     commit(c.app, [c.prune_tx(c.n2)], SOLVED_AT + WINDOW_MS)
+    assert _meas_keys(c.app, T0, MIDNIGHT) == []
+    assert len(_meas_keys(c.app, MIDNIGHT, T0 + 5 * SLOT)) == 9
+    progress = q.pruned(N1.public_key, "p")
+    assert progress is not None
+    assert (progress["next_ms"], progress["done"], progress["root"]) == (MIDNIGHT, False, None)
+    commit(c.app, [c.prune_tx(c.n2)], SOLVED_AT + WINDOW_MS + 1)
     assert _meas_keys(c.app, T0, T0 + 4 * SLOT) == []
     assert len(_meas_keys(c.app, T0 + 4 * SLOT, T0 + 5 * SLOT)) == 3
     assert q.totals(ADMIN.public_key, T0, T0 + 5 * SLOT) == totals_before
     assert [q.balance(ADMIN.public_key, a) for a in (A1, A2, "community", "grid")] == (
         balances_before
     )
-    imp1, exp1, n1, root1 = q.period_total(ADMIN.public_key, "p", A1)  # type: ignore[misc]
-    assert (imp1, exp1, n1) == (100 + 101 + 102 + 103 + 4 * 7, 3 * (0 + 1 + 2 + 3), 8)
-    assert root1 == privacy.member_root(c.kept)
-    imp2, exp2, n2, root2 = q.period_total(ADMIN.public_key, "p", A2)  # type: ignore[misc]
-    assert (imp2, exp2, n2) == (0, 50 + 51 + 52 + 53, 4)
-    pruned = q.pruned(N1.public_key, "p")
-    assert pruned is not None
-    assert (pruned["records"], pruned["accounts"], pruned["time_ms"]) == (12, 2, T0 + 7 * SLOT)
-    assert pruned["root"] == privacy.period_root([(A1, root1, 8), (A2, root2, 4)])
+    assert q.period_total(ADMIN.public_key, "p", A1) == [
+        100 + 101 + 102 + 103 + 4 * 7,
+        3 * (0 + 1 + 2 + 3),
+        8,
+    ]
+    assert q.period_total(ADMIN.public_key, "p", A2) == [0, 50 + 51 + 52 + 53, 4]
+    entries = []
+    for day in (T0 - T0 % privacy.DAY_MS, MIDNIGHT):
+        mine = [r for r in c.kept if privacy.day_of(r.slot_start_ms) == day]
+        with c.app.store.state_reader() as base:
+            st = state.Overlay(base)
+            imp, exp, n, root = st.get_value(privacy.k_day_root("p", day, A1))
+            other = st.get_value(privacy.k_day_root("p", day, A2))
+        assert (imp, exp, n, root) == (
+            sum(r.import_wh for r in mine),
+            sum(r.export_wh for r in mine),
+            4,
+            privacy.member_root(mine),
+        )
+        entries += [(day, A1, root, 4), (day, A2, other[3], 2)]
+    done = q.pruned(N1.public_key, "p")
+    assert done is not None
+    assert (done["records"], done["done"], done["next_ms"]) == (12, True, T0 + 4 * SLOT)
+    assert done["root"] == privacy.period_root(entries)
     assert q.measurements(N1.public_key, P1, T0, T0 + 4 * SLOT) == []
+
+
+def _prune_all(c: Community, time_ms: int) -> None:
+    """Both day chunks of p, one block each."""
+    commit(c.app, [c.prune_tx(c.n2)], time_ms)
+    commit(c.app, [c.prune_tx(c.n2)], time_ms + 1)
 
 
 def test_prune_refusals(c: Community) -> None:
@@ -146,30 +179,33 @@ def test_prune_refusals(c: Community) -> None:
     late = SOLVED_AT + 10 * WINDOW_MS
     assert c.try_prune(late, "nope") == "unknown_period"
     assert c.try_prune(late, "q") == "period_not_solved"
-    commit(c.app, [c.prune_tx(c.n1)], late)
-    assert c.try_prune(late + 1) == "already_pruned"
+    assert c.try_prune(late) == "ok"
+    _prune_all(c, late)
+    assert c.try_prune(late + 2) == "already_pruned"
     out = txm.make(OUTSIDER, CHAIN, 0, "PruneMeasurements", {"period_id": "p"})
-    prepared = c.app.prepare(c.app.height + 1, late + 2, VAL.public_key, [out], None)
+    prepared = c.app.prepare(c.app.height + 1, late + 3, VAL.public_key, [out], None)
     assert prepared.dropped[0][1].reason is Reason.NOT_PERMITTED
 
 
 def test_replay_reaches_the_pruned_state(c: Community) -> None:
     """A node that replays the chain from genesis (a late joiner, lemctl ledger verify) reaches
     the same app hash at every height, the pruned state included."""
-    commit(c.app, [c.prune_tx(c.n2)], SOLVED_AT + WINDOW_MS)
+    _prune_all(c, SOLVED_AT + WINDOW_MS)
     report = verify_store(c.app.store)
     assert report.ok, report.problems
-    assert report.verified_height == c.app.height == 7
+    assert report.verified_height == c.app.height == 8
 
 
 def test_member_proves_a_kept_record_against_the_app_hash(c: Community) -> None:
-    """A member with its own kept records proves one of them: record → member root → ptot/
-    entry → app hash, with an inclusion proof it may ask for; a changed value fails."""
-    commit(c.app, [c.prune_tx(c.n2)], SOLVED_AT + WINDOW_MS)
+    """A member with its own kept records proves one of them: record → its day's member root
+    → proot/ entry → app hash, with an inclusion proof it may ask for; a changed value fails."""
+    _prune_all(c, SOLVED_AT + WINDOW_MS)
     q = Queries(c.app.store)
     kept = c.kept[5]
+    assert kept.slot_start_ms >= MIDNIGHT  # the second day chunk
     proof = privacy.prove_record("p", A1, c.kept, kept)
-    state_proof = q.prove(N1.public_key, privacy.k_period_total("p", A1))
+    assert proof.size == 4  # only that day's own records take part
+    state_proof = q.prove(N1.public_key, proof.state_key)
     assert state_proof is not None
     assert privacy.verify_record_in_state(proof, state_proof, c.app.app_hash)
     back = privacy.RecordProof.from_json(proof.to_json())
@@ -182,15 +218,17 @@ def test_member_proves_a_kept_record_against_the_app_hash(c: Community) -> None:
 
 
 def test_pruned_commitments_follow_fig4(c: Community) -> None:
-    """A prosumer reads and proves its own period totals and the period commitment, never
-    another member's totals; an anonymous viewer reads neither."""
-    commit(c.app, [c.prune_tx(c.n2)], SOLVED_AT + WINDOW_MS)
+    """A prosumer reads and proves its own period totals and day roots and the period
+    commitment, never another member's; an anonymous viewer reads neither."""
+    _prune_all(c, SOLVED_AT + WINDOW_MS)
     q = Queries(c.app.store)
     assert q.period_total(N1.public_key, "p", A1) is not None
+    assert q.prove(N1.public_key, privacy.k_day_root("p", MIDNIGHT, A1)) is not None
     with pytest.raises(AccessDenied):
         q.period_total(N1.public_key, "p", A2)
-    with pytest.raises(AccessDenied):
-        q.prove(N1.public_key, privacy.k_period_total("p", A2))
+    for key in (privacy.k_period_total("p", A2), privacy.k_day_root("p", MIDNIGHT, A2)):
+        with pytest.raises(AccessDenied):
+            q.prove(N1.public_key, key)
     assert q.prove(N1.public_key, privacy.k_pruned("p")) is not None
     with pytest.raises(AccessDenied):
         q.pruned(None, "p")
@@ -237,11 +275,12 @@ def test_unsettled_window_or_schedule_day_blocks_pruning(
 def test_every_kept_record_proves_and_no_altered_one_does(
     rows: list[tuple[int, int, int]], pick: int
 ) -> None:
-    """For any set of kept records each one's proof verifies against their root, and the same
-    proof with any field changed does not."""
+    """For any set of kept records (over several days) each one's proof verifies against the
+    root of its day's records, and the same proof with any field changed does not."""
     records = [privacy.Record(T0 + s * SLOT, P1, i, e, 0) for s, i, e in rows]
-    root = privacy.member_root(records)
     chosen = records[pick % len(records)]
+    day = privacy.day_of(chosen.slot_start_ms)
+    root = privacy.member_root(r for r in records if privacy.day_of(r.slot_start_ms) == day)
     proof = privacy.prove_record("p", A1, records, chosen)
     assert proof.member_root == root
     assert privacy.verify_record(proof)
@@ -275,5 +314,5 @@ def test_state_proof_of_another_key_is_refused() -> None:
     rec = privacy.Record(T0, P1, 1, 2, 0)
     proof = privacy.prove_record("p", A1, [rec], rec)
     value = codec.encode([1, 2, 1, proof.member_root])
-    fake = merkle.Proof(privacy.k_period_total("p", A2), value, 0, 1, (), (b"\x00" * 32,) * 12)
+    fake = merkle.Proof(privacy.k_day_root("p", T0, A2), value, 0, 1, (), (b"\x00" * 32,) * 12)
     assert not privacy.verify_record_in_state(proof, fake, b"\x00" * 32)
