@@ -82,6 +82,18 @@ def test_admin_lookup_and_list(
     assert [m["member"] for m in doc["meters"]] == ["c-1", "c-2"]  # type: ignore[attr-defined]
 
 
+def test_reissued_admission_gives_the_same_pseudonym(
+    admitted: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A lost admission file written again lets the member derive the same pseudonym."""
+    again = tmp_path / "again.json"
+    args = ("reissue", "--store", admitted["store"], "--pseudonym", admitted["c-2"], "--out", again)
+    assert run(capsys, *args)[0] == 0
+    code, doc = run(capsys, "pseudonym", "--admission", again, "--serial", SERIAL_2)
+    assert (code, doc["pseudonym"]) == (0, admitted["c-2"])
+    assert run(capsys, *args)[0] == 2  # never overwrites an admission file
+
+
 def _ledger(path: Path, p1: str, p2: str) -> App:
     """Pseudonymous chain: p measured in 2 slots, solved; period ended one slot later."""
     g = genesis(
