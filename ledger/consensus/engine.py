@@ -180,7 +180,9 @@ class Engine(BlockFollower):
             return
         if msg.height > self.height:
             self._buffer_future(msg.height, payload)
-            self.request_sync()
+            # Verified first: a forged far height would make this node ask again and again.
+            if _signer(msg) in self.valset and self._verified(msg):
+                self.note_peer_height(msg.height - 1)
             return
         signer = _signer(msg)
         if signer not in self.valset:

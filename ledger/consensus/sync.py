@@ -49,6 +49,9 @@ class BlockFollower:
         self.stats: Counter[str] = Counter()
         self.stopped = False
         self._last_sync_ms = -(1 << 62)
+        self._known_tip = 0
+        """Highest height peers are known to have decided (from messages of later heights)."""
+        self._sync_retry_armed = False
         self._pending_blocks: dict[int, wire.BlockAnnouncement] = {}
         self.height = app.height() + 1
         self.valset = self._load_valset()
@@ -117,7 +120,7 @@ class BlockFollower:
         if height > self.height:
             if len(self._pending_blocks) < MAX_PENDING_BLOCKS:
                 self._pending_blocks.setdefault(height, ann)
-            self.request_sync()
+            self.note_peer_height(height)
             return
         self._apply_verified(ann)  # then apply_block drains buffered later blocks
 
@@ -170,16 +173,39 @@ class BlockFollower:
         payload = wire.encode_block(self._config.chain_id, self.last_block, self.last_commit)
         self._send("block", payload, None)
 
+    def note_peer_height(self, decided: int) -> None:
+        """Peers have decided up to ``decided``: ask for blocks, and keep asking (every
+        ``sync_retry_ms``) until this node has them — one lost request or answer must not
+        leave it behind on an idle chain."""
+        self._known_tip = max(self._known_tip, decided)
+        self.request_sync()
+
     def request_sync(self) -> None:
-        """Ask peers for blocks from this height on (at most once per ``sync_retry_ms``)."""
+        """Ask peers for blocks from this height on (at most once per ``sync_retry_ms``; a
+        suppressed request is retried at the end of the window while peers are known ahead)."""
         now = self._clock.now_ms()
         if now - self._last_sync_ms < self._config.sync_retry_ms:
+            self._arm_sync_retry()
             return
         self._last_sync_ms = now
+        if self.height <= self._known_tip:
+            self._arm_sync_retry()
         self.stats["sync_requests"] += 1
         self._send(
             "sync_req", wire.encode_sync_request(self._config.chain_id, self.height, now), None
         )
+
+    def _arm_sync_retry(self) -> None:
+        if self._sync_retry_armed:
+            return
+        self._sync_retry_armed = True
+
+        def retry() -> None:
+            self._sync_retry_armed = False
+            if not self.stopped and self.height <= self._known_tip:
+                self.request_sync()
+
+        self._clock.call_later(self._config.sync_retry_ms, retry)
 
     def answer_sync(self, from_height: int, requester: str) -> None:
         """Send ``requester`` up to ``sync_batch`` decided blocks from ``from_height`` on."""

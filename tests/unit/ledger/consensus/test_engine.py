@@ -142,3 +142,20 @@ def test_replay_stops_when_the_wal_already_decides(tmp_path: Path) -> None:
     assert app.height() == 1
     assert again.height == 2
     assert again.core.round == 0  # the stale round-0 precommit timeout did not start round 1
+
+
+def test_sync_requests_repeat_while_peers_are_known_ahead(tmp_path: Path) -> None:
+    """A verified vote of a later height makes the node ask for blocks, and ask again every
+    sync_retry_ms while still behind; a forged one (bad signature) triggers nothing."""
+    engine, sent, clock = _engine(tmp_path / "a", me=0)
+    engine.receive("consensus", "x", _vote_payload(1, height=3))
+    clock.run_until(clock.now_ms() + 5_000)
+    assert [c for c, _, _ in sent].count("sync_req") >= 3
+    engine2, sent2, clock2 = _engine(tmp_path / "b", me=0)
+    good = wire.decode(CHAIN, _vote_payload(1, height=3))
+    assert isinstance(good, Vote)
+    forged = Vote(Step.PREVOTE, 3, 0, None, 99, PKS[1], good.signature)
+    engine2.receive("consensus", "x", wire.encode_vote(CHAIN, forged))
+    clock2.run_until(clock2.now_ms() + 10_000)
+    assert [c for c, _, _ in sent2].count("sync_req") == 1  # the start-up request only
+    assert engine2.stats["bad_signature"] == 1
