@@ -29,6 +29,7 @@ from edge.clock import DaemonClock
 from edge.config import Config, ConfigError, load_config
 from edge.health import Health, watchdog_loop
 from edge.http import serve
+from edge.join import join_task
 from edge.ledger_node import HEALTH_NAME as LEDGER_HEALTH
 from edge.logs import setup_logging
 from edge.meter import HEALTH_NAME as METER_HEALTH
@@ -210,6 +211,9 @@ class Daemon:
         tg.create_task(scheduler.run(first_poll), name="period-scheduler")
         retention = RetentionScheduler(parts.signer, parts.queries, parts.clock)
         tg.create_task(retention.run(), name="retention")
+        joiner = join_task(parts)  # a node provisioned from a community file (edge/provision.py)
+        if joiner is not None:
+            tg.create_task(joiner.run(), name="join")
         tg.create_task(status_loop(parts, self.notifier), name="status")
         tg.create_task(self._ready(parts), name="ready")
         interval = self.notifier.watchdog_interval_s

@@ -228,7 +228,10 @@ class Joiner:
         meter_id, identification, name: from provisioning (the JoinRequest body).
         brokers, ca_file: checked directly while no peer is heard, for a clear error text.
         registry: a prometheus registry for ``lem_join_phase``, or None.
-        tick_s: seconds between checks; settle_ticks: unchanged heights that count as synced.
+        tick_s: seconds between checks [s].
+        settle_ticks: checks with an unchanged height that count as synced (a quiet chain).
+        now_ms, sync_lag_ms: or synced when the last block is at most ``sync_lag_ms`` older than
+            ``now_ms()`` (a busy chain) [ms, chain time]; two 15-min slots by default.
         repeat_s: a waiting request is sent again this often [s] (a certificate added later
             admits at the next request; docs/spec/join.md §2).
     """
@@ -250,6 +253,8 @@ class Joiner:
         settle_ticks: int = 3,
         repeat_s: float = 900.0,
         monotonic: Callable[[], float] = time.monotonic,
+        now_ms: Callable[[], int] | None = None,
+        sync_lag_ms: int = 1_800_000,
     ) -> None:
         self.data_dir, self.node, self.public_key, self._submit = data_dir, node, public_key, submit
         self.body = {"meter_id": meter_id, "identification": identification, "name": name}
@@ -257,6 +262,7 @@ class Joiner:
         self._link_error = ""
         self.tick_s, self.settle_ticks, self.repeat_s = tick_s, settle_ticks, repeat_s
         self._monotonic = monotonic
+        self._now_ms, self.sync_lag_ms = now_ms, sync_lag_ms
         self.state = JoinState.load(data_dir)
         self.state.public_key, self.state.meter_id = public_key.hex(), meter_id
         self._gauge = _phase_gauge(registry)
@@ -314,9 +320,15 @@ class Joiner:
                 f"{pending['height']} waits for an admin "
                 f"(lemctl member approve {self.public_key.hex()})",
             )
-        if len(self._heights) <= self.settle_ticks or len(set(self._heights)) > 1:
+        if not self._synced():
             return st.step("syncing", f"following the chain at height {app.height}")
         return self._send()
+
+    def _synced(self) -> bool:
+        quiet = len(self._heights) > self.settle_ticks and len(set(self._heights)) == 1
+        if quiet or self._now_ms is None:
+            return quiet
+        return bool(self.node.app.last_block_time_ms >= self._now_ms() - self.sync_lag_ms)
 
     def _synced_alone(self) -> bool:
         # A single-validator chain (this node alone) has no peers and needs none.
@@ -385,3 +397,29 @@ def status(data_dir: Path) -> dict[str, Any] | None:
     if not (data_dir / STATE_FILE).exists():
         return None
     return asdict(JoinState.load(data_dir))
+
+
+def join_task(parts: Any) -> Joiner | None:
+    """The join task for a running lemd (edge/daemon.py), or None for a node set up by hand.
+
+    A node provisioned from a community file has ``<data_dir>/join.json`` (edge/provision.py);
+    only such a node walks the join phases.
+    """
+    cfg = parts.config
+    data_dir = cfg.node.data_dir
+    if not (data_dir / STATE_FILE).exists():
+        return None
+    saved = JoinState.load(data_dir)
+    return Joiner(
+        data_dir,
+        parts.node,
+        parts.key.public_key,
+        parts.signer.submit,
+        meter_id=cfg.meter.meter_id or saved.meter_id,
+        identification=saved.identification,
+        name=cfg.node.name,
+        brokers=cfg.ledger.brokers,
+        ca_file=cfg.ledger.ca_file,
+        registry=parts.metrics.registry,
+        now_ms=parts.clock.now_ms,
+    )

@@ -303,14 +303,25 @@ Discover = Callable[[dict[str, Any]], Awaitable[MeterFound]]
 
 @dataclass
 class Paths:
-    """Where provisioning writes; all under ``root`` (``/`` on the node, a temp dir in tests)."""
+    """Where provisioning writes (``root`` is ``/`` on the node, a temp dir in tests).
+
+    Attributes:
+        root: system files (NetworkManager, timesyncd, hostname, SSH keys) go under it.
+        etc_dir: lemd's config folder; default ``<root>/etc/lemd``.
+        data_dir: the data partition; default ``<root>/var/lib/lemd``.
+    """
 
     root: Path
-    etc_dir: Path = Path("/etc/lemd")
-    data_dir: Path = Path("/var/lib/lemd")
+    etc_dir: Path | None = None
+    data_dir: Path | None = None
 
-    def at(self, path: Path) -> Path:
-        return self.root / path.relative_to("/")
+    @property
+    def etc(self) -> Path:
+        return self.etc_dir or self.root / "etc/lemd"
+
+    @property
+    def data(self) -> Path:
+        return self.data_dir or self.root / "var/lib/lemd"
 
 
 async def discover(meter: dict[str, Any]) -> MeterFound:
@@ -345,7 +356,7 @@ async def provision(
         ProvisionError: the community file is wrong (state ``failed``, not retried).
         MeterNotFoundError: no meter answered (state ``joining`` with the reason; retried).
     """
-    data_dir = paths.at(paths.data_dir)
+    data_dir = paths.data
     state = JoinState.load(data_dir)
     try:
         community = load_community(community_file)
@@ -391,13 +402,13 @@ def _new_key(path: Path) -> SigningKey:
 
 
 def _write_files(community: Community, meter: MeterFound, name: str, paths: Paths) -> None:
-    etc = paths.at(paths.etc_dir)
+    etc = paths.etc
     _write(etc / "genesis.json", community.genesis_text)
     if community.ca_pem is not None:
         _write(etc / "community-ca.pem", community.ca_pem)
     if community.mqtt_password is not None:
         _write(etc / "mqtt.password", community.mqtt_password.strip() + "\n", 0o640)
-    lemd_toml = render_lemd_toml(community, meter, name, paths.etc_dir, paths.data_dir)
+    lemd_toml = render_lemd_toml(community, meter, name, etc, paths.data)
     _write(etc / "lemd.toml", lemd_toml, 0o640)
     nm_dir = paths.root / "etc/NetworkManager/system-connections"
     for file_name, text in render_network(community.network).items():
@@ -417,8 +428,8 @@ def _write_files(community: Community, meter: MeterFound, name: str, paths: Path
 
 def already_provisioned(community_file: Path, paths: Paths) -> bool:
     """True when this very community file was applied and lemd.toml is still there."""
-    stamp = paths.at(paths.data_dir) / "provisioned.sha256"
-    if not stamp.exists() or not paths.at(paths.etc_dir / "lemd.toml").exists():
+    stamp = paths.data / "provisioned.sha256"
+    if not stamp.exists() or not (paths.etc / "lemd.toml").exists():
         return False
     digest = hashlib.sha256(community_file.read_bytes()).hexdigest()
     return stamp.read_text().strip() == digest
@@ -440,8 +451,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lemd-firstboot", description=__doc__.split("\n")[0])
     parser.add_argument("--boot-dir", type=Path, default=Path("/boot/firmware"))
     parser.add_argument("--root", type=Path, default=Path("/"))
-    parser.add_argument("--etc-dir", type=Path, default=Path("/etc/lemd"))
-    parser.add_argument("--data-dir", type=Path, default=Path("/var/lib/lemd"))
+    parser.add_argument("--etc-dir", type=Path, help="default: <root>/etc/lemd")
+    parser.add_argument("--data-dir", type=Path, help="default: <root>/var/lib/lemd")
     parser.add_argument("--apply", action="store_true", help="also set hostname and services")
     args = parser.parse_args(argv)
     community_file = args.boot_dir / COMMUNITY_FILE

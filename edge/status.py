@@ -21,6 +21,7 @@ import psutil
 from edge.clock import DaemonClock
 from edge.config import Config
 from edge.health import Health
+from edge.join import status as join_status
 from edge.ledger_node import LedgerNode
 from edge.meter import MeterLoop
 from edge.metrics import Metrics
@@ -89,6 +90,7 @@ def snapshot(parts: Parts) -> dict[str, Any]:
         },
         "mqtt": parts.transport_stats() if parts.transport_stats else None,
         "health": {"stale": parts.health.stale()},
+        "join": join_status(parts.config.node.data_dir),  # None unless provisioned
         "resources": resources(parts.config.node.data_dir),
         "uptime_s": int(time.time() - parts.started_s),
     }

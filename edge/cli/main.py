@@ -19,6 +19,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edge.cli.node",
     "edge.cli.testnet",
     "edge.cli.privacy",
+    "edge.cli.member",
+    "edge.cli.cda",
 )
 
 

@@ -157,6 +157,9 @@ def render_status(s: dict[str, Any]) -> str:
     if s.get("mqtt"):
         m = s["mqtt"]
         rows.append(("mqtt", f"{'up' if m.get('connected') else 'down'} {m.get('broker', '')}"))
+    join = s.get("join")
+    if join:  # a node provisioned from a community file (edge/join.py phases)
+        rows.append(("join", f"{join['phase']}: {join['error'] or join['detail']}"))
     if s["health"]["stale"]:
         rows.append(("NOT HEALTHY", ", ".join(s["health"]["stale"])))
     return table(rows)

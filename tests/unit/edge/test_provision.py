@@ -67,14 +67,14 @@ def test_provision_writes_a_config_lemd_accepts(tmp_path: Path) -> None:
     boot = boot_dir(tmp_path)
     p = paths(tmp_path)
     state = asyncio.run(provision(boot / "lem-community.toml", p))
-    etc = p.at(p.etc_dir)
+    etc = p.etc
     config = load_config(etc / "lemd.toml")
     assert config.node.name == "lem-sim-0042"
     assert config.meter.driver == "sim"
     assert config.meter.meter_id == "SIM-0042"
     assert config.ledger.chain_id == "lem-test"
     assert config.ledger.brokers == ("mqtts://broker.example:8883",)
-    assert config.ledger.ca_file == Path("/etc/lemd/community-ca.pem")
+    assert config.ledger.ca_file == etc / "community-ca.pem"
     assert (etc / "community-ca.pem").read_text() == CA
     assert state.phase == "joining"
     assert state.meter_id == "SIM-0042"
@@ -85,7 +85,7 @@ def test_node_key_is_created_0600_and_kept(tmp_path: Path) -> None:
     boot = boot_dir(tmp_path)
     p = paths(tmp_path)
     first = asyncio.run(provision(boot / "lem-community.toml", p))
-    key_path = p.at(p.data_dir) / "node.key"
+    key_path = p.data / "node.key"
     assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
     assert SigningKey.load(key_path).public_key.hex() == first.public_key
     second = asyncio.run(provision(boot / "lem-community.toml", p))
@@ -161,10 +161,10 @@ def test_meter_not_found_is_recorded_for_the_technician(tmp_path: Path) -> None:
 
     with pytest.raises(MeterNotFoundError):
         asyncio.run(provision(boot / "lem-community.toml", p, find_meter=nothing))
-    state = JoinState.load(p.at(p.data_dir))
+    state = JoinState.load(p.data)
     assert state.phase == "joining"
     assert state.error == "meter not found: /dev/ttyUSB0 iec: no answer within 2 s"
-    assert not p.at(p.etc_dir / "lemd.toml").exists()
+    assert not (p.etc / "lemd.toml").exists()
 
 
 def test_main_exit_codes_and_idempotence(

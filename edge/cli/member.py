@@ -1,0 +1,192 @@
+"""``lemctl member``: joining nodes — status, the waiting list, approval (docs/spec/join.md §5).
+
+- ``lemctl member status``: this node's join phase from ``<data_dir>/join.json`` (works while
+  lemd is stopped or failing: a technician sees "meter not found" or "certificate wrong").
+- ``lemctl member list``: waiting join requests and the members admitted through a join, read
+  from this node's ledger store (read-only; lemd may hold it open).
+- ``lemctl member approve ACCOUNT --key ADMIN.key``: signs ``ApproveMember`` with an admin (or a
+  governance) key, publishes it on the community's broker, and waits until this node's ledger
+  shows the result. The key stays on the admin's machine; the node's own key is never used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from edge.config import Config, ConfigError, load_config
+from edge.join import status as join_status
+from ledger import codec, state
+from ledger import tx as txm
+from ledger.apps import join as join_app
+from ledger.errors import LedgerError
+from ledger.keys import SigningKey
+from ledger.store import Store
+
+DEFAULT_CONFIG = "/etc/lemd/lemd.toml"
+
+
+def register(subparsers: Any) -> None:
+    """Add ``member`` and its subcommands to lemctl."""
+    parser = subparsers.add_parser("member", help="joining nodes: status, waiting list, approval")
+    sub = parser.add_subparsers(dest="member_command", required=True, metavar="SUBCOMMAND")
+    st = sub.add_parser("status", help="this node's join phase (works while lemd is down)")
+    st.add_argument("--config", default=DEFAULT_CONFIG, help="lemd.toml (for node.data_dir)")
+    st.add_argument("--data-dir", type=Path, help="the data partition (default: from --config)")
+    st.add_argument("--json", action="store_true", help="print JSON")
+    st.set_defaults(func=_status)
+    ls = sub.add_parser("list", help="waiting join requests and joined members")
+    ls.add_argument("--config", default=DEFAULT_CONFIG)
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    ls.set_defaults(func=_list)
+    ap = sub.add_parser("approve", help="admit a waiting node (admin or governance key)")
+    ap.add_argument("account", help="the joining node's public key (hex, from 'member list')")
+    ap.add_argument("--key", type=Path, required=True, help="admin or governance key file")
+    ap.add_argument("--config", default=DEFAULT_CONFIG, help="lemd.toml of a node to go through")
+    ap.add_argument("--timeout", type=float, default=60.0, help="wait this long for the commit [s]")
+    ap.set_defaults(func=_approve)
+
+
+def _fail(message: str) -> int:
+    print(f"lemctl: {message}", file=sys.stderr)
+    return 1
+
+
+def _config(path: str) -> Config:
+    return load_config(Path(path))
+
+
+def _status(args: argparse.Namespace) -> int:
+    try:
+        data_dir = args.data_dir or _config(args.config).node.data_dir
+    except ConfigError as exc:
+        return _fail(f"{exc} (or give --data-dir)")
+    value = join_status(data_dir)
+    if value is None:
+        return _fail(f"{data_dir}: no join state (node not provisioned from a community file)")
+    if args.json:
+        print(json.dumps(value, indent=2, sort_keys=True))
+        return 0
+    rows = [
+        ("phase", value["phase"]),
+        ("detail", value["detail"]),
+        ("error", value["error"] or "-"),
+        ("node key", value["public_key"]),
+        ("meter", f"{value['meter_id']} {value['identification']}".strip()),
+        ("chain", value["chain_id"]),
+    ]
+    print("\n".join(f"{k:<10} {v}" for k, v in rows))
+    return 0 if value["phase"] != "failed" else 1
+
+
+def _open_store(config: Config) -> Store:
+    path = config.node.data_dir / "ledger"
+    if not (path / "data.mdb").exists():
+        raise LedgerError(f"{path}: no ledger store here (data.mdb missing)")
+    return Store(path, readonly=True)
+
+
+def waiting_and_members(store: Store) -> dict[str, list[dict[str, Any]]]:
+    """The waiting join requests and the members admitted through a join (docs/spec/join.md §3)."""
+    out: dict[str, list[dict[str, Any]]] = {"waiting": [], "members": []}
+    with store.state_reader() as base:
+        for prefix, name in ((join_app.K_REQ, "waiting"), (join_app.K_MEMBER, "members")):
+            for k, v in base.scan(prefix, state.prefix_end(prefix)):
+                record = dict(codec.decode_trusted(v))
+                record["account"] = k[len(prefix) :].decode()
+                if "approvals" in record:
+                    record["approvals"] = [a.hex() for a in record["approvals"]]
+                out[name].append(record)
+    return out
+
+
+def _list(args: argparse.Namespace) -> int:
+    try:
+        store = _open_store(_config(args.config))
+    except (ConfigError, LedgerError) as exc:
+        return _fail(str(exc))
+    try:
+        value = waiting_and_members(store)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(value, indent=2, sort_keys=True))
+        return 0
+    print(f"{len(value['waiting'])} waiting:")
+    for r in value["waiting"]:
+        print(f"  {r['account']}  meter {r['meter_id']}  {r['identification']}  h{r['height']}")
+    print(f"{len(value['members'])} joined:")
+    for r in value["members"]:
+        print(f"  {r['account']}  meter {r['meter_id']}  via {r['via']}  h{r['height']}")
+    return 0
+
+
+def _approve(args: argparse.Namespace) -> int:
+    try:
+        account = bytes.fromhex(args.account)
+        if len(account) != 32:
+            raise ValueError("not 32 bytes")
+    except ValueError as exc:
+        return _fail(f"ACCOUNT {args.account!r} is not a 64-hex public key ({exc})")
+    try:
+        config = _config(args.config)
+        key = SigningKey.load(args.key)
+        store = _open_store(config)
+    except (ConfigError, LedgerError) as exc:
+        return _fail(str(exc))
+    try:
+        with store.state_reader() as base:
+            st = state.Overlay(base)
+            sequence = st.get_int(state.k_seq(key.public_key))
+            if join_app.request(st, account) is None:
+                return _fail(f"no waiting join request from {args.account} on this node's ledger")
+        raw = txm.make(key, store.genesis.chain_id, sequence, "ApproveMember", {"account": account})
+        asyncio.run(_publish(config, store.genesis.chain_id, raw))
+        return _wait_admitted(store, account, args.timeout)
+    except (LedgerError, ConfigError, OSError, TimeoutError) as exc:
+        return _fail(f"approve: {exc}")
+    finally:
+        store.close()
+
+
+async def _publish(config: Config, chain_id: str, raw: bytes) -> None:
+    """Send one tx on channel ``tx`` with a client id of its own (the node keeps its session)."""
+    from edge.bft import mqtt_settings
+    from ledger.transport.mqtt import MqttTransport
+
+    settings = mqtt_settings(config, chain_id, validator=False)
+    settings = dataclasses.replace(settings, node_id=f"{config.node.name}-lemctl-{os.getpid()}")
+    transport = MqttTransport(settings)
+    runner = asyncio.create_task(transport.run(), name="lemctl-mqtt")
+    try:
+        await transport.wait_connected(15.0)
+        await transport.publish("tx", raw)
+    finally:
+        await transport.close(drain_timeout_s=5.0)
+        await runner
+
+
+def _wait_admitted(store: Store, account: bytes, timeout_s: float) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with store.state_reader() as base:
+            st = state.Overlay(base)
+            member = join_app.member(st, account)
+            request = join_app.request(st, account)
+        if member is not None:
+            print(f"admitted at height {member['height']} via {member['via']}: "
+                  f"meter {member['meter_id']}")  # fmt: skip
+            return 0
+        if request is not None and request["approvals"]:
+            print(f"approval recorded ({len(request['approvals'])} governance approvals so far)")
+            return 0
+        time.sleep(0.5)
+    print(f"ApproveMember sent; not committed within {timeout_s:g} s (see 'lemctl member list')")
+    return 1
