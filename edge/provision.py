@@ -21,6 +21,8 @@ import asyncio
 import hashlib
 import json
 import os
+import pwd
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -435,6 +437,23 @@ def already_provisioned(community_file: Path, paths: Paths) -> bool:
     return stamp.read_text().strip() == digest
 
 
+def give_to_lemd(paths: Paths, user: str = "lemd") -> None:
+    """lemd runs as its own user: /etc/lemd readable by its group, the data files its own.
+
+    (systemd's ConfigurationDirectory= never changes ownership, and StateDirectory= fixes it only
+    while the top folder's owner is wrong, so files written here by root on a later re-run
+    would stay root's.)
+    """
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        return  # not on an image (tests, a developer's machine)
+    for path in (paths.etc, *paths.etc.iterdir()):
+        shutil.chown(path, "root", user)
+    for path in (paths.data, *(p for p in paths.data.iterdir() if p.is_file())):
+        shutil.chown(path, user, user)
+
+
 def apply_system(role: str, name: str) -> None:
     """On the node: hostname, mosquitto for validators, services that read what was written."""
     commands = [["hostname", name]]
@@ -469,6 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lemd-firstboot: meter not found (retrying): {exc}", file=sys.stderr)
         return EXIT_RETRY
     if args.apply:
+        give_to_lemd(paths)
         apply_system(load_community(community_file).role, state.name)
     print(
         f"lemd-firstboot: provisioned {state.name} for chain {state.chain_id}: meter "
