@@ -40,6 +40,8 @@ from tests.support.lemd import (
 from tests.support.mosquitto import Mosquitto
 from tests.support.tls import Pki
 
+pytestmark = pytest.mark.slow
+
 NEW_METER = "lic-h09"
 ROOT = Path(__file__).resolve().parents[2]
 
