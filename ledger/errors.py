@@ -92,6 +92,7 @@ class Reason(StrEnum):
     DISPUTE_WINDOW_OPEN = "dispute_window_open"
     ALREADY_PRUNED = "already_pruned"
     PRUNE_BLOCKED = "prune_blocked"
+    PRUNE_NEXT_BLOCK = "prune_next_block"
     DUPLICATE_TX = "duplicate_tx"
     MEMPOOL_FULL = "mempool_full"
     # joining (ledger/apps/join.py)
@@ -106,6 +107,7 @@ TIME_REASONS = frozenset(
         Reason.PERIOD_NOT_ENDED,
         Reason.FUTURE_SEQUENCE,
         Reason.DISPUTE_WINDOW_OPEN,
+        Reason.PRUNE_NEXT_BLOCK,
     }
 )
 """Failures that a later block (a later block time, an earlier tx landing) may cure."""

@@ -52,6 +52,9 @@ def _validate(ctx: Context, tx: Tx, body: PruneMeasurements) -> None:
     progress = st.get_value(privacy.k_pruned(body.period_id))
     if progress is not None and progress["done"]:
         raise reject(Reason.ALREADY_PRUNED, f"period {body.period_id!r} is already pruned")
+    if progress is not None and progress["height"] == ctx.height and not ctx.check_only:
+        # One chunk per period per block, however many nodes submitted one: bounds block work.
+        raise reject(Reason.PRUNE_NEXT_BLOCK, f"period {body.period_id!r}: one chunk per block")
     # Periods solved before solved_ms was recorded count from their end.
     due_ms = int(rec.get("solved_ms", rec["end_ms"])) + window_ms
     if not ctx.check_only and ctx.time_ms < due_ms:

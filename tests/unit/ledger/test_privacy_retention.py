@@ -162,6 +162,23 @@ def test_prune_removes_raw_rows_and_keeps_totals_and_commitments(c: Community) -
     assert q.measurements(N1.public_key, P1, T0, T0 + 4 * SLOT) == []
 
 
+def test_one_chunk_per_block_the_rest_waits(c: Community) -> None:
+    """Two prunes of the same period offered to one block (two nodes submitted): one chunk
+    executes, the other is left out with a time reason (kept by the mempool) and executes as
+    the next chunk in the next block."""
+    first, second = c.prune_tx(c.n1), c.prune_tx(c.n2)
+    prepared = c.app.prepare(
+        c.app.height + 1, SOLVED_AT + WINDOW_MS, VAL.public_key, [first, second], None
+    )
+    assert [e.reason for _, e in prepared.dropped] == [Reason.PRUNE_NEXT_BLOCK]
+    assert Reason.PRUNE_NEXT_BLOCK in TIME_REASONS
+    commit(c.app, [first], SOLVED_AT + WINDOW_MS)
+    commit(c.app, [second], SOLVED_AT + WINDOW_MS + 1)
+    done = Queries(c.app.store).pruned(ADMIN.public_key, "p")
+    assert done is not None
+    assert done["done"] is True
+
+
 def _prune_all(c: Community, time_ms: int) -> None:
     """Both day chunks of p, one block each."""
     commit(c.app, [c.prune_tx(c.n2)], time_ms)
