@@ -312,3 +312,34 @@ async def test_mqtt_member_cannot_read_another_members_measurement(
     finally:
         await m2.close()
     assert topics == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap (docs/privacy.md §4): lemctl member list reads the node's store directly "
+    "and prints waiting members' accounts with their meter ids on any node",
+)
+async def test_lemctl_member_list_hides_accounts_from_a_prosumer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a prosumer node, ``lemctl member list`` must not link another node's account to a
+    meter id (Fig. 4: prosumers read meter ids, not accounts)."""
+    from ledger.apps import join as join_app
+
+    c = _community(tmp_path, "pseudonymous")
+    newcomer = SigningKey(b"\x43" * 32)
+    body = {"meter_id": "ps-" + "ef" * 16, "identification": "", "name": ""}
+    async with running_daemon(c.node) as daemon:
+        assert daemon.parts is not None
+        daemon.parts.node.submit(txm.make(newcomer, "lemd-test", 0, "JoinRequest", body))
+        store = daemon.parts.queries.store
+
+        def waiting() -> bool:
+            with store.state_reader() as base:
+                return base.get(join_app.k_request(newcomer.public_key)) is not None
+
+        await until(waiting, 10, "the join request committed")
+    code = await asyncio.to_thread(lemctl, ["member", "list", "--config", str(c.config), "--json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert newcomer.public_key.hex() not in out
