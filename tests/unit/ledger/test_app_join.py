@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger import state
 from ledger import tx as txm
@@ -229,3 +232,56 @@ def test_genesis_certified_meters_round_trip_and_hash_stability() -> None:
     assert "certified_meters" not in genesis().to_value()
     with pytest.raises(GenesisError, match="certified_meters"):
         genesis(certified_meters=("M8", "M8"))
+
+
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["join", "approve", "gov", "certify"]),
+        st.integers(0, 3),  # which new key
+        st.integers(0, 2),  # which meter id
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=20, deadline=None)
+@given(ops=OPS)
+def test_join_invariants_under_random_ops(ops: list[tuple[str, int, int]]) -> None:
+    """Whatever order of requests, approvals and certificates: join/n counts the waiting
+    requests, each meter has at most one owner, and every joined key owns its meter."""
+    keys = [key(60 + i) for i in range(4)]
+    with tempfile.TemporaryDirectory() as tmp:
+        app = _app(Path(tmp))
+        signers = {k.public_key: Signer(k, app=app) for k in [*keys, ADMIN, GOV1]}
+        for n, (op, who, meter) in enumerate(ops):
+            k = keys[who]
+            if op == "join":
+                signer, kind, body = signers[k.public_key], "JoinRequest", _join(f"J{meter}")
+            elif op == "certify":
+                signer, kind, body = (
+                    signers[ADMIN.public_key],
+                    "CertifyMeters",
+                    {"add": [f"J{meter}"], "remove": []},
+                )
+            else:
+                approver = ADMIN if op == "approve" else GOV1
+                signer, kind = signers[approver.public_key], "ApproveMember"
+                body = {"account": k.public_key}
+            raw = signer(kind, body)
+            last_commit = app.commit(app.height)
+            prepared = app.prepare(app.height + 1, T0 + n, VAL.public_key, [raw], last_commit)
+            if prepared.dropped:
+                signer.seq -= 1  # refused: the sequence number was not used
+                continue
+            app.commit_block(prepared.block_bytes, [[VAL.public_key, b"\x00" * 64]])
+        with app.store.state_reader() as base:
+            s = state.Overlay(base)
+            waiting = list(base.scan(join.K_REQ, state.prefix_end(join.K_REQ)))
+            assert s.get_int(join.K_PENDING_N) == len(waiting)
+            for k in keys:
+                member = join.member(s, k.public_key)
+                if member is not None:
+                    assert state.meter_owner(s, member["meter_id"]) == k.public_key
+                    assert join.request(s, k.public_key) is None
+        app.store.close()
