@@ -38,6 +38,9 @@ from ledger.consensus.validators import ValidatorSet
 from ledger.consensus.wal import ConsensusStore
 from ledger.keys import SigningKey, sha256
 
+SYNC_RESPONDERS = 2
+"""Validators answering one sync request."""
+
 MAX_REGOSSIP_TXS = 64
 """Pending txs re-published per re-publication period while a height is open."""
 
@@ -110,7 +113,6 @@ class Engine(BlockFollower):
         self._future_count = 0
         self._own: dict[tuple[int, int, int], bytes] = {}
         self._reported: set[bytes] = set()
-        self._helped: dict[str, int] = {}
         self._replaying = False
         self._republish_timer: TimerHandle | None = None
         self.core = self._new_core()
@@ -127,8 +129,14 @@ class Engine(BlockFollower):
         (an idle chain sends nothing that would reveal them), then run timers."""
         self._replay()
         self.request_sync()
+        for probe in (1, 2):  # other responders each time (see _is_sync_responder)
+            self._clock.call_later(probe * self._config.sync_retry_ms, self._probe_sync)
         self._arm_height()
         self._republish_timer = self._clock.call_later(self._config.republish_ms, self._republish)
+
+    def _probe_sync(self) -> None:
+        if not self.stopped:
+            self.request_sync()
 
     def stop(self) -> None:
         """Stop reacting (pending timers become no-ops; the owner closes stores)."""
@@ -164,19 +172,31 @@ class Engine(BlockFollower):
             return
         if isinstance(msg, Vote | Proposal):
             if channel == "consensus":
-                self._on_consensus(msg, payload, sender)
+                self._on_consensus(msg, payload)
         elif isinstance(msg, wire.BlockAnnouncement):
             self.on_block(msg)
-        else:
+        elif self._is_sync_responder(msg.time_ms):
             self.answer_sync(msg.from_height, sender)
 
-    def _on_consensus(self, msg: Vote | Proposal, payload: bytes, sender: str = "") -> None:
+    def _is_sync_responder(self, request_ms: int) -> bool:
+        """Two validators answer a sync request, chosen by its time: each retry asks others
+        (all n answering would send n copies of every block)."""
+        if not self.is_validator or self.key is None:
+            return False
+        keys = [v.pubkey for v in self.valset.validators]
+        # Hashed, not the time itself: retries every k·n ms would pick the same pair forever.
+        start = int.from_bytes(sha256(request_ms.to_bytes(8, "big"))[:8], "big")
+        offset = (keys.index(self.key.public_key) - start) % len(keys)
+        return offset < SYNC_RESPONDERS
+
+    def _on_consensus(self, msg: Vote | Proposal, payload: bytes) -> None:
         if not self.is_validator:
             self.stats["not_validating"] += 1
             return
         if msg.height < self.height:
+            # Late votes of a height just decided are normal; a real laggard asks for blocks
+            # itself (each re-publication period while its height is open).
             self.stats["old_height"] += 1
-            self._help_laggard(sender, msg)
             return
         if msg.height > self.height:
             self._buffer_future(msg.height, payload)
@@ -213,22 +233,6 @@ class Engine(BlockFollower):
             # A validator is working on this height (it has transactions we may lack): join.
             actions += self._start_actions()
         self._perform(actions)
-
-    def _help_laggard(self, sender: str, msg: Vote | Proposal) -> None:
-        """A validator still votes at a decided height: it missed the decision (an idle chain
-        sends nothing else it could learn it from). Send it the blocks, at most once per
-        ``sync_retry_ms`` per peer, and only for a validly signed message of a validator (no
-        one else can make this node send blocks around)."""
-        now = self._clock.now_ms()
-        if not sender or now - self._helped.get(sender, -(1 << 62)) < self._config.sync_retry_ms:
-            return
-        if _signer(msg) not in self.valset or not self._verified(msg):
-            return
-        self._helped[sender] = now
-        if len(self._helped) > self._config.dedup_size:
-            self._helped.clear()
-        self.stats["laggard_helped"] += 1
-        self.answer_sync(msg.height, sender)
 
     def _buffer_future(self, height: int, payload: bytes) -> None:
         if height > self.height + self._config.future_heights:

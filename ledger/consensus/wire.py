@@ -36,9 +36,10 @@ class BlockAnnouncement:
 
 @dataclass(frozen=True, slots=True)
 class SyncRequest:
-    """Ask peers for decided blocks from ``from_height`` on."""
+    """Ask peers for decided blocks from ``from_height`` on (sent at ``time_ms``)."""
 
     from_height: int
+    time_ms: int
 
 
 Envelope = Vote | Proposal | BlockAnnouncement | SyncRequest
@@ -86,7 +87,7 @@ def decode(chain_id: str, payload: bytes) -> Envelope:
     if kind == "block" and len(value) == 4 and isinstance(value[2], bytes):
         return BlockAnnouncement(value[2], Commit.from_value(value[3]))
     if kind == "sync_req" and len(value) == 4 and isinstance(value[2], int):
-        if value[2] < 1:
-            raise MessageError("malformed", "sync request from height < 1")
-        return SyncRequest(value[2])
+        if value[2] < 1 or not isinstance(value[3], int) or value[3] < 0:
+            raise MessageError("malformed", "sync request from height < 1 or bad time")
+        return SyncRequest(value[2], value[3])
     raise MessageError("malformed", f"unknown envelope kind {kind!r} or arity {len(value)}")
