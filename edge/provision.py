@@ -461,6 +461,8 @@ def apply_system(role: str, name: str) -> None:
         commands.append(["systemctl", "enable", "--no-block", "--now", "mosquitto.service"])
     else:
         commands.append(["systemctl", "disable", "--no-block", "--now", "mosquitto.service"])
+    # After a retried run (meter found late) lemd's start was skipped for want of lemd.toml.
+    commands.append(["systemctl", "start", "--no-block", "lemd.service"])
     for cmd in commands:
         subprocess.run(cmd, check=False, timeout=30)
 
