@@ -72,6 +72,9 @@ def mqtt_settings(config: Config, chain_id: str, *, validator: bool = True) -> M
             key_file=lc.client_key_file,
             keepalive_s=lc.keepalive_s,
             mqtt_version=lc.mqtt_version,
+            # A tx sent again after resign_timeout_s must not be taken for a duplicate by the
+            # receivers' transport (the mempool and consensus deduplicate on their own).
+            dedup_window_s=max(1.0, min(60.0, lc.resign_timeout_s / 2)),
             broadcast_channels=CHANNELS
             if validator
             else tuple(c for c in CHANNELS if c != "consensus"),
@@ -139,6 +142,15 @@ class BftLedger:
     def peers(self) -> int:
         horizon_ms = self.clock.now_ms() - int(PEER_WINDOW_S * 1000 * self.clock.speed)
         return sum(1 for seen in self.node.peers.values() if seen >= horizon_ms)
+
+    def stats(self) -> dict[str, Any]:
+        engine = self.node.engine
+        return {
+            **{k: int(v) for k, v in sorted(self.node.stats.items())},
+            "round": engine.core.round if engine is not None else -1,
+            "consensus": dict(sorted(engine.stats.items())) if engine is not None else {},
+            "resent_txs": self.regossiped,
+        }
 
     def transport_stats(self) -> dict[str, Any]:
         stats = getattr(self.transport, "stats", None)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
 from edge.clock import DaemonClock
 from edge.health import Health
@@ -28,8 +28,9 @@ from ledger.tx import Tx
 log = logging.getLogger("lemd.ledger")
 
 HEALTH_NAME = "ledger"
-TICK_S = 1.0
-"""Real seconds between loop turns (and health beats) of the single-validator loop."""
+TICK_S = 5.0
+"""Real seconds between idle loop turns and health beats (a submitted tx wakes the loop at
+once); few wake-ups keep an idle node near zero CPU on a Pi."""
 
 
 class LedgerNode(Protocol):
@@ -55,6 +56,10 @@ class LedgerNode(Protocol):
 
     def resend(self, raws: list[bytes]) -> None:
         """Publish own pending txs again (they may never have left during an outage)."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for ``/status`` (rejections by reason, consensus round, …)."""
         ...
 
     async def run(self) -> None:
@@ -115,6 +120,9 @@ class SingleLedger:
 
     def resend(self, raws: list[bytes]) -> None:
         """Nothing to do: the local mempool is the block maker's."""
+
+    def stats(self) -> dict[str, Any]:
+        return {"mempool_full_rejections": self.mempool.rejected_full}
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -53,7 +53,7 @@ class PeriodScheduler:
         *,
         grace_s: int,
         metrics: Metrics,
-        interval_s: float = 2.0,
+        interval_s: float = 5.0,
     ) -> None:
         self.signer = signer
         self.queries = queries

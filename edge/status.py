@@ -79,6 +79,7 @@ def snapshot(parts: Parts) -> dict[str, Any]:
         "clock": {"now_ms": parts.clock.now_ms(), "speed": parts.clock.speed},
         "peers": parts.node.peers(),
         "mempool": {"txs": len(parts.node.mempool), "bytes": parts.node.mempool.size_bytes},
+        "ledger": parts.node.stats(),
         "meter": _meter(parts),
         "outbox": _outbox(parts),
         "submitter": {
@@ -158,6 +159,7 @@ def refresh_metrics(parts: Parts) -> None:
     m.ledger_last_commit_timestamp.set(app.last_block_time_ms / 1000)
     m.mempool_size.set(len(parts.node.mempool))
     m.peers_seen.set(parts.node.peers())
+    m.consensus_round.set(max(0, int(parts.node.stats().get("round", 0))))
     m.outbox_depth.set(parts.outbox.depth())
     oldest = parts.outbox.oldest_created_s()
     m.outbox_oldest_age.set(0 if oldest is None else max(0, time.time() - oldest))

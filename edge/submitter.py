@@ -203,7 +203,8 @@ class Submitter:
         signer: the node's tx signer.
         health: beaten every turn.
         max_inflight: bound on own txs signed and not committed.
-        interval_s: real seconds between turns (a new record wakes it earlier).
+        interval_s: real seconds between turns while records wait or txs are in flight.
+        idle_interval_s: real seconds between turns otherwise (a new record wakes it).
         scan_limit: outbox records looked at per turn (bounds a turn after a long outage).
     """
 
@@ -215,6 +216,7 @@ class Submitter:
         *,
         max_inflight: int,
         interval_s: float = 1.0,
+        idle_interval_s: float = 10.0,
         scan_limit: int = 256,
     ) -> None:
         self.outbox = outbox
@@ -222,6 +224,7 @@ class Submitter:
         self.health = health
         self.max_inflight = max_inflight
         self.interval_s = interval_s
+        self.idle_interval_s = idle_interval_s
         self.scan_limit = scan_limit
         self.wake = asyncio.Event()
         self.committed_records = 0
@@ -231,8 +234,9 @@ class Submitter:
         while True:
             self.step()
             self.health.beat(HEALTH_NAME)
+            busy = bool(self.signer.inflight) or self.outbox.depth() > 0
             try:
-                async with asyncio.timeout(self.interval_s):
+                async with asyncio.timeout(self.interval_s if busy else self.idle_interval_s):
                     await self.wake.wait()
             except TimeoutError:
                 pass

@@ -64,7 +64,7 @@ def measures(app: App, meter_id: str) -> list[int]:
 
 
 async def test_member_slots_cross_a_partition_exactly_once(tmp_path: Path) -> None:
-    """A member's slots reach the validator's chain; cut off for hours of simulated time, it
+    """A member's slots reach the validator's chain; cut off for 3 simulated hours, it
     keeps its records and, after healing, every slot is committed once and both nodes agree."""
     nodes, _ = make_community(
         tmp_path, ["lic-h03", "lic-h05"], validators=1, speed=3_600.0, solve_grace_s=172_800
@@ -83,7 +83,7 @@ async def test_member_slots_cross_a_partition_exactly_once(tmp_path: Path) -> No
         await until(lambda: len(measures(v.node.app, "lic-h05")) >= 3, 30, "member slots commit")
         network.partition({"n0"}, {"n1"})
         written = m.meter.records_written
-        await until(lambda: m.meter.records_written >= written + 24, 30, "6 h cut off")
+        await until(lambda: m.meter.records_written >= written + 12, 30, "3 h cut off")
         await until(lambda: m.signer.resets >= 1, 10, "in-flight txs re-sent after the timeout")
         network.heal()
         backlog = m.meter.records_written
@@ -131,7 +131,7 @@ def test_member_process_rides_out_a_stopped_mosquitto(
         tmp_path,
         ["lic-h03", "lic-h05"],
         validators=1,
-        speed=1_800.0,
+        speed=3_600.0,
         solve_grace_s=172_800,
         brokers=(broker.url,),
     )
@@ -139,8 +139,8 @@ def test_member_process_rides_out_a_stopped_mosquitto(
         subprocess.Popen(
             [sys.executable, "-m", "edge.daemon", "--config", str(n.config)],
             cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=(n.root / "lemd.log").open("w"),
+            stderr=subprocess.STDOUT,
         )
         for n in nodes
     ]
@@ -149,7 +149,7 @@ def test_member_process_rides_out_a_stopped_mosquitto(
         _wait(lambda: len(_own_slots(member)) >= 3, 40, "member slots committed over MQTT")
         assert _get(member.api, "/status")["role"]["consensus"] == "member"
         broker.stop()
-        time.sleep(6)  # three simulated hours without a broker
+        time.sleep(3)  # three simulated hours without a broker
         assert _get(member.api, "/status")["outbox"]["depth"] >= 4
         broker.start()
         _wait(lambda: _get(member.api, "/status")["outbox"]["depth"] <= 2, 60, "backlog drained")
