@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from edge.cli.main import main as cli_main
 from edge.clock import DaemonClock
 from edge.config import Config
 from edge.health import Health
@@ -23,6 +25,7 @@ from meters.reading import Reading
 from tests.support.lemd import NodeDir, make_node, running_daemon, until
 
 pytestmark = pytest.mark.slow
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 class OutageLedger:
@@ -257,3 +260,28 @@ async def _get_raw(listen: str, path: str) -> bytes:
 
 
 _ = NodeDir
+
+
+async def test_readme_lemctl_node_commands_run_as_written(tmp_path: Path) -> None:
+    """Each README `lemctl --config …` line works against a running node (config and period
+    swapped for the test node's)."""
+    lines = [
+        ln.split("#")[0].split()
+        for ln in README.read_text(encoding="utf-8").splitlines()
+        if ln.startswith("lemctl --config /etc/lemd/lemd.toml ")
+    ]
+    assert len(lines) >= 7
+    node = make_node(tmp_path / "n1", speed=900.0)
+    async with running_daemon(node) as daemon:
+        assert daemon.parts is not None
+        await until(lambda: daemon.parts.node.app.height >= 1, 10, "a first block")  # type: ignore[union-attr]
+        for argv in lines:
+            args = [str(node.config) if a == "/etc/lemd/lemd.toml" else a for a in argv[1:]]
+            args = ["p0" if a == "2026-05-15" else a for a in args]
+            if "ledger" in args:  # LMDB allows one open of an environment per process
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "edge.cli.main", *args, cwd=README.parent
+                )
+                assert await proc.wait() == 0, args
+            else:
+                assert await asyncio.to_thread(cli_main, args) == 0, args
