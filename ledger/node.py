@@ -34,6 +34,7 @@ from ledger.errors import BlockInvalid, CodecError, TxRejected
 from ledger.genesis import Genesis
 from ledger.keys import SigningKey, sha256
 from ledger.mempool import Mempool
+from ledger.proofs import ProofService
 from ledger.store import Store
 from ledger.transport.base import Message, Transport, TransportError
 
@@ -67,6 +68,8 @@ class LedgerPort:
         self._gossip = gossip
         self._dropped: dict[bytes, list[tuple[bytes, TxRejected]]] = {}
         self.rejections: Counter[str] = Counter()
+        self.on_commit: Callable[[bytes, Commit], None] | None = None
+        """Called after each committed block (the light members' header feed)."""
 
     def height(self) -> int:
         return self.app.height
@@ -123,6 +126,8 @@ class LedgerPort:
         txs = list(blk.decode(block).txs)
         self.mempool.update(txs, self._dropped.pop(block_hash, []))
         self._dropped.clear()
+        if self.on_commit is not None:
+            self.on_commit(block, commit)
 
     def block(self, height: int) -> bytes | None:
         return self.app.block(height)
@@ -238,6 +243,9 @@ class Node:
         self.transport = transport
         self.key = key
         self.port = LedgerPort(self.app, self.mempool, self.cstore, key, self._gossip_tx)
+        # Light members: header feed + proof answers (docs/spec/light.md).
+        self.proofs = ProofService(app, key, self._send, valset_of=self._valset_powers)
+        self.port.on_commit = self.proofs.on_commit
         self._config = config
         self._clock = clock
         self._crash = crash
@@ -368,6 +376,8 @@ class Node:
         assert self.engine is not None
         if message.channel == "tx":
             self._admit(message.payload)
+        elif message.channel in ("proof_req", "proof_resp", "header"):
+            self.proofs.handle(message)
         elif message.channel != "join":
             self.engine.receive(message.channel, message.sender, message.payload)
 
@@ -386,6 +396,10 @@ class Node:
             self._outbox.put_nowait((channel, payload, to))
         except asyncio.QueueFull:
             self.stats["outbox_full"] += 1
+
+    def _valset_powers(self, height: int) -> dict[bytes, int] | None:
+        valset = self.cstore.load_valset(height)
+        return None if valset is None else valset.powers()
 
     def _gossip_tx(self, raw: bytes) -> None:
         self._send("tx", raw, None)

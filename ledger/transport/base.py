@@ -12,9 +12,24 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
-CHANNELS = ("tx", "consensus", "block", "sync_req", "sync_resp", "join")
+CHANNELS = (
+    "tx",
+    "consensus",
+    "block",
+    "sync_req",
+    "sync_resp",
+    "join",
+    "header",
+    "proof_req",
+    "proof_resp",
+)
 """Channel names. On MQTT: ``lem/1/<chain_id>/<channel>/<sender>`` for broadcasts and
-``lem/1/<chain_id>/<channel>/to/<recipient>/<sender>`` for messages to one node."""
+``lem/1/<chain_id>/<channel>/to/<recipient>/<sender>`` for messages to one node. ``header``
+(verified-header feed), ``proof_req`` and ``proof_resp`` serve light members
+(docs/spec/light.md)."""
+
+LIGHT_CHANNELS = ("header",)
+"""The only broadcasts a light member subscribes to (plus its own inbox)."""
 
 
 class TransportError(Exception):

@@ -1,0 +1,243 @@
+"""A light member on a Transport: follows verified headers, submits txs, fetches own proofs.
+
+Spec: docs/spec/light.md §3. The member subscribes to the ``header`` broadcasts and its own
+inbox only. It verifies every header update (:class:`ledger.light.LightClient`); when one is
+missing (the proposer that should have published it crashed, a message was lost, the node was
+away) it asks a validator — the last node it heard a verified header from, else one of the
+configured ``validators`` — for the headers from its height (``headers_req``). With no header
+for ``probe_s`` it asks again, so an idle chain or a lost answer never leaves it behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from ledger import tx as txm
+from ledger.keys import SigningKey
+from ledger.light import ForkDetected, HeaderRejected, HeaderUpdate, LightClient, read_update
+from ledger.proofs import (
+    Answer,
+    HeadersAnswer,
+    ProofError,
+    ProofResponse,
+    make_headers_request,
+    make_proof_request,
+    parse_response,
+    verify_key_answer,
+    verify_tx_answer,
+)
+from ledger.transport.base import Message, Transport, TransportError
+
+PROBE_S = 90.0
+"""Ask for headers when none arrived for this long [s] (above the 60 s heartbeat)."""
+
+
+class LightNode:
+    """The light client of a member, fed by a transport.
+
+    Args:
+        light: the member's verified header chain.
+        transport: subscribed to ``header`` broadcasts and the node's inbox.
+        key: the member's key (signs txs and proof requests).
+        validators: node ids of validators to ask for headers and proofs before one was heard.
+        probe_s: header silence after which headers are requested [s].
+    """
+
+    def __init__(
+        self,
+        light: LightClient,
+        transport: Transport,
+        key: SigningKey,
+        *,
+        validators: Sequence[str] = (),
+        probe_s: float = PROBE_S,
+    ) -> None:
+        self.light = light
+        self.transport = transport
+        self.key = key
+        self.chain_id = light.chain_id
+        self.probe_s = probe_s
+        self._configured = list(validators)
+        self._heard: list[str] = []
+        self._rr = itertools.count()
+        self._waiting: dict[int, asyncio.Future[ProofResponse]] = {}
+        self._advanced = asyncio.Event()
+        self._last_nonce = 0
+        self._last_header_s = time.monotonic()
+        self.stats: Counter[str] = Counter()
+        self.peers: dict[str, float] = {}
+
+    # --------------------------------------------------------------- tasks
+
+    async def run(self) -> None:
+        """Read messages and probe for headers until the transport closes."""
+        async with asyncio.TaskGroup() as tg:
+            reader = tg.create_task(self._read(), name="light-read")
+            prober = tg.create_task(self._probe(), name="light-probe")
+            await reader
+            prober.cancel()
+
+    async def _read(self) -> None:
+        async for message in self.transport.messages():
+            self.peers[message.sender] = time.monotonic()
+            await self.handle(message)
+
+    async def _probe(self) -> None:
+        await self.request_headers()
+        while True:
+            await asyncio.sleep(min(self.probe_s, 5.0))
+            if time.monotonic() - self._last_header_s >= self.probe_s:
+                self._last_header_s = time.monotonic()
+                await self.request_headers()
+
+    async def handle(self, message: Message) -> None:
+        """One received message; bad input is counted, a detected fork is raised."""
+        if message.channel == "header":
+            try:
+                update = read_update(message.payload)
+            except HeaderRejected:
+                self.stats["header_malformed"] += 1
+                return
+            await self._offer([update], message.sender)
+        elif message.channel == "proof_resp":
+            try:
+                answer = parse_response(message.payload)
+            except ProofError:
+                self.stats["answer_malformed"] += 1
+                return
+            if isinstance(answer, HeadersAnswer):
+                await self._offer(list(answer.updates), message.sender)
+            elif (fut := self._waiting.get(answer.nonce_ms)) is not None and not fut.done():
+                fut.set_result(answer)
+
+    async def _offer(self, updates: list[HeaderUpdate], sender: str) -> None:
+        for update in updates:
+            try:
+                accepted = self.light.offer(update)
+            except HeaderRejected as exc:
+                self.stats[f"header_rejected_{exc.reason}"] += 1
+                continue
+            except ForkDetected:
+                self.stats["fork_detected"] += 1
+                raise
+            if accepted:
+                self.stats["headers_verified"] += len(accepted)
+                self._last_header_s = time.monotonic()
+                if sender in self._heard:
+                    self._heard.remove(sender)
+                self._heard.append(sender)
+                self._advanced.set()
+                self._advanced = asyncio.Event()
+        if self.light.gap is not None:
+            await self.request_headers(sender)
+
+    # --------------------------------------------------------------- requests
+
+    def _validator(self, prefer: str | None = None) -> str | None:
+        if prefer is not None:
+            return prefer
+        pool = self._heard[-2:] or self._configured
+        return pool[next(self._rr) % len(pool)] if pool else None
+
+    def _nonce(self) -> int:
+        self._last_nonce = max(self._last_nonce + 1, int(time.time() * 1000))
+        return self._last_nonce
+
+    async def request_headers(self, to: str | None = None) -> None:
+        """Ask a validator for the headers after the trusted tip."""
+        target = self._validator(to)
+        if target is None:
+            return
+        payload = make_headers_request(self.chain_id, self.light.height + 1, self._nonce())
+        await self._publish("proof_req", payload, target)
+        self.stats["headers_requested"] += 1
+
+    async def wait_height(self, height: int, timeout_s: float) -> None:
+        """Wait until a header of ``height`` is verified (asking for headers meanwhile).
+
+        Raises:
+            TimeoutError: not within ``timeout_s``.
+        """
+        async with asyncio.timeout(timeout_s):
+            while self.light.height < height:
+                event = self._advanced
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), 2.0)
+                if self.light.height < height:
+                    await self.request_headers()
+
+    async def prove(
+        self, queries: list[tuple[str, bytes]], timeout_s: float = 30.0
+    ) -> tuple[ProofResponse, list[Any]]:
+        """Ask a validator for proofs and verify each against verified headers.
+
+        Returns:
+            The answer and per query the verified result: the value bytes of a ``key``, the
+            height of the block holding a ``tx``, or the :class:`ProofError` of a refused or
+            unverifiable one.
+
+        Raises:
+            TimeoutError: no answer (or no header to check it with) within ``timeout_s``.
+        """
+        target = self._validator()
+        if target is None:
+            raise ProofError("no validator known to ask (none heard, none configured)")
+        nonce = self._nonce()
+        fut: asyncio.Future[ProofResponse] = asyncio.get_running_loop().create_future()
+        self._waiting[nonce] = fut
+        payload = make_proof_request(
+            self.key, self.chain_id, self.transport.node_id, nonce, queries
+        )
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._publish("proof_req", payload, target)
+                answer = await fut
+        finally:
+            self._waiting.pop(nonce, None)
+        # Key proofs are against the state after block H: header H + 1 carries that app hash.
+        await self.wait_height(answer.height + 1, timeout_s)
+        return answer, [self._check(a, answer.height) for a in answer.answers]
+
+    def _check(self, answer: Answer, height: int) -> Any:
+        try:
+            if answer.kind == "tx":
+                return verify_tx_answer(answer, self.light)
+            header = self.light.header(height + 1)
+            if header is None:
+                raise ProofError(f"header {height + 1} is pruned or unknown")
+            return verify_key_answer(answer, header.app_hash)
+        except ProofError as exc:
+            return exc
+
+    async def submit(self, raw: bytes) -> txm.Tx:
+        """Broadcast a signed tx on channel ``tx`` (validators admit and commit it)."""
+        tx = txm.decode(raw)
+        await self._publish("tx", raw, None)
+        return tx
+
+    async def _publish(self, channel: str, payload: bytes, to: str | None) -> None:
+        try:
+            async with asyncio.timeout(5.0):
+                await self.transport.publish(channel, payload, to=to)
+        except (TransportError, TimeoutError):
+            self.stats["publish_failed"] += 1
+
+    def status(self) -> dict[str, Any]:
+        """Height, hash, app hash, time of the newest verified header; role ``member``."""
+        tip = self.light.latest
+        return {
+            "height": tip.height,
+            "hash": tip.hash.hex(),
+            "app_hash": tip.app_hash.hex(),
+            "time_ms": tip.time_ms,
+            "role": "member",
+            "light": True,
+            "stored_headers": self.light.stored_heights(),
+            "light_stats": dict(self.stats),
+        }

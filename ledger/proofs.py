@@ -1,0 +1,312 @@
+"""Header feed and proof service of validators for light members; the member's side of it.
+
+Spec: docs/spec/light.md §2–§4. A validator that proposed a committed block publishes its
+header + commit on channel ``header`` (one copy per block: the proposer's). It answers, on its
+direct channel ``proof_resp``, two requests it receives on ``proof_req``:
+
+- ``["headers_req", chain_id, from_height, nonce_ms]``: up to :data:`HEADERS_PER_ANSWER` header
+  updates from ``from_height`` (headers are public within the community);
+- ``["proof_req", chain_id, body, signature]`` with ``body = encode([requester, reply_to,
+  nonce_ms, [[kind, arg], …]])`` signed by the requester's key (sign kind ``proof_req``): per
+  query an inclusion proof — ``kind`` ``"key"``: a state key, proven against the app hash after
+  the answer's height, served only when seed 000 Fig. 4 lets the requester read it
+  (:meth:`ledger.access.Queries.prove`); ``"tx"``: a tx hash, proven against its block's
+  ``txs_hash``, served only for the requester's own txs.
+
+Replay protection: the nonce is a time [ms] within ±:data:`NONCE_WINDOW_MS` of the validator's
+clock and greater than the last nonce it answered for that key; the answer goes only to the
+``reply_to`` node id the requester signed, which must be the topic's sender (pinned by the
+broker ACL). Answers are not signed: every value in them is checked by the member against a
+header it verified itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ledger import block as blk
+from ledger import codec, keys, merkle
+from ledger import tx as txm
+from ledger.access import Queries
+from ledger.app import App
+from ledger.consensus.messages import Commit
+from ledger.errors import AccessDenied, CodecError, LedgerError, SignatureError
+from ledger.light import HeaderUpdate, LightClient, Valset, decode_update, encode_update
+from ledger.transport.base import Message
+
+HEADERS_PER_ANSWER = 32
+MAX_QUERIES = 16
+NONCE_WINDOW_MS = 300_000
+"""A request's nonce (its time) may differ this much from the validator's clock [ms]."""
+MAX_REQUESTERS = 4096
+SIGN_KIND = "proof_req"
+
+Send = Callable[[str, bytes, str | None], None]
+
+
+class ProofError(LedgerError):
+    """A proof answer that does not verify, or a request that cannot be made."""
+
+
+# requests (member side) -----------------------------------------------------------------------
+
+
+def make_headers_request(chain_id: str, from_height: int, nonce_ms: int) -> bytes:
+    """Payload asking a validator for header updates from ``from_height``."""
+    return codec.encode(["headers_req", chain_id, from_height, nonce_ms])
+
+
+def make_proof_request(
+    key: keys.SigningKey,
+    chain_id: str,
+    reply_to: str,
+    nonce_ms: int,
+    queries: list[tuple[str, bytes]],
+) -> bytes:
+    """A signed proof request (module docstring) for ``queries`` of ``("key"|"tx", arg)``."""
+    if not 0 < len(queries) <= MAX_QUERIES:
+        raise ProofError(f"a proof request holds 1..{MAX_QUERIES} queries, got {len(queries)}")
+    body = codec.encode([key.public_key, reply_to, nonce_ms, [[k, a] for k, a in queries]])
+    return codec.encode(["proof_req", chain_id, body, key.sign(chain_id, SIGN_KIND, body)])
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One query's answer: ``status`` ``ok`` | ``absent`` | ``denied``; ``data`` its proof."""
+
+    kind: str
+    arg: bytes
+    status: str
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ProofResponse:
+    """A validator's answer to a proof request; key proofs are against the app hash after
+    block ``height`` (checked with header ``height + 1``)."""
+
+    nonce_ms: int
+    height: int
+    answers: tuple[Answer, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HeadersAnswer:
+    updates: tuple[HeaderUpdate, ...]
+
+
+def parse_response(payload: bytes) -> ProofResponse | HeadersAnswer:
+    """Decode a ``proof_resp`` payload.
+
+    Raises:
+        ProofError: not canonical or not a known answer.
+    """
+    try:
+        value = codec.decode(payload, max_bytes=1 << 20)
+        if isinstance(value, list) and value[:1] == ["headers"]:
+            return HeadersAnswer(tuple(decode_update(u) for u in value[1]))
+        kind, nonce, height, answers = value
+        if kind != "proof_resp" or not isinstance(nonce, int) or not isinstance(height, int):
+            raise ValueError("not a proof response")
+        return ProofResponse(nonce, height, tuple(Answer(*a) for a in answers))
+    except (CodecError, TypeError, ValueError, LedgerError) as exc:
+        raise ProofError(f"proof answer: {exc}") from exc
+
+
+def verify_key_answer(answer: Answer, app_hash: bytes) -> bytes:
+    """The proven value of a ``key`` answer.
+
+    Raises:
+        ProofError: not ok, another key, or the proof does not lead to ``app_hash``.
+    """
+    if answer.status != "ok":
+        raise ProofError(f"key {answer.arg[:40]!r}: {answer.status}: {answer.data}")
+    try:
+        proof = merkle.proof_from_value(answer.data)
+    except ValueError as exc:
+        raise ProofError(f"key {answer.arg[:40]!r}: {exc}") from exc
+    if proof.key != answer.arg or not merkle.verify_proof(proof, app_hash):
+        raise ProofError(f"key {answer.arg[:40]!r}: proof does not verify against the app hash")
+    return proof.value
+
+
+def verify_tx_answer(answer: Answer, light: LightClient) -> int:
+    """Height of the block that includes the tx hash ``answer.arg``.
+
+    Raises:
+        ProofError: not ok, unknown header, or the path does not lead to its ``txs_hash``.
+    """
+    if answer.status != "ok":
+        raise ProofError(f"tx {answer.arg.hex()[:16]}…: {answer.status}: {answer.data}")
+    height, index, size, path = answer.data
+    header = light.header(int(height))
+    if header is None:
+        raise ProofError(f"tx {answer.arg.hex()[:16]}…: header {height} is not verified yet")
+    if not merkle.list_verify(answer.arg, index, size, list(path), header.txs_hash):
+        raise ProofError(f"tx {answer.arg.hex()[:16]}…: inclusion path does not verify")
+    return int(height)
+
+
+# validator side -------------------------------------------------------------------------------
+
+
+class ProofService:
+    """What a validator does for light members: header feed and proof answers.
+
+    Args:
+        app: the validator's ledger application (committed state and blocks).
+        key: the node's key (None: publishes and answers nothing).
+        send: ``send(channel, payload, to)`` (the node's outbox).
+        now_ms: wall clock [ms since the epoch] for nonce windows (not the daemon's simulated
+            clock: the member's nonce is its wall time).
+        valset_of: the powers of the set that signed a height (the consensus store's record).
+    """
+
+    def __init__(
+        self,
+        app: App,
+        key: keys.SigningKey | None,
+        send: Send,
+        now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        valset_of: Callable[[int], dict[bytes, int] | None] = lambda _h: None,
+    ) -> None:
+        self.app = app
+        self._valset_of = valset_of
+        self.key = key
+        self._send = send
+        self._now_ms = now_ms
+        self._queries = Queries(app.store)
+        self._sets: dict[bytes, Valset] = {}
+        self._published_vhash = b""
+        self._nonces: OrderedDict[bytes, int] = OrderedDict()
+        self.stats: Counter[str] = Counter()
+        self._remember_set()
+
+    def _remember_set(self) -> None:
+        vals = tuple(self.app.validators())
+        self._sets[blk.validators_hash(list(vals))] = vals
+        if len(self._sets) > 16:
+            self._sets.pop(next(iter(self._sets)))
+
+    def _is_validator(self) -> bool:
+        return self.key is not None and any(
+            pk == self.key.public_key for pk, _ in self.app.validators()
+        )
+
+    def on_commit(self, block: bytes, commit: Commit) -> None:
+        """After a commit: publish the header if this node proposed it (one copy per block)."""
+        header = blk.decode(block).header
+        self._remember_set()
+        if self.key is None or header.proposer != self.key.public_key:
+            return
+        try:
+            valset = self._valset_at(header.height, header.validators_hash)
+        except ValueError:
+            self.stats["header_unknown_set"] += 1
+            return
+        with_set = header.validators_hash != self._published_vhash
+        self._published_vhash = header.validators_hash
+        self._send("header", encode_update(header, commit, valset, with_set), None)
+        self.stats["headers_published"] += 1
+
+    def handle(self, message: Message) -> None:
+        """A ``proof_req`` message (others are ignored); bad ones are counted, never raised."""
+        if message.channel != "proof_req" or not self._is_validator():
+            return
+        try:
+            value = codec.decode(message.payload, max_bytes=16 << 10)
+            if not isinstance(value, list) or len(value) != 4 or value[1] != self.app.chain_id:
+                raise ValueError("not a request of this chain")
+            if value[0] == "headers_req":
+                self._answer_headers(int(value[2]), message.sender)
+            elif value[0] == "proof_req":
+                self._answer_proofs(value[2], value[3], message.sender)
+            else:
+                raise ValueError(f"unknown request {value[0]!r}")
+        except (CodecError, TypeError, ValueError, SignatureError) as exc:
+            self.stats[f"request_refused_{type(exc).__name__}"] += 1
+
+    def _answer_headers(self, from_height: int, to: str) -> None:
+        updates: list[codec.Value] = []
+        last_vhash = b""
+        top = min(self.app.height, max(1, from_height) + HEADERS_PER_ANSWER - 1)
+        for height in range(max(1, from_height), top + 1):
+            raw, commit = self.app.block(height), self.app.commit(height)
+            if raw is None or commit is None:
+                break
+            header = blk.decode(raw).header
+            valset = self._valset_at(height, header.validators_hash)
+            update = encode_update(
+                header, Commit.from_value(commit), valset, header.validators_hash != last_vhash
+            )
+            last_vhash = header.validators_hash
+            updates.append(codec.decode(update))
+        self._send("proof_resp", codec.encode(["headers", updates]), to)
+        self.stats["headers_answered"] += 1
+
+    def _valset_at(self, height: int, vhash: bytes) -> Valset:
+        """The set that signed ``height`` (the header names its hash): remembered, from the
+        consensus store's per-height sets, or the genesis set."""
+        known = self._sets.get(vhash)
+        if known is not None:
+            return known
+        stored = self._valset_of(height)
+        if stored is not None and blk.validators_hash(sorted(stored.items())) == vhash:
+            return tuple(sorted(stored.items()))
+        genesis = tuple(sorted(self.app.store.genesis.validators))
+        if blk.validators_hash(list(genesis)) == vhash:
+            return genesis
+        raise ValueError(f"validator set of height {height} is not known to this node")
+
+    def _answer_proofs(self, body: bytes, signature: bytes, sender: str) -> None:
+        requester, reply_to, nonce, queries = codec.decode(body)
+        keys.verify(requester, self.app.chain_id, SIGN_KIND, body, signature)
+        if reply_to != sender:
+            raise ValueError(f"reply_to {reply_to!r} is not the sender {sender!r}")
+        if abs(nonce - self._now_ms()) > NONCE_WINDOW_MS or nonce <= self._nonces.get(
+            requester, -1
+        ):
+            raise ValueError("stale or replayed nonce")
+        if not 0 < len(queries) <= MAX_QUERIES:
+            raise ValueError("query count")
+        self._nonces[requester] = nonce
+        self._nonces.move_to_end(requester)
+        if len(self._nonces) > MAX_REQUESTERS:
+            self._nonces.popitem(last=False)
+        height = self.app.height
+        answers = [self._answer(requester, str(kind), bytes(arg)) for kind, arg in queries]
+        self._send("proof_resp", codec.encode(["proof_resp", nonce, height, answers]), sender)
+        self.stats["proofs_answered"] += 1
+
+    def _answer(self, requester: bytes, kind: str, arg: bytes) -> list[codec.Value]:
+        if kind == "key":
+            try:
+                proof = self._queries.prove(requester, arg)
+            except AccessDenied as exc:
+                self.stats["proof_denied"] += 1
+                return [kind, arg, "denied", str(exc)]
+            if proof is None:
+                return [kind, arg, "absent", None]
+            return [kind, arg, "ok", proof.to_value()]
+        if kind == "tx":
+            return self._answer_tx(requester, arg)
+        return [kind, arg, "denied", f"unknown query kind {kind!r}"]
+
+    def _answer_tx(self, requester: bytes, tx_hash: bytes) -> list[codec.Value]:
+        where = self.app.store.tx_location(tx_hash)
+        if where is None:
+            return ["tx", tx_hash, "absent", None]
+        height, index = where
+        raw = self.app.block(height)
+        assert raw is not None, "an indexed tx's block is stored"
+        txs = blk.decode(raw).txs
+        if txm.decode(txs[index]).signer != requester:
+            self.stats["proof_denied"] += 1
+            return ["tx", tx_hash, "denied", "a member proves only its own txs"]
+        hashes = [keys.sha256(t) for t in txs]
+        path: codec.Value = list(merkle.list_path(hashes, index))
+        return ["tx", tx_hash, "ok", [height, index, len(hashes), path]]
