@@ -1,0 +1,180 @@
+"""Light members over a real mosquitto: 4 validators (ledger.node.Node) publish verified
+headers; two members follow them header-only, submit SetMeasure, and fetch their own state
+with Merkle proofs; a proof of another member's measurement is refused (seed 000 Fig. 4)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from ledger import codec, state
+from ledger import tx as txm
+from ledger.genesis import Genesis, Period
+from ledger.keys import SigningKey
+from ledger.light import LightClient
+from ledger.light_node import LightNode
+from ledger.proofs import ProofError, make_proof_request
+from ledger.transport.base import LIGHT_CHANNELS, Message
+from ledger.transport.mqtt import MqttTransport
+from ledger.transport.mqtt_settings import MqttSettings
+from tests.integration.test_consensus_mqtt import VALIDATORS, MqttCommunity
+from tests.support.mosquitto import Mosquitto
+from tests.support.nodes import FAST
+from tests.unit.ledger.helpers import N1, N2, PARAMS, SLOT, T0, Signer, genesis
+
+pytestmark = pytest.mark.slow
+
+M1, M2 = "meter-n1", "meter-n2"
+
+
+def _genesis() -> Genesis:
+    return genesis(
+        validators=tuple((k.public_key, 10) for k in VALIDATORS),
+        meters={M1: N1.public_key, M2: N2.public_key},
+        periods=(Period("p0", T0, T0 + SLOT, PARAMS),),
+    )
+
+
+class Member:
+    def __init__(self, root: Path, url: str, name: str, key: SigningKey, g: Genesis) -> None:
+        settings = MqttSettings.from_urls(
+            g.chain_id, name, [url], broadcast_channels=LIGHT_CHANNELS, **FAST
+        )
+        self.transport = MqttTransport(settings)
+        self.light = LightClient(root / name, g, durable=False)
+        self.node = LightNode(
+            self.light,
+            self.transport,
+            key,
+            validators=[f"v{i}" for i in range(4)],
+            probe_s=1.0,
+        )
+        self.signer = Signer(key, g.chain_id)
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.transport.start()
+        await self.transport.wait_connected(5)
+        self.task = asyncio.create_task(self.node.run(), name=f"light-{self.transport.node_id}")
+
+    async def stop(self) -> None:
+        await self.transport.close()
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        self.light.close()
+
+
+@asynccontextmanager
+async def light_community(
+    root: Path, broker: Mosquitto
+) -> AsyncIterator[tuple[MqttCommunity, Member, Member]]:
+    c = MqttCommunity(root, broker, heartbeat_ms=1000)
+    c.genesis = _genesis()
+    members = [
+        Member(root, broker.url, "m1", N1, c.genesis),
+        Member(root, broker.url, "m2", N2, c.genesis),
+    ]
+    try:
+        for i, key in enumerate(VALIDATORS):
+            await c.start(f"v{i}", key)
+        for m in members:
+            await m.start()
+        yield c, members[0], members[1]
+    finally:
+        for m in members:
+            await m.stop()
+        await c.stop_all()
+
+
+def _measure(meter: str, import_wh: int, export_wh: int) -> dict[str, object]:
+    return {
+        "meter_id": meter, "slot_start_ms": T0, "import_wh": import_wh,
+        "export_wh": export_wh, "quality": 0,
+    }  # fmt: skip
+
+
+async def test_members_follow_headers_and_prove_their_own_state(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """Members verify the validators' header chain (same hashes and app hashes), learn that
+    their SetMeasure was committed from a tx-inclusion proof, and read their balance after
+    settlement (Algorithm 1: N1 -45.5 ECT) with a Merkle proof; N2 asking for N1's
+    measurement is refused."""
+    async with light_community(tmp_path, mosquitto) as (c, m1, m2):
+        raw1 = m1.signer("SetMeasure", _measure(M1, 2500, 0))
+        raw2 = m2.signer("SetMeasure", _measure(M2, 0, 1400))
+        await m1.node.submit(raw1)
+        await m2.node.submit(raw2)
+        v0 = c.nodes["v0"]
+        key1 = state.k_measure(T0, M1)
+
+        def measured() -> bool:
+            with v0.store.state_reader() as base:
+                return base.get(key1) is not None and base.get(state.k_measure(T0, M2)) is not None
+
+        await c.until(measured)
+        _, (included,) = await m1.node.prove([("tx", txm.decode(raw1).hash)])
+        assert isinstance(included, int)
+        location = v0.store.tx_location(txm.decode(raw1).hash)
+        assert location is not None
+        assert location[0] == included
+
+        await m1.node.submit(m1.signer("SolveMarkets", {"period_id": "p0"}))
+        account = state.k_balance(state.account_id(N1.public_key))
+
+        def solved() -> bool:
+            with v0.store.state_reader() as base:
+                return base.get(account) is not None
+
+        await c.until(solved)
+        answer, (balance, measure) = await m1.node.prove([("key", account), ("key", key1)])
+        assert codec.decode(balance) == -45_500_000
+        assert codec.decode(measure)[:2] == [2500, 0]
+        header = m1.light.header(answer.height + 1)
+        assert header is not None
+        assert v0.store.height_of(header.hash) == answer.height + 1
+        assert v0.store.app_hash_at(answer.height) == header.app_hash
+
+        _, (refused,) = await m2.node.prove([("key", key1)])
+        assert isinstance(refused, ProofError)
+        assert "denied" in str(refused)
+
+        await c.until(lambda: m2.light.height >= 3 and m1.light.height >= 3)
+        for m in (m1, m2):
+            tip = m.light.latest
+            assert v0.store.height_of(tip.hash) == tip.height
+        assert m1.node.stats["header_rejected_bad_commit"] == 0
+
+
+async def test_a_replayed_or_unsigned_proof_request_gets_no_answer(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """The validator answers a signed request once: the same payload again (a replay past the
+    transport's dedup), a bad signature, and a reply_to that is not the sender are refused."""
+    async with light_community(tmp_path, mosquitto) as (c, m1, _):
+        v0 = c.nodes["v0"]
+        nonce = time.time_ns() // 1_000_000
+        key = state.k_balance(state.COMMUNITY)
+        good = make_proof_request(N1, c.genesis.chain_id, "m1", nonce, [("key", key)])
+        await m1.transport.publish("proof_req", good, to="v0")
+        await c.until(lambda: v0.proofs.stats["proofs_answered"] == 1)
+        v0.proofs.handle(Message("proof_req", "m1", good))  # replayed after the dedup window
+        forged = bytearray(
+            make_proof_request(N1, c.genesis.chain_id, "m1", nonce + 1, [("key", key)])
+        )
+        forged[-1] ^= 1
+        await m1.transport.publish("proof_req", bytes(forged), to="v0")
+        other = make_proof_request(N1, c.genesis.chain_id, "m2", nonce + 2, [("key", key)])
+        await m1.transport.publish("proof_req", other, to="v0")
+        stats = v0.proofs.stats
+        refused = ("request_refused_SignatureError", "request_refused_ValueError")
+        await c.until(lambda: sum(stats[k] for k in refused) >= 3)
+        assert stats["proofs_answered"] == 1
+        assert stats["request_refused_SignatureError"] == 1
+        assert stats["request_refused_ValueError"] == 2
