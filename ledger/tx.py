@@ -9,6 +9,7 @@ SHA-256 of the exact envelope bytes as received.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from ledger import codec, keys
@@ -48,15 +49,33 @@ class Tx:
     hash: bytes
 
     def verify_signature(self) -> None:
-        """Check the envelope's signature.
+        """Check the envelope's signature, once per process for the same envelope bytes.
+
+        A tx passes admission, block validation and the mempool re-check on every node; its
+        hash covers every signed field and the signature itself, so exact bytes verified once
+        verify again (docs/spec/consensus.md §Throughput). Failures are not cached.
 
         Raises:
             TxRejected: ``bad_signature``.
         """
+        digest = keys.sha256(self.raw)  # not self.hash: a hand-built Tx may carry any hash
+        if digest in _VERIFIED:
+            _VERIFIED.move_to_end(digest)
+            return
         try:
             keys.verify(self.signer, self.chain_id, "tx", signed_payload(self), self.signature)
         except SignatureError as exc:
             raise TxRejected(Reason.BAD_SIGNATURE, f"{self.kind} tx: {exc}") from exc
+        _VERIFIED[digest] = None
+        if len(_VERIFIED) > VERIFIED_CACHE_SIZE:
+            _VERIFIED.popitem(last=False)
+
+
+VERIFIED_CACHE_SIZE = 16_384
+"""Envelope hashes whose signature this process verified (LRU, ~2 MiB at most; more than a
+full mempool, so a pending tx stays cached until it commits)."""
+
+_VERIFIED: OrderedDict[bytes, None] = OrderedDict()
 
 
 def signed_payload(tx: Tx) -> bytes:
