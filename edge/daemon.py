@@ -153,6 +153,8 @@ class Daemon:
             cfg, key, clock, node, Queries(node.app.store), outbox, signer, submitter,
             metrics, health, meter, transport_stats,
         )  # fmt: skip
+        if hasattr(node, "on_commit"):
+            node.on_commit = metrics.commit_seconds.observe
         self._check_role(self.parts)
         return self.parts
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from edge.clock import DaemonClock
@@ -105,6 +107,8 @@ class SingleLedger:
         self.batch_delay_s = batch_delay_s
         self._wake = asyncio.Event()
         self._making: asyncio.Task[bytes] | None = None
+        self.on_commit: Callable[[float], None] | None = None
+        """Called with each block's build + durable commit time [s] (the daemon's metric)."""
 
     @property
     def role(self) -> str:
@@ -153,9 +157,12 @@ class SingleLedger:
     async def _make_block(self) -> None:
         # The commit runs in a worker thread; shield it so a shutdown waits for the durable
         # write instead of abandoning it half way (close() awaits the same task).
+        started = time.perf_counter()
         self._making = asyncio.ensure_future(self.node.make_block())
         await asyncio.shield(self._making)
         self._making = None
+        if self.on_commit is not None:
+            self.on_commit(time.perf_counter() - started)
 
     async def close(self) -> None:
         if self._making is not None:

@@ -22,7 +22,7 @@ from ledger import tx as txm
 from ledger.keys import SigningKey
 from ledger.tx import Tx
 from meters.reading import Reading
-from tests.support.lemd import NodeDir, make_node, running_daemon, until
+from tests.support.lemd import NodeDir, free_port, make_node, running_daemon, until
 
 pytestmark = pytest.mark.slow
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -186,7 +186,8 @@ async def test_a_hanging_meter_does_not_stop_the_ledger(tmp_path: Path) -> None:
 async def test_rest_access_rules_on_a_prosumer_node(tmp_path: Path) -> None:
     """A prosumer node: 403 for admin operations and another member's measurements; its own
     measurements, totals, params, balance and Prometheus metrics are served."""
-    node = make_node(tmp_path / "n1", speed=3_600.0)
+    metrics_listen = f"127.0.0.1:{free_port()}"
+    node = make_node(tmp_path / "n1", speed=3_600.0, metrics_listen=metrics_listen)
     other = SigningKey.generate().public_key.hex()
     async with running_daemon(node) as daemon:
         parts = daemon.parts
@@ -223,10 +224,13 @@ async def test_rest_access_rules_on_a_prosumer_node(tmp_path: Path) -> None:
         status, answer = await request(api, "GET", "/balance")
         assert status == 200
         assert answer["account"] == node.key.public_key.hex()
-        metrics = await _get_raw(api, "/metrics")
-        assert f"Content-Type: {CONTENT_TYPE}".encode() in metrics
-        assert b"lem_ledger_height" in metrics
-        assert b"lem_outbox_records" in metrics
+        for listen in (api, metrics_listen):  # on the API and on metrics.listen
+            metrics = await _get_raw(listen, "/metrics")
+            assert f"Content-Type: {CONTENT_TYPE}".encode() in metrics
+            assert b"lem_ledger_height" in metrics
+            assert b"lem_outbox_records" in metrics
+        status, _ = await request(metrics_listen, "GET", "/status")
+        assert status == 404  # the metrics address serves metrics only
 
 
 async def test_admin_node_adds_and_removes_a_meter(tmp_path: Path) -> None:

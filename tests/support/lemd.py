@@ -61,6 +61,7 @@ def make_node(
     genesis: Genesis | None = None,
     admin: SigningKey | None = None,
     brokers: tuple[str, ...] = (),
+    metrics_listen: str | None = None,
 ) -> NodeDir:
     """Write key, genesis and lemd.toml for a single-validator node with a simulated meter.
 
@@ -116,7 +117,7 @@ solve_grace_s = {solve_grace_s}
 listen = "{api}"
 
 [metrics]
-listen = "{api}"
+listen = "{api if metrics_listen is None else metrics_listen}"
 
 [clock]
 speed = {speed}
