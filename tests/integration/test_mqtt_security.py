@@ -17,6 +17,7 @@ import aiomqtt
 import pytest
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from ledger.transport.acl import render as render_acl
 from ledger.transport.mqtt import MqttTransport
 from ledger.transport.topics import broadcast_topic, direct_topic
 from tests.support.mosquitto import Mosquitto, free_port
@@ -26,6 +27,7 @@ from tests.support.tls import CertFiles, Pki
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_CONF = REPO / "systemd" / "mosquitto" / "lem-broker.conf"
 SHIPPED_ACL = REPO / "systemd" / "mosquitto" / "lem-broker.acl"
+VALIDATOR_IDS = ("a", "b", "v1")
 
 
 @dataclass
@@ -57,9 +59,11 @@ def secure_broker(tmp_path: Path) -> Iterator[SecureBroker]:
     server = pki.issue("broker", server=True)
     server.cert.rename(etc / "broker.crt")
     server.key.rename(etc / "broker.key")
-    (etc / "acl").write_text(SHIPPED_ACL.read_text())
+    # Validators: "a", "b" (client certificates) and "v1" (password); m1, m2 are members.
+    (etc / "acl").write_text(render_acl(SHIPPED_ACL.read_text(), VALIDATOR_IDS))
     passwd = etc / "passwd"
-    for i, (user, password) in enumerate((("m1", "m1-secret"), ("m2", "m2-secret"))):
+    users = (("m1", "m1-secret"), ("m2", "m2-secret"), ("v1", "v1-secret"))
+    for i, (user, password) in enumerate(users):
         create = ["-c"] if i == 0 else []
         subprocess.run(["mosquitto_passwd", *create, "-b", str(passwd), user, password], check=True)
     cert_port, password_port = free_port(), free_port()
@@ -94,7 +98,8 @@ async def _start(started: list[MqttTransport], node_id: str, url: str, **kw: Any
 async def test_mutual_tls_nodes_exchange_and_password_member_joins(
     secure_broker: SecureBroker, started: list[MqttTransport]
 ) -> None:
-    """Cert-authenticated validators and a password-authenticated member talk through TLS."""
+    """Cert-authenticated validators and a password-authenticated member talk through TLS;
+    the member reads the header feed but not the validators' votes (docs/spec/light.md §5)."""
     sb = secure_broker
     ca = sb.pki.ca_cert
     ca_a, ca_b = sb.client_cert("a"), sb.client_cert("b")
@@ -108,12 +113,13 @@ async def test_mutual_tls_nodes_exchange_and_password_member_joins(
     rb, rm = Receiver(b), Receiver(m1)
 
     await a.publish("consensus", b"vote-a")
+    await a.publish("header", b"header-a")
     await m1.publish("tx", b"tx-m1", to="b")
-    await rb.wait_for(2)
+    await rb.wait_for(3)
     await rm.wait_for(1)
 
-    assert sorted(rb.payloads()) == [b"tx-m1", b"vote-a"]
-    assert rm.payloads() == [b"vote-a"]
+    assert sorted(rb.payloads()) == [b"header-a", b"tx-m1", b"vote-a"]
+    assert rm.payloads() == [b"header-a"]
     await rb.stop()
     await rm.stop()
 
@@ -153,7 +159,7 @@ async def test_acl_keeps_a_node_from_writing_as_another_or_reading_its_inbox(
         await victim.wait_payload(b"honest")
         await m2.publish("sync_resp", b"m2-private", to="m2-peer")
         await m2.flush(5)  # acknowledged, so routed before the marker below
-        await m2.publish("block", b"marker")
+        await m2.publish("join", b"marker")  # a broadcast every member may read
         seen = []
         async with asyncio.timeout(5):
             async for message in rogue.messages:

@@ -244,7 +244,7 @@ async def _retention_walk(c: Community, daemon: Daemon, capsys: pytest.CaptureFi
 async def test_mqtt_topics_carry_node_ids_only(
     secure_broker: SecureBroker,  # noqa: F811
 ) -> None:
-    """On the shipped broker a member's SetMeasure broadcast travels on
+    """On the shipped broker a member's SetMeasure broadcast reaches the validators on
     lem/1/<chain>/tx/<node id>: the topic names the sending node, not a meter or a person."""
     sb = secure_broker
     ca = sb.pki.ca_cert
@@ -254,7 +254,8 @@ async def test_mqtt_topics_carry_node_ids_only(
     await m2.start()
     try:
         await m2.wait_connected(5)
-        topics = await _tx_topics_seen_by_m1(sb, m2, _other_measure(privacy_id="ps-" + "ab" * 16))
+        payload = _other_measure(privacy_id="ps-" + "ab" * 16)
+        topics = await _tx_topics_seen_by(sb, m2, payload, observer="v1")
     finally:
         await m2.close()
     assert topics == [broadcast_topic(CHAIN, "tx", "m2")]
@@ -268,18 +269,21 @@ def _other_measure(privacy_id: str) -> bytes:
     return txm.make(OTHER, CHAIN, 0, "SetMeasure", body)
 
 
-async def _tx_topics_seen_by_m1(sb: SecureBroker, m2: MqttTransport, payload: bytes) -> list[str]:
-    """Topics of the tx broadcasts a client authenticated as member m1 receives while m2
-    publishes ``payload`` on channel tx."""
+async def _tx_topics_seen_by(
+    sb: SecureBroker, m2: MqttTransport, payload: bytes, observer: str = "m1"
+) -> list[str]:
+    """Topics of the tx broadcasts a client authenticated as ``observer`` (member m1 or
+    validator v1 of the shipped ACL) receives while m2 publishes ``payload`` on channel tx."""
     tls = aiomqtt.TLSParameters(ca_certs=str(sb.pki.ca_cert))
     seen: list[str] = []
     async with aiomqtt.Client(
-        "127.0.0.1", sb.password_port, username="m1", password="m1-secret", identifier="m1",
-        protocol=aiomqtt.ProtocolVersion.V5, tls_params=tls,
+        "127.0.0.1", sb.password_port, username=observer, password=f"{observer}-secret",
+        identifier=observer, protocol=aiomqtt.ProtocolVersion.V5, tls_params=tls,
     ) as m1:  # fmt: skip
-        await m1.subscribe([(broadcast_topic(CHAIN, "tx", "+"), SubscribeOptions(qos=1))])
+        filters = [broadcast_topic(CHAIN, ch, "+") for ch in ("tx", "join")]
+        await m1.subscribe([(f, SubscribeOptions(qos=1)) for f in filters])
         await m2.publish("tx", payload)
-        await m2.publish("tx", b"marker")
+        await m2.publish("join", b"marker")  # readable by every node: ends the wait
         async with asyncio.timeout(5):
             async for message in m1.messages:
                 if message.payload == b"marker":
@@ -288,11 +292,6 @@ async def _tx_topics_seen_by_m1(sb: SecureBroker, m2: MqttTransport, payload: by
     return seen
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (docs/privacy.md §4): txs and blocks are broadcast to every node and "
-    "signed, not encrypted, so a member's node can read other members' SetMeasure on MQTT",
-)
 async def test_mqtt_member_cannot_read_another_members_measurement(
     secure_broker: SecureBroker,  # noqa: F811
 ) -> None:
@@ -308,7 +307,7 @@ async def test_mqtt_member_cannot_read_another_members_measurement(
     try:
         await m2.wait_connected(5)
         payload = _other_measure(privacy_id="ps-" + "cd" * 16)
-        topics = await _tx_topics_seen_by_m1(sb, m2, payload)
+        topics = await _tx_topics_seen_by(sb, m2, payload, observer="m1")
     finally:
         await m2.close()
     assert topics == []
