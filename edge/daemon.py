@@ -171,11 +171,11 @@ class Daemon:
     async def run(self) -> int:
         """Run every task until a stop signal; returns the exit status."""
         parts = self.parts or await self.open()
+        servers = await self._start_servers(parts)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop_event.set)
-        servers = await self._start_servers(parts)
         self.serving.set()
         self._require_health(parts)
         try:
@@ -250,10 +250,23 @@ class Daemon:
         log.info("ready", extra={"status": status_line(parts)})
 
     async def _start_servers(self, parts: Parts) -> list[asyncio.Server]:
-        servers = [await serve(build_router(parts), self.config.api.listen)]
+        """The API server and, on its own address, the metrics server.
+
+        Raises:
+            StartupError: an address cannot be bound (in use, no permission), named.
+        """
+        servers: list[asyncio.Server] = []
+        wanted = [("api.listen", self.config.api.listen, build_router(parts))]
         metrics_listen = self.config.metrics.listen
         if metrics_listen and metrics_listen != self.config.api.listen:
-            servers.append(await serve(metrics_router(parts), metrics_listen))
+            wanted.append(("metrics.listen", metrics_listen, metrics_router(parts)))
+        for field_name, listen, router in wanted:
+            try:
+                servers.append(await serve(router, listen))
+            except OSError as exc:
+                for server in servers:
+                    server.close()
+                raise StartupError(f"{field_name} = {listen!r}: cannot listen: {exc}") from exc
         return servers
 
     async def _shutdown(self, parts: Parts, servers: list[asyncio.Server]) -> None:
@@ -313,6 +326,9 @@ async def _run(config: Config) -> int:
         raise
     try:
         return await daemon.run()
+    except StartupError:
+        await daemon.close_opened()
+        raise
     except BaseExceptionGroup as group:
         for failure in group.exceptions:
             log.error("task failed; exiting for a restart", exc_info=failure)

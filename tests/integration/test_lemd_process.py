@@ -273,3 +273,16 @@ def test_missing_genesis_exits_2_with_a_clear_message(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2
     assert "node.genesis_file is required" in err.decode()
+
+
+def test_api_address_in_use_exits_2_naming_it(tmp_path: Path) -> None:
+    """Another process on api.listen: exit 2 with the field and the address, stores closed."""
+    node = make_node(tmp_path / "n1")
+    host, _, port = node.api.rpartition(":")
+    with socket.socket() as taken:
+        taken.bind((host, int(port)))
+        taken.listen()
+        proc = start(node, None)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert f"api.listen = '{node.api}': cannot listen" in err.decode()
