@@ -38,6 +38,9 @@ from ledger.proofs import ProofService
 from ledger.store import Store
 from ledger.transport.base import Message, Transport, TransportError
 
+LINK_POLL_S = 0.5
+"""How often the node looks at the transport's connect counter [s]."""
+
 PUBLISH_TIMEOUT_S = 5.0
 """Bound on one transport publish [s]; a slower one is dropped (consensus re-publishes)."""
 
@@ -80,6 +83,12 @@ class LedgerPort:
             return blk.decode(block).hash
         except (BlockInvalid, CodecError):
             return sha256(b"not-a-block/" + block)  # no valid block's header hashes to this
+
+    def block_proposer(self, block: bytes) -> bytes | None:
+        try:
+            return blk.decode(block).header.proposer
+        except (BlockInvalid, CodecError):
+            return None
 
     def last_block_time_ms(self) -> int:
         return self.app.last_block_time_ms
@@ -304,6 +313,7 @@ class Node:
                 tg.create_task(self._read(), name=f"{name}-read")
                 tg.create_task(self._consume(), name=f"{name}-consensus")
                 tg.create_task(self._publish(), name=f"{name}-publish")
+                tg.create_task(self._watch_link(), name=f"{name}-link")
         except ExceptionGroup as group:
             # Surface the error itself (ForkError, StoreError, …): callers and logs name it.
             raise group.exceptions[0] from group
@@ -371,6 +381,22 @@ class Node:
                     await self.transport.publish(channel, payload, to=to)
             except (TransportError, TimeoutError):
                 self.stats["publish_failed"] += 1
+
+    async def _watch_link(self) -> None:
+        """Ask for missed blocks as soon as the transport (re)connects: what peers decided
+        while the link was down is announced no more (docs/spec/consensus.md §Sync)."""
+        stats = getattr(self.transport, "stats", None)
+        if stats is None or not hasattr(stats, "connects"):
+            return  # in-memory transport: no link to watch
+        seen = stats.connects
+        while not self._closed:
+            await asyncio.sleep(LINK_POLL_S)
+            connects = self.transport.stats.connects  # type: ignore[attr-defined]
+            if connects != seen:
+                seen = connects
+                self.stats["link_connects"] += 1
+                if self.engine is not None:
+                    self.engine.sync_now()
 
     def _handle(self, message: Message) -> None:
         assert self.engine is not None

@@ -24,6 +24,11 @@ class ConsensusApp(Protocol):
         bytes that are no block, any value no valid block can have)."""
         ...
 
+    def block_proposer(self, block: bytes) -> bytes | None:
+        """The proposer key the block names (None: the block format names none, or ``block``
+        does not decode; validity is ``validate_block``'s to decide)."""
+        ...
+
     def last_block_time_ms(self) -> int:
         """Time of the last committed block [ms since epoch]; genesis time at height 0."""
         ...

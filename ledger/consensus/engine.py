@@ -55,7 +55,12 @@ class EngineConfig:
     Attributes:
         chain_id: the chain this node belongs to.
         timeouts: per-step timeouts [ms].
-        heartbeat_ms: an empty block is made after this long without transactions [ms].
+        heartbeat_ms: an empty block is made after this long without transactions [ms]; slow
+            by default (a metered 4G link pays for every empty block; liveness never waits
+            for it: txs start a height at once, and laggards learn from ``tip_ms``).
+        tip_ms: while the chain idles, one validator per period (rotating) re-publishes the
+            latest block and commit, so a node that missed a decision learns it is behind
+            [ms].
         republish_ms: period of re-publishing own votes and the latest commit while a height
             is undecided [ms].
         sync_retry_ms: minimum spacing of block-sync requests [ms].
@@ -67,7 +72,8 @@ class EngineConfig:
 
     chain_id: str
     timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
-    heartbeat_ms: int = 60_000
+    heartbeat_ms: int = 900_000
+    tip_ms: int = 300_000
     republish_ms: int = 2_000
     sync_retry_ms: int = 2_000
     sync_batch: int = 16
@@ -115,6 +121,7 @@ class Engine(BlockFollower):
         self._reported: set[bytes] = set()
         self._replaying = False
         self._republish_timer: TimerHandle | None = None
+        self._last_tip_ms = self._clock.now_ms()
         self.core = self._new_core()
 
     # ----------------------------------------------------------------- lifecycle
@@ -210,10 +217,17 @@ class Engine(BlockFollower):
             return
         if not self._verified(msg):
             return
+        if isinstance(msg, Proposal) and not self._named_proposer_ok(msg):
+            self.stats["wrong_block_proposer"] += 1
+            return
         if not self._replaying:
             own = self.key is not None and signer == self.key.public_key
             self.store.wal_append(self.height, ["msg", payload], sync=own)
         self._feed(msg)
+
+    def _named_proposer_ok(self, msg: Proposal) -> bool:
+        fresh = msg.proposer if msg.pol_round < 0 else None
+        return self.proposer_field_ok(msg.block, msg.pol_round, fresh)
 
     def _verified(self, msg: Vote | Proposal) -> bool:
         """Check the signature (and a proposal's block id); count a failure by its reason."""
@@ -452,7 +466,31 @@ class Engine(BlockFollower):
             for raw in self.app.pending_tx_payloads(MAX_REGOSSIP_TXS):
                 self._send("tx", raw, None)
                 self.stats["regossiped_txs"] += 1
+        elif not self.core.started:
+            self._idle_tip()
         self._republish_timer = self._clock.call_later(self._config.republish_ms, self._republish)
+
+    def _idle_tip(self) -> None:
+        """Idle chain: every ``tip_ms`` one validator (rotating by period over the set)
+        re-announces the latest decision; one copy per period keeps a metered link cheap."""
+        now = self._clock.now_ms()
+        if now - self._last_tip_ms < self._config.tip_ms:
+            return
+        self._last_tip_ms = now
+        if self.key is None or not self.is_validator:
+            return
+        keys = [v.pubkey for v in self.valset.validators]
+        if keys[(now // self._config.tip_ms) % len(keys)] == self.key.public_key:
+            self.stats["tip_announced"] += 1
+            self.announce_latest()
+
+    def sync_now(self) -> None:
+        """The transport (re)connected: ask for missed blocks at once, bypassing the
+        request spacing (what was sent while the link was down may be lost)."""
+        if self.stopped:
+            return
+        self._last_sync_ms = -(1 << 62)
+        self.request_sync()
 
 
 def _step_of(action: VoteAction | ProposeAction) -> Step:

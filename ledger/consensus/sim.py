@@ -177,7 +177,8 @@ class Simulation:
     durable: bool = False
     chain_id: str = "sim"
     timeouts: TimeoutConfig = SIM_TIMEOUTS
-    heartbeat_ms: int = 60_000
+    heartbeat_ms: int = 60_000  # the simulation's own default (short virtual runs)
+    tip_ms: int = 300_000
     changes: dict[int, dict[int, int]] | None = None
     nodes: dict[str, SimNode] = field(default_factory=dict)
 
@@ -188,6 +189,7 @@ class Simulation:
             chain_id=self.chain_id,
             timeouts=self.timeouts,
             heartbeat_ms=self.heartbeat_ms,
+            tip_ms=self.tip_ms,
             republish_ms=1000,
             sync_retry_ms=1000,
         )

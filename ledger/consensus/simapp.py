@@ -55,6 +55,10 @@ class SimApp:
     def block_id(self, block: bytes) -> bytes:
         return sha256(block)
 
+    def block_proposer(self, block: bytes) -> bytes | None:
+        del block
+        return None  # simulation blocks name no proposer
+
     def last_block_time_ms(self) -> int:
         return _parse(self.blocks[-1])[1] if self.blocks else 0
 

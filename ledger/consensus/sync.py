@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from ledger.consensus.engine import EngineConfig, Send
 
 MAX_PENDING_BLOCKS = 64
+
+MAX_PROPOSER_ROUNDS = 64
+"""Rounds searched for a re-proposed or decided block's named proposer (the core ignores
+messages more than 64 rounds ahead, so a decision beyond cannot come from this node's set)."""
 """Out-of-order sync answers kept until their height comes up."""
 
 
@@ -131,6 +135,9 @@ class BlockFollower:
         except CommitError:
             self.stats["bad_commit"] += 1
             return False
+        if not self.proposer_field_ok(ann.block, ann.commit.round):
+            self.stats["wrong_block_proposer"] += 1
+            return False
         if not self.app.validate_block(self.height, ann.block):
             # More than 1/3 signed an invalid block: refuse it (this node halts here).
             self.stats["invalid_committed_block"] += 1
@@ -138,6 +145,22 @@ class BlockFollower:
         self.stats["followed"] += 1
         self.apply_block(ann.block, ann.commit)
         return True
+
+    def proposer_field_ok(self, block: bytes, last_round: int, fresh: bytes | None = None) -> bool:
+        """Whether the block names a proposer it may name (docs/spec/consensus.md §4).
+
+        A fresh proposal (``fresh`` = its signer, the round's proposer) must name that
+        signer. A re-proposal carries a block first proposed in a round up to its
+        ``pol_round``, a decided block one proposed in a round up to the commit's round:
+        the block must name the proposer of one of the rounds ``0..last_round``.
+        """
+        named = self.app.block_proposer(block)
+        if named is None:
+            return True  # the block format names none (the simulation app)
+        if fresh is not None:
+            return named == fresh
+        rounds = range(min(last_round, MAX_PROPOSER_ROUNDS) + 1)
+        return any(named == self.valset.proposer(r) for r in rounds)
 
     def _check_fork(self, ann: wire.BlockAnnouncement) -> None:
         """Two valid commits for one height mean > 1/3 equivocated: stop, never diverge."""
