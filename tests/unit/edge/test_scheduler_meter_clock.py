@@ -186,3 +186,44 @@ def test_real_time_clock_follows_wall_clock_steps() -> None:
 
 
 _ = asyncio
+
+
+@pytest.mark.parametrize(
+    ("driver", "port", "options", "meter_id", "message"),
+    [
+        (
+            "iec",
+            "/dev/ttyUSB0",
+            {"baud": 9600},
+            "",
+            "unknown key meter.options.baud for driver iec",
+        ),
+        ("iec", "/dev/ttyUSB0", {"max_baud": 1234}, "", "meter.options: max_baud 1234"),
+        ("p1", "/dev/ttyUSB0", {"speed": 1}, "", "unknown key meter.options.speed for driver p1"),
+        ("modbus", "tcp://h:502", {"slave": 1}, "", "unknown key meter.options.slave"),
+        ("sim", "", {}, "nobody", "meter.meter_id = 'nobody': not a pilot meter"),
+        ("sim", "", {"pv_wp": "big"}, "lic-h01", "meter.options.pv_wp = 'big': must be int"),
+    ],
+)
+def test_driver_options_are_checked_and_named(
+    driver: str, port: str, options: dict[str, object], meter_id: str, message: str
+) -> None:
+    """A wrong driver option stops start-up with the option named (no silent default)."""
+    from edge.config import ConfigError, MeterConfig
+    from edge.meter import build_driver
+
+    config = MeterConfig(driver=driver, port=port, options=options, meter_id=meter_id)
+    with pytest.raises(ConfigError, match=message):
+        build_driver(config, DaemonClock())
+
+
+def test_sim_driver_plays_the_pilot_meter_from_the_config() -> None:
+    """driver = "sim" with a pilot id gives that pilot meter (seeded), registers from its spec."""
+    from edge.config import MeterConfig
+    from edge.meter import build_driver
+    from meters.sim.community import pilot_community
+
+    config = MeterConfig(driver="sim", meter_id="lic-kg", options={"community_seed": 7})
+    driver = build_driver(config, DaemonClock())
+    spec = {s.meter_id: s for s in pilot_community(7)}["lic-kg"]
+    assert driver.spec == spec  # type: ignore[attr-defined]
