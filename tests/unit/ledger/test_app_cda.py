@@ -6,10 +6,13 @@ committing each prepared block directly, as a single validator would.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger import state
 from ledger import tx as txm
@@ -17,7 +20,9 @@ from ledger.app import App
 from ledger.apps.cda import K_NEXT, k_book, k_shout, k_trade
 from ledger.keys import SigningKey
 from ledger.store import Store
-from market.cda import Pool
+from market.cda import Market, Mechanism, Pool, Shout
+from market.decimals import format_decimal
+from market.topology import Topology
 from tests.unit.ledger.helpers import ADMIN, N1, N2, SLOT, T0, VAL, Signer, genesis
 
 HOUR = 3_600_000
@@ -171,3 +176,72 @@ def test_ocda_ranking_is_operator_only_and_applied(chain: Chain) -> None:
     assert chain.block(chain.tx(ADMIN, "RecordRanking", stale)) == [(0, "bad_value")]
     assert chain.block(chain.tx(ADMIN, "RecordRanking", ranking)) == []
     assert [chain.get(k_trade(i))[5:7] for i in (0, 1)] == [[acct(N3), 100], [acct(N2), 30]]
+
+
+BRPS = {N1: "a", N2: "b", N3: "d"}
+shout_draws = st.lists(
+    st.tuples(
+        st.sampled_from(sorted(BRPS, key=lambda k: k.public_key)),
+        st.sampled_from(["ask", "offer"]),
+        st.sampled_from(["AS+", "AS-"]),
+        st.integers(1, 500),
+        st.sampled_from(["0.3", "0.35", "0.4", "0.333333"]),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=8, deadline=None)
+@given(draws=shout_draws, mechanism=st.sampled_from(["cda", "ncda"]))
+def test_ledger_trades_equal_the_pure_engine(draws: list[Any], mechanism: str) -> None:
+    """Shouts in one block give exactly the trades market.cda makes on the same sequence."""
+    with tempfile.TemporaryDirectory() as tmp:
+        c = Chain(Path(tmp))
+        cfg = {"mechanism": mechanism, "window_ms": HOUR, "max_resting": 256}
+        conns = {acct(k): bus for k, bus in BRPS.items()}
+        assert (
+            c.block(
+                c.tx(ADMIN, "ConfigureCda", cfg), c.tx(ADMIN, "PublishTopology", topology(**conns))
+            )
+            == []
+        )
+        txs = [
+            c.tx(k, "PlaceShout", shout(side, wh, price, pool))
+            for k, side, pool, wh, price in draws
+        ]
+        assert c.block(*txs) == []
+        ledger_trades = []
+        seq = 0
+        while (row := c.get(k_trade(seq))) is not None:
+            ledger_trades.append(row)
+            seq += 1
+    topo = Topology.from_data(topology())
+    market = Market(Mechanism(mechanism), topo)
+    for ts, (raw, (k, side, pool, wh, price)) in enumerate(zip(txs, draws, strict=True)):
+        body = {
+            "shout_id": txm.decode(raw).hash.hex(),
+            "brp": acct(k),
+            "bus": BRPS[k],
+            "side": side,
+            "pool": pool,
+            "quantity_wh": wh,
+            "price": price,
+            "window": W,
+        }
+        market.place(Shout.from_data(body, ts))
+    expected = [
+        [
+            t.window,
+            t.pool.value,
+            t.ask_id,
+            t.offer_id,
+            t.asker,
+            t.offeror,
+            t.quantity_wh,
+            format_decimal(t.price, 7),
+            t.amount_uect,
+        ]
+        for t in market.trades
+    ]
+    assert ledger_trades == expected
