@@ -96,15 +96,21 @@ def valset_hash(valset: Valset) -> bytes:
 # wire form ------------------------------------------------------------------------------------
 
 
-def compact_header(header: blk.Header) -> list[codec.Value]:
-    """The header fields a receiver cannot fill in itself (module docstring)."""
+EMPTY_TXS_HASH = blk.txs_hash([])
+
+
+def compact_header(header: blk.Header, validators: Valset) -> list[codec.Value]:
+    """The header fields a receiver cannot fill in itself (module docstring); an empty block's
+    ``txs_hash`` as nil and the proposer as its index in the sorted set (33 B less each)."""
     h = header
+    keys = [pk for pk, _ in sorted(validators)]
+    proposer: codec.Value = keys.index(h.proposer) if h.proposer in keys else h.proposer
     return [
         h.height,
         h.time_ms,
-        h.txs_hash,
+        None if h.txs_hash == EMPTY_TXS_HASH else h.txs_hash,
         h.app_hash,
-        h.proposer,
+        proposer,
         h.validators_hash,
         h.last_commit_hash,
     ]
@@ -133,7 +139,8 @@ def compact_commit(commit: Commit, validators: Valset) -> list[codec.Value]:
 def encode_update(header: blk.Header, commit: Commit, validators: Valset, with_set: bool) -> bytes:
     """Bytes of one header update; ``with_set`` appends the signing set (after a change)."""
     vals: codec.Value = [[pk, p] for pk, p in sorted(validators)] if with_set else None
-    return codec.encode(["hdr", compact_header(header), compact_commit(commit, validators), vals])
+    compact = compact_header(header, validators)
+    return codec.encode(["hdr", compact, compact_commit(commit, validators), vals])
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +157,10 @@ class HeaderUpdate:
         return int(self.fields[0])
 
 
+def _is_hash(value: object) -> bool:
+    return isinstance(value, bytes) and len(value) == 32
+
+
 def decode_update(value: codec.Value) -> HeaderUpdate:
     """Parse the value of a header update.
 
@@ -160,7 +171,9 @@ def decode_update(value: codec.Value) -> HeaderUpdate:
         kind, fields, commit, vals = value
         ok = kind == "hdr" and isinstance(fields, list) and len(fields) == 7
         ok = ok and all(isinstance(f, int) and f >= 0 for f in fields[:2])
-        ok = ok and all(isinstance(f, bytes) and len(f) == 32 for f in fields[2:])
+        ok = ok and (fields[2] is None or _is_hash(fields[2])) and _is_hash(fields[3])
+        ok = ok and (_is_hash(fields[4]) or (isinstance(fields[4], int) and fields[4] >= 0))
+        ok = ok and _is_hash(fields[5]) and _is_hash(fields[6])
         rnd, raw_sigs = commit
         ok = ok and isinstance(rnd, int) and isinstance(raw_sigs, list) and len(raw_sigs) > 0
         sigs = tuple((int(i), int(ts), bytes(sig)) for i, ts, sig in raw_sigs)
@@ -332,11 +345,19 @@ class LightClient:
     ) -> tuple[blk.Header, Commit, Valset]:
         h = update.height
         f = update.fields
-        header = blk.Header(blk.BLOCK_VERSION, self.chain_id, h, f[1], prev.hash, *f[2:])
+        valset = self._signing_set(h, f[5], update)
+        ordered = sorted(valset)
+        proposer = f[4]
+        if isinstance(proposer, int):
+            if proposer >= len(ordered):
+                raise HeaderRejected(h, "malformed", "proposer index outside the set")
+            proposer = ordered[proposer][0]
+        txs_hash = EMPTY_TXS_HASH if f[2] is None else f[2]
+        header = blk.Header(
+            blk.BLOCK_VERSION, self.chain_id, h, f[1], prev.hash, txs_hash, f[3], proposer, *f[5:]
+        )
         if header.time_ms <= prev.time_ms:
             raise HeaderRejected(h, "bad_link", "time does not increase")
-        valset = self._signing_set(h, header.validators_hash, update)
-        ordered = sorted(valset)
         if any(i < 0 for i, _, _ in update.sigs):
             raise HeaderRejected(h, "bad_commit", "negative signer index")
         try:
