@@ -160,10 +160,15 @@ class BftLedger:
         return {}
 
     async def wait_connected(self) -> None:
-        """Return once the broker is connected (the daemon bounds this wait for READY)."""
-        waiter = getattr(self.transport, "wait_connected", None)
-        if waiter is not None:
-            await waiter(3600.0)
+        """Return once a broker connection was tried, with success or not (READY=1 waits for
+        this; the daemon bounds the wait)."""
+        if not isinstance(self.transport, MqttTransport):
+            return  # an in-memory transport has nothing to try
+        transport = self.transport
+        # The transport announces success (wait_connected) but not a failed attempt, which
+        # only shows in its counters: poll them.
+        while transport.stats.connects + transport.stats.connect_failures == 0:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:

@@ -33,7 +33,7 @@ from ledger.consensus.evidence import ledger_verifier
 from ledger.keys import SigningKey
 from ledger.store import Store
 from ledger.transport.memory import LinkFaults, MemoryNetwork
-from tests.support.lemd import NodeDir, make_community, running_daemon, until
+from tests.support.lemd import NodeDir, free_port, make_community, running_daemon, until
 from tests.support.mosquitto import Mosquitto
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -169,3 +169,29 @@ def test_member_process_rides_out_a_stopped_mosquitto(
     assert len(slots) == len(set(slots)), "a member slot was committed twice"
     ordered = sorted(slots)
     assert ordered == list(range(ordered[0], ordered[-1] + 900_000, 900_000)), "a slot was lost"
+
+
+def test_ready_without_a_reachable_broker(tmp_path: Path) -> None:
+    """READY=1 comes once the broker was tried, also when it cannot be reached; /status then
+    shows the failed attempts and the node keeps metering into its outbox."""
+    from tests.integration.test_lemd_process import Notify, start
+
+    dead = f"mqtt://127.0.0.1:{free_port()}"
+    nodes, _ = make_community(
+        tmp_path, ["lic-h03", "lic-h05"], validators=2, speed=900.0, brokers=(dead,)
+    )
+    notify = Notify(tmp_path / "notify.sock")
+    proc = start(nodes[0], notify)
+    try:
+        notify.wait_for("READY=1", 30)
+        doc = _get(nodes[0].api, "/status")
+        assert doc["mqtt"]["connected"] == 0
+        assert doc["mqtt"]["connect_failures"] >= 1
+        _wait(lambda: _get(nodes[0].api, "/status")["outbox"]["depth"] >= 2, 20, "metering goes on")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        notify.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
