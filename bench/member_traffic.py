@@ -97,8 +97,7 @@ class Bench:
         for i, key in enumerate(self.members):
             transport, proxy = await self._transport(f"m{i}", LIGHT_CHANNELS)
             light = LightClient(self.root / f"m{i}", self.genesis, durable=False)
-            ids = [f"v{j}" for j in range(len(self.validators))]
-            node = LightNode(light, transport, key, validators=ids, probe_s=5.0)
+            node = LightNode(light, transport, key, probe_s=5.0)
             self.lights.append((node, transport, proxy))
             self.tasks.append(asyncio.create_task(node.run(), name=f"m{i}"))
 

@@ -4,7 +4,8 @@ Spec: docs/spec/light.md §3. The member subscribes to the ``header`` broadcasts
 inbox only. It verifies every header update (:class:`ledger.light.LightClient`); when one is
 missing (the proposer that should have published it crashed, a message was lost, the node was
 away) it asks a validator — the last node it heard a verified header from, else one of the
-configured ``validators`` — for the headers from its height (``headers_req``). With no header
+broadcast that the request's nonce assigns to one validator — for the headers from its height
+(``headers_req``). With no header
 for ``probe_s`` it asks again, so an idle chain or a lost answer never leaves it behind.
 """
 
@@ -15,7 +16,6 @@ import contextlib
 import itertools
 import time
 from collections import Counter
-from collections.abc import Sequence
 from typing import Any
 
 from ledger import tx as txm
@@ -45,7 +45,6 @@ class LightNode:
         light: the member's verified header chain.
         transport: subscribed to ``header`` broadcasts and the node's inbox.
         key: the member's key (signs txs and proof requests).
-        validators: node ids of validators to ask for headers and proofs before one was heard.
         probe_s: header silence after which headers are requested [s].
     """
 
@@ -55,7 +54,6 @@ class LightNode:
         transport: Transport,
         key: SigningKey,
         *,
-        validators: Sequence[str] = (),
         probe_s: float = PROBE_S,
     ) -> None:
         self.light = light
@@ -63,8 +61,8 @@ class LightNode:
         self.key = key
         self.chain_id = light.chain_id
         self.probe_s = probe_s
-        self._configured = list(validators)
         self._heard: list[str] = []
+        self._keys: dict[str, bytes] = {}
         self._rr = itertools.count()
         self._waiting: dict[int, asyncio.Future[ProofResponse]] = {}
         self._advanced = asyncio.Event()
@@ -104,7 +102,7 @@ class LightNode:
             except HeaderRejected:
                 self.stats["header_malformed"] += 1
                 return
-            await self._offer([update], message.sender)
+            await self._offer([update], message.sender, publisher=True)
         elif message.channel == "proof_resp":
             try:
                 answer = parse_response(message.payload)
@@ -116,7 +114,11 @@ class LightNode:
             elif (fut := self._waiting.get(answer.nonce_ms)) is not None and not fut.done():
                 fut.set_result(answer)
 
-    async def _offer(self, updates: list[HeaderUpdate], sender: str) -> None:
+    async def _offer(
+        self, updates: list[HeaderUpdate], sender: str, *, publisher: bool = False
+    ) -> None:
+        """Verify updates; a verified ``header`` broadcast teaches who its sender is (the
+        block's proposer: node id -> key, whom to ask for headers and proofs)."""
         for update in updates:
             try:
                 accepted = self.light.offer(update)
@@ -129,21 +131,35 @@ class LightNode:
             if accepted:
                 self.stats["headers_verified"] += len(accepted)
                 self._last_header_s = time.monotonic()
-                if sender in self._heard:
-                    self._heard.remove(sender)
-                self._heard.append(sender)
+                if publisher:
+                    self._learn(sender, update)
                 self._advanced.set()
                 self._advanced = asyncio.Event()
         if self.light.gap is not None:
             await self.request_headers(sender)
 
+    def _learn(self, sender: str, update: HeaderUpdate) -> None:
+        valset = self.light.validators(update.fields[5])
+        proposer = update.fields[4]
+        if isinstance(proposer, int) and valset is not None:
+            proposer = sorted(valset)[proposer][0]
+        if not isinstance(proposer, bytes):
+            return
+        self._keys[sender] = proposer
+        if sender in self._heard:
+            self._heard.remove(sender)
+        self._heard.append(sender)
+
     # --------------------------------------------------------------- requests
 
-    def _validator(self, prefer: str | None = None) -> str | None:
-        if prefer is not None:
-            return prefer
-        pool = self._heard[-2:] or self._configured
-        return pool[next(self._rr) % len(pool)] if pool else None
+    def _validator(self, prefer: str | None = None) -> tuple[str | None, bytes]:
+        """(node id, public key) of a validator to ask; (None, b"") when none is known: a
+        broadcast, and the nonce picks the validator that answers."""
+        pool = [prefer] if prefer in self._keys else self._heard[-2:]
+        if not pool:
+            return None, b""
+        node_id = pool[next(self._rr) % len(pool)]
+        return node_id, self._keys[node_id]
 
     def _nonce(self) -> int:
         self._last_nonce = max(self._last_nonce + 1, int(time.time() * 1000))
@@ -151,11 +167,10 @@ class LightNode:
 
     async def request_headers(self, to: str | None = None) -> None:
         """Ask a validator for the headers after the trusted tip."""
-        target = self._validator(to)
-        if target is None:
-            return
-        payload = make_headers_request(self.chain_id, self.light.height + 1, self._nonce())
-        await self._publish("proof_req", payload, target)
+        node_id, target = self._validator(to)
+        nonce = self._nonce()
+        payload = make_headers_request(self.chain_id, self.light.height + 1, nonce, target)
+        await self._publish("proof_req", payload, node_id)
         self.stats["headers_requested"] += 1
 
     async def wait_height(self, height: int, timeout_s: float) -> None:
@@ -185,18 +200,16 @@ class LightNode:
         Raises:
             TimeoutError: no answer (or no header to check it with) within ``timeout_s``.
         """
-        target = self._validator()
-        if target is None:
-            raise ProofError("no validator known to ask (none heard, none configured)")
+        node_id, target = self._validator()
         nonce = self._nonce()
         fut: asyncio.Future[ProofResponse] = asyncio.get_running_loop().create_future()
         self._waiting[nonce] = fut
         payload = make_proof_request(
-            self.key, self.chain_id, self.transport.node_id, nonce, queries
+            self.key, self.chain_id, self.transport.node_id, nonce, queries, target
         )
         try:
             async with asyncio.timeout(timeout_s):
-                await self._publish("proof_req", payload, target)
+                await self._publish("proof_req", payload, node_id)
                 answer = await fut
         finally:
             self._waiting.pop(nonce, None)

@@ -4,14 +4,19 @@ Spec: docs/spec/light.md §2–§4. A validator that proposed a committed block 
 header + commit on channel ``header`` (one copy per block: the proposer's). It answers, on its
 direct channel ``proof_resp``, two requests it receives on ``proof_req``:
 
-- ``["headers_req", chain_id, from_height, nonce_ms]``: up to :data:`HEADERS_PER_ANSWER` header
-  updates from ``from_height`` (headers are public within the community);
+- ``["headers_req", chain_id, from_height, nonce_ms, target]``: up to
+  :data:`HEADERS_PER_ANSWER` header updates from ``from_height`` (headers are public within
+  the community);
 - ``["proof_req", chain_id, body, signature]`` with ``body = encode([requester, reply_to,
-  nonce_ms, [[kind, arg], …]])`` signed by the requester's key (sign kind ``proof_req``): per
-  query an inclusion proof — ``kind`` ``"key"``: a state key, proven against the app hash after
-  the answer's height, served only when seed 000 Fig. 4 lets the requester read it
-  (:meth:`ledger.access.Queries.prove`); ``"tx"``: a tx hash, proven against its block's
-  ``txs_hash``, served only for the requester's own txs.
+  nonce_ms, [[kind, arg], …], target])`` signed by the requester's key (sign kind
+  ``proof_req``): per query an inclusion proof — ``kind`` ``"key"``: a state key, proven
+  against the app hash after the answer's height, served only when seed 000 Fig. 4 lets the
+  requester read it (:meth:`ledger.access.Queries.prove`); ``"tx"``: a tx hash, proven
+  against its block's ``txs_hash``, served only for the requester's own txs.
+
+``target`` is the public key of the validator that should answer (a member learns it with the
+node id from the headers that validator published); b"" (a broadcast on ``proof_req``) lets the
+nonce choose one, so a member that knows no validator's node id yet still gets one answer.
 
 Replay protection: the nonce is a time [ms] within ±:data:`NONCE_WINDOW_MS` of the validator's
 clock and greater than the last nonce it answered for that key; the answer goes only to the
@@ -55,9 +60,12 @@ class ProofError(LedgerError):
 # requests (member side) -----------------------------------------------------------------------
 
 
-def make_headers_request(chain_id: str, from_height: int, nonce_ms: int) -> bytes:
-    """Payload asking a validator for header updates from ``from_height``."""
-    return codec.encode(["headers_req", chain_id, from_height, nonce_ms])
+def make_headers_request(
+    chain_id: str, from_height: int, nonce_ms: int, target: bytes = b""
+) -> bytes:
+    """Payload asking validator ``target`` (public key; b"": the one the nonce picks, for a
+    broadcast) for header updates from ``from_height``."""
+    return codec.encode(["headers_req", chain_id, from_height, nonce_ms, target])
 
 
 def make_proof_request(
@@ -66,11 +74,14 @@ def make_proof_request(
     reply_to: str,
     nonce_ms: int,
     queries: list[tuple[str, bytes]],
+    target: bytes = b"",
 ) -> bytes:
-    """A signed proof request (module docstring) for ``queries`` of ``("key"|"tx", arg)``."""
+    """A signed proof request (module docstring) for ``queries`` of ``("key"|"tx", arg)``,
+    for validator ``target`` (public key; b"": the one the nonce picks, for a broadcast)."""
     if not 0 < len(queries) <= MAX_QUERIES:
         raise ProofError(f"a proof request holds 1..{MAX_QUERIES} queries, got {len(queries)}")
-    body = codec.encode([key.public_key, reply_to, nonce_ms, [[k, a] for k, a in queries]])
+    pairs = [[k, a] for k, a in queries]
+    body = codec.encode([key.public_key, reply_to, nonce_ms, pairs, target])
     return codec.encode(["proof_req", chain_id, body, key.sign(chain_id, SIGN_KIND, body)])
 
 
@@ -219,16 +230,28 @@ class ProofService:
             return
         try:
             value = codec.decode(message.payload, max_bytes=16 << 10)
-            if not isinstance(value, list) or len(value) != 4 or value[1] != self.app.chain_id:
+            if not isinstance(value, list) or value[1:2] != [self.app.chain_id]:
                 raise ValueError("not a request of this chain")
             if value[0] == "headers_req":
-                self._answer_headers(int(value[2]), message.sender)
+                _, _, from_height, nonce, target = value
+                if self._addressed(bytes(target), int(nonce)):
+                    self._answer_headers(int(from_height), message.sender)
             elif value[0] == "proof_req":
                 self._answer_proofs(value[2], value[3], message.sender)
             else:
                 raise ValueError(f"unknown request {value[0]!r}")
         except (CodecError, TypeError, ValueError, SignatureError) as exc:
             self.stats[f"request_refused_{type(exc).__name__}"] += 1
+
+    def _addressed(self, target: bytes, nonce: int) -> bool:
+        """A request names its validator's key, or (b"") lets the nonce pick one: one answer
+        to a broadcast instead of n (the position ``sha256(nonce) mod n`` in key order)."""
+        assert self.key is not None
+        if target:
+            return target == self.key.public_key
+        ordered = sorted(pk for pk, _ in self.app.validators())
+        pick = int.from_bytes(keys.sha256(nonce.to_bytes(8, "big")), "big") % len(ordered)
+        return ordered[pick] == self.key.public_key
 
     def _answer_headers(self, from_height: int, to: str) -> None:
         updates: list[codec.Value] = []
@@ -263,7 +286,9 @@ class ProofService:
         raise ValueError(f"validator set of height {height} is not known to this node")
 
     def _answer_proofs(self, body: bytes, signature: bytes, sender: str) -> None:
-        requester, reply_to, nonce, queries = codec.decode(body)
+        requester, reply_to, nonce, queries, target = codec.decode(body)
+        if not self._addressed(bytes(target), int(nonce)):
+            return
         keys.verify(requester, self.app.chain_id, SIGN_KIND, body, signature)
         if reply_to != sender:
             raise ValueError(f"reply_to {reply_to!r} is not the sender {sender!r}")

@@ -30,6 +30,7 @@ from tests.unit.ledger.helpers import N1, N2, PARAMS, SLOT, T0, Signer, genesis
 pytestmark = pytest.mark.slow
 
 M1, M2 = "meter-n1", "meter-n2"
+V0 = VALIDATORS[0].public_key
 
 
 def _genesis() -> Genesis:
@@ -51,7 +52,6 @@ class Member:
             self.light,
             self.transport,
             key,
-            validators=[f"v{i}" for i in range(4)],
             probe_s=1.0,
         )
         self.signer = Signer(key, g.chain_id)
@@ -161,16 +161,16 @@ async def test_a_replayed_or_unsigned_proof_request_gets_no_answer(
         v0 = c.nodes["v0"]
         nonce = time.time_ns() // 1_000_000
         key = state.k_balance(state.COMMUNITY)
-        good = make_proof_request(N1, c.genesis.chain_id, "m1", nonce, [("key", key)])
+        good = make_proof_request(N1, c.genesis.chain_id, "m1", nonce, [("key", key)], V0)
         await m1.transport.publish("proof_req", good, to="v0")
         await c.until(lambda: v0.proofs.stats["proofs_answered"] == 1)
         v0.proofs.handle(Message("proof_req", "m1", good))  # replayed after the dedup window
         forged = bytearray(
-            make_proof_request(N1, c.genesis.chain_id, "m1", nonce + 1, [("key", key)])
+            make_proof_request(N1, c.genesis.chain_id, "m1", nonce + 1, [("key", key)], V0)
         )
         forged[-1] ^= 1
         await m1.transport.publish("proof_req", bytes(forged), to="v0")
-        other = make_proof_request(N1, c.genesis.chain_id, "m2", nonce + 2, [("key", key)])
+        other = make_proof_request(N1, c.genesis.chain_id, "m2", nonce + 2, [("key", key)], V0)
         await m1.transport.publish("proof_req", other, to="v0")
         stats = v0.proofs.stats
         refused = ("request_refused_SignatureError", "request_refused_ValueError")
