@@ -102,6 +102,9 @@ async def serve(router: Router, listen: str) -> asyncio.Server:
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             writer.close()
             return
+        except Exception as exc:  # a handler bug must not take the daemon down: answer 500
+            log.error("API handler failed", exc_info=exc)
+            response = Response.json({"error": f"internal error: {type(exc).__name__}"}, 500)
         await _write(writer, response)
 
     if listen.startswith("unix:"):
