@@ -1,6 +1,7 @@
-"""``lemctl ledger verify|show``: inspect a node's ledger store (running or stopped).
+"""``lemctl ledger verify|show|prove``: inspect a node's ledger store (running or stopped);
+``prove`` (edge/cli/ledger_prove.py) fetches own state with a proof as a light member.
 
-Spec: docs/spec/ledger.md §10.
+Spec: docs/spec/ledger.md §10, docs/spec/light.md §4.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ def register(subparsers: Any) -> None:
     show.add_argument("--height", type=int, help="block height (default: the last one)")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=_show)
+    from edge.cli import ledger_prove
+
+    ledger_prove.register(sub)
 
 
 def _store_dir(args: argparse.Namespace) -> Path:

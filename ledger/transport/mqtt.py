@@ -386,7 +386,7 @@ class MqttTransport:
             url.port,
             username=s.username,
             password=s.password,
-            identifier=s.node_id,
+            identifier=s.client_id or s.node_id,
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
             clean_session=None if v5 else True,
             will=will,

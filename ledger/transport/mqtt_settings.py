@@ -126,6 +126,10 @@ class MqttSettings:
     tcp_nodelay: bool = True
     broadcast_channels: tuple[str, ...] = CHANNELS
     mqtt_version: int = 5
+    client_id: str = ""
+    """MQTT client identifier; "" = ``node_id``. A second connection of the same node (``lemctl
+    ledger prove`` beside a running lemd) uses another one so the broker does not drop the
+    first, while topics (and the ACL's ``%u``) still name the node."""
 
     def __post_init__(self) -> None:
         for name, value in (("chain_id", self.chain_id), ("node_id", self.node_id)):

@@ -5,6 +5,7 @@ with Merkle proofs; a proof of another member's measurement is refused (seed 000
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.cli.main import main as lemctl
 from ledger import codec, state
 from ledger import tx as txm
 from ledger.genesis import Genesis, Period
@@ -23,6 +25,7 @@ from ledger.transport.base import LIGHT_CHANNELS, Message
 from ledger.transport.mqtt import MqttTransport
 from ledger.transport.mqtt_settings import MqttSettings
 from tests.integration.test_consensus_mqtt import VALIDATORS, MqttCommunity
+from tests.support.lemd import make_node
 from tests.support.mosquitto import Mosquitto
 from tests.support.nodes import FAST
 from tests.unit.ledger.helpers import N1, N2, PARAMS, SLOT, T0, Signer, genesis
@@ -100,12 +103,12 @@ def _measure(meter: str, import_wh: int, export_wh: int) -> dict[str, object]:
 
 
 async def test_members_follow_headers_and_prove_their_own_state(
-    tmp_path: Path, mosquitto: Mosquitto
+    tmp_path: Path, mosquitto: Mosquitto, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Members verify the validators' header chain (same hashes and app hashes), learn that
     their SetMeasure was committed from a tx-inclusion proof, and read their balance after
-    settlement (Algorithm 1: N1 -45.5 ECT) with a Merkle proof; N2 asking for N1's
-    measurement is refused."""
+    settlement (Algorithm 1: N1 -45.5 ECT) with a Merkle proof, also through ``lemctl ledger
+    prove``; N2 asking for N1's measurement is refused."""
     async with light_community(tmp_path, mosquitto) as (c, m1, m2):
         raw1 = m1.signer("SetMeasure", _measure(M1, 2500, 0))
         raw2 = m2.signer("SetMeasure", _measure(M2, 0, 1400))
@@ -140,6 +143,22 @@ async def test_members_follow_headers_and_prove_their_own_state(
         assert header is not None
         assert v0.store.height_of(header.hash) == answer.height + 1
         assert v0.store.app_hash_at(answer.height) == header.app_hash
+
+        node_dir = make_node(
+            tmp_path / "m1-cli", key=N1, genesis=c.genesis, meter_id=M1, brokers=(c.broker.url,)
+        )
+        argv = ["ledger", "prove", "--config", str(node_dir.config), "--json"]
+        code = await asyncio.to_thread(lemctl, [*argv, "--timeout", "30"])
+        printed = json.loads(capsys.readouterr().out)
+        assert code == 0
+        assert printed["results"][0]["value"] == -45_500_000
+        assert printed["results"][0]["status"] == "proof OK"
+        assert v0.store.height_of(bytes.fromhex(printed["header"]["hash"])) is not None
+        argv += ["--key", "measure", "--period", "p0", "--timeout", "30"]
+        code = await asyncio.to_thread(lemctl, argv)
+        (row,) = json.loads(capsys.readouterr().out)["results"]
+        assert code == 0
+        assert row["value"][:2] == [2500, 0]
 
         _, (refused,) = await m2.node.prove([("key", key1)])
         assert isinstance(refused, ProofError)
