@@ -70,7 +70,9 @@ class TxSigner:
         key: the node key.
         node: the ledger node (committed state and submission).
         metrics: ``lem_txs_submitted_total``.
-        resign_timeout_s: forget in-flight txs when nothing commits this long [real s].
+        resign_timeout_s: forget in-flight txs when nothing commits this long [real s]; the
+            wait doubles after each reset without progress (up to 16x), so a long outage does
+            not re-send the same txs every half minute over a metered link.
         monotonic: real monotonic clock [s].
     """
 
@@ -91,6 +93,7 @@ class TxSigner:
         self.inflight: dict[int, Inflight] = {}
         self._committed = node.app.sequence(key.public_key)
         self._progress_at = monotonic()
+        self._timeout_s = resign_timeout_s  # doubles per reset without progress (metered link)
         self.resets = 0
 
     @property
@@ -108,16 +111,18 @@ class TxSigner:
         if committed != self._committed:
             self._committed = committed
             self._progress_at = now
+            self._timeout_s = self.resign_timeout_s
         for seq in [s for s in self.inflight if s < committed]:
             del self.inflight[seq]
         if not self.inflight:
             self._progress_at = now
-        elif now - self._progress_at > self.resign_timeout_s:
+        elif now - self._progress_at > self._timeout_s:
             log.warning(
                 "nothing committed in time; re-signing from the committed sequence",
                 extra={"inflight": len(self.inflight), "committed_sequence": committed},
             )
             self.reset()
+            self._timeout_s = min(2 * self._timeout_s, 16 * self.resign_timeout_s)
 
     def reset(self) -> None:
         """Forget what was signed; rebuild the in-flight set from this key's txs still in the

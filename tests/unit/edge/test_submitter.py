@@ -153,13 +153,20 @@ class Lossy:
 
 
 async def test_reset_keeps_txs_still_pending_locally(rig: Rig) -> None:
-    """A reset adopts this key's txs still in the mempool, so nothing is signed twice."""
+    """A reset adopts this key's txs still in the mempool, so nothing is signed twice; without
+    progress the next reset waits twice as long."""
     for slot in range(3):
         rig.outbox.put(record(slot))
     rig.submitter.step()
     rig.time.now = 31
     rig.signer.refresh()
     assert rig.signer.resets == 1
+    rig.time.now = 31 + 59  # the next reset waits twice as long: 60 s
+    rig.signer.refresh()
+    assert rig.signer.resets == 1
+    rig.time.now = 31 + 61
+    rig.signer.refresh()
+    assert rig.signer.resets == 2
     assert {f.ref for f in rig.signer.inflight.values()} == {
         tx_ref(txm.decode(raw)) for raw in rig.node.mempool.reap()
     }
