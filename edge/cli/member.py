@@ -2,8 +2,9 @@
 
 - ``lemctl member status``: this node's join phase from ``<data_dir>/join.json`` (works while
   lemd is stopped or failing: a technician sees "meter not found" or "certificate wrong").
-- ``lemctl member list``: waiting join requests and the members admitted through a join, read
-  from this node's ledger store (read-only; lemd may hold it open).
+- ``lemctl member list [--key ADMIN.key]``: waiting join requests and the members admitted
+  through a join, read from this node's ledger store (read-only; lemd may hold it open); the
+  accounts only for an admin key (seed 000 Fig. 4), else meter ids only.
 - ``lemctl member approve ACCOUNT --key ADMIN.key``: signs ``ApproveMember`` with an admin (or a
   governance) key, publishes it on the community's broker, and waits until this node's ledger
   shows the result. The key stays on the admin's machine; the node's own key is never used.
@@ -25,6 +26,7 @@ from edge.config import Config, ConfigError, load_config
 from edge.join import status as join_status
 from ledger import codec, state
 from ledger import tx as txm
+from ledger.access import Queries, Role
 from ledger.apps import join as join_app
 from ledger.errors import LedgerError
 from ledger.keys import SigningKey
@@ -44,6 +46,9 @@ def register(subparsers: Any) -> None:
     st.set_defaults(func=_status)
     ls = sub.add_parser("list", help="waiting join requests and joined members")
     ls.add_argument("--config", default=DEFAULT_CONFIG)
+    ls.add_argument(
+        "--key", type=Path, help="admin key file: show accounts (Fig. 4; else meter ids only)"
+    )
     ls.add_argument("--json", action="store_true", help="print JSON")
     ls.set_defaults(func=_list)
     ap = sub.add_parser("approve", help="admit a waiting node (admin or governance key)")
@@ -107,21 +112,40 @@ def waiting_and_members(store: Store) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def _without_accounts(value: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """Seed 000 Fig. 4 for a non-admin viewer: meter ids, never the accounts (or names and
+    identifications) behind them."""
+    hidden = ("account", "identification", "name", "approvals")
+    return {
+        group: [{k: v for k, v in r.items() if k not in hidden} | {"account": "(hidden)"}
+                for r in rows]
+        for group, rows in value.items()
+    }  # fmt: skip
+
+
 def _list(args: argparse.Namespace) -> int:
     try:
-        store = _open_store(_config(args.config))
+        config = _config(args.config)
+        store = _open_store(config)
     except (ConfigError, LedgerError) as exc:
         return _fail(str(exc))
     try:
+        viewer = SigningKey.load(args.key if args.key is not None else config.key_file)
+        admin = Queries(store).role(viewer.public_key) is Role.ADMIN
         value = waiting_and_members(store)
+    except LedgerError as exc:
+        return _fail(str(exc))
     finally:
         store.close()
+    if not admin:
+        value = _without_accounts(value)
     if args.json:
         print(json.dumps(value, indent=2, sort_keys=True))
         return 0
     print(f"{len(value['waiting'])} waiting:")
     for r in value["waiting"]:
-        print(f"  {r['account']}  meter {r['meter_id']}  {r['identification']}  h{r['height']}")
+        ident = r.get("identification", "")
+        print(f"  {r['account']}  meter {r['meter_id']}  {ident}  h{r['height']}")
     print(f"{len(value['members'])} joined:")
     for r in value["members"]:
         print(f"  {r['account']}  meter {r['meter_id']}  via {r['via']}  h{r['height']}")

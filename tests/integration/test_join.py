@@ -165,7 +165,9 @@ async def test_new_node_waits_cannot_write_then_is_approved_and_measures(
             assert new.parts is not None
             await until(lambda: new.parts.meter.records_written >= 4, 20, "slots measured")  # type: ignore[union-attr]
             assert measured(validator, NEW_METER) == 0  # pending: never able to write
-            code, out = await _lemctl("member", "list", "--config", str(net.validator.config))
+            code, out = await _lemctl(
+                "member", "list", "--config", str(net.validator.config), "--key", str(admin_key)
+            )
             assert code == 0, out
             assert f"1 waiting:\n  {new.parts.key.public_key.hex()}  meter {NEW_METER}" in out
             code, out = await _lemctl(

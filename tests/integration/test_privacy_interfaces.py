@@ -313,11 +313,6 @@ async def test_mqtt_member_cannot_read_another_members_measurement(
     assert topics == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (docs/privacy.md §4): lemctl member list reads the node's store directly "
-    "and prints waiting members' accounts with their meter ids on any node",
-)
 async def test_lemctl_member_list_hides_accounts_from_a_prosumer(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
