@@ -20,6 +20,8 @@ from ledger.tx import Tx, decode
 
 DEFAULT_MAX_TXS = 5000
 DEFAULT_MAX_BYTES = 4 << 20
+RECHECK_LIMIT = 256
+"""Pending txs fully re-checked after each commit (the rest: sequence only)."""
 
 
 class Mempool:
@@ -87,18 +89,33 @@ class Mempool:
     def update(
         self, committed: Sequence[bytes], dropped: Iterable[tuple[bytes, TxRejected]] = ()
     ) -> None:
-        """After a commit: remove committed txs and lasting failures, re-check the rest."""
+        """After a commit: remove committed txs and lasting failures, re-check the rest.
+
+        The first :data:`RECHECK_LIMIT` remaining txs (the next proposals' candidates) are
+        re-checked in full; later ones only for their sequence (cheap: the decoded tx is
+        kept), so the cost per block stays bounded under load. A later tx that became
+        invalid otherwise is caught when it moves up, or by the proposer's filter, which
+        never proposes a failing tx (docs/spec/ledger.md §7).
+        """
         gone = {sha256(raw) for raw in committed}
         gone |= {sha256(raw) for raw, exc in dropped if exc.reason not in TIME_REASONS}
         old = [t for h, t in self._txs.items() if h not in gone]
         self._txs.clear()
         self._pending.clear()
         self.size_bytes = 0
-        for t in old:
-            try:
-                tx = self._admit(t.raw)
-            except TxRejected:
-                continue  # now invalid (e.g. a conflicting tx committed first)
+        committed_seq: dict[bytes, int] = {}
+        for index, t in enumerate(old):
+            if index < RECHECK_LIMIT:
+                try:
+                    tx = self._admit(t.raw)
+                except TxRejected:
+                    continue  # now invalid (e.g. a conflicting tx committed first)
+            else:
+                if t.signer not in committed_seq:
+                    committed_seq[t.signer] = self.app.sequence(t.signer)
+                if t.sequence != committed_seq[t.signer] + self._pending[t.signer]:
+                    continue  # stale (its sequence was used) or behind a dropped one
+                tx = t
             self._txs[tx.hash] = tx
             self._pending[tx.signer] += 1
             self.size_bytes += len(tx.raw)

@@ -37,9 +37,18 @@ from ledger.mempool import Mempool
 from ledger.proofs import ProofService
 from ledger.store import Store
 from ledger.transport.base import Message, Transport, TransportError
+from ledger.txgossip import TxBatcher, decode_payload
 
 LINK_POLL_S = 0.5
 """How often the node looks at the transport's connect counter [s]."""
+
+MAX_PROPOSAL_TXS_BYTES = 192 * 1024
+"""Bound on the txs of one proposed block [bytes]: the proposal, the announcement and sync
+answers carry the whole block, and the MQTT transport refuses payloads above 256 KiB
+(docs/spec/transport.md); a block it cannot send would stall every round of its height."""
+
+ADMIT_BATCH = 512
+"""Received txs admitted in one go at most; consensus messages queued meanwhile go first."""
 
 PUBLISH_TIMEOUT_S = 5.0
 """Bound on one transport publish [s]; a slower one is dropped (consensus re-publishes)."""
@@ -99,7 +108,8 @@ class LedgerPort:
     def prepare_block(self, height: int, last_commit: Commit | None, time_ms: int) -> bytes:
         proposer = self._key.public_key if self._key is not None else b"\0" * 32
         last = last_commit.to_value() if last_commit is not None else None
-        prepared = self.app.prepare(height, time_ms, proposer, self.mempool.reap(), last)
+        candidates = _within(self.mempool.reap(), MAX_PROPOSAL_TXS_BYTES)
+        prepared = self.app.prepare(height, time_ms, proposer, candidates, last)
         self._dropped = {self.block_id(prepared.block_bytes): prepared.dropped}
         return prepared.block_bytes
 
@@ -263,6 +273,7 @@ class Node:
             maxsize=4 * inbox_size
         )
         self.engine: Engine | None = None
+        self._tx_batcher = TxBatcher()
         self.peers: dict[str, int] = {}
         self.stats: Counter[str] = Counter()
         self._closed = False
@@ -353,10 +364,31 @@ class Node:
             self._inbox.put_nowait(None)
 
     async def _consume(self) -> None:
-        while (message := await self._inbox.get()) is not None:
-            self._handle(message)
+        """Feed the engine. Received txs wait until the queue is drained (or ADMIT_BATCH are
+        collected) and are admitted together: consensus messages behind a flood of txs are not
+        delayed by it, and the engine is notified once per batch."""
+        txs: list[bytes] = []
+        while True:
+            if txs and (self._inbox.empty() or len(txs) >= ADMIT_BATCH):
+                self._admit_all(txs)
+                txs = []
+                continue
+            message = await self._inbox.get()
+            if message is None:
+                break
+            if message.channel == "tx":
+                txs.extend(self._tx_payloads(message.payload))
+            else:
+                self._handle(message)
         if self._failure is not None:
             raise self._failure
+
+    def _tx_payloads(self, payload: bytes) -> list[bytes]:
+        try:
+            return decode_payload(payload)
+        except CodecError:
+            self.stats["tx_batch_malformed"] += 1
+            return []
 
     def _fail(self, exc: BaseException) -> None:
         """A timer callback raised: stop the node with that error (run() re-raises it)."""
@@ -401,23 +433,44 @@ class Node:
     def _handle(self, message: Message) -> None:
         assert self.engine is not None
         if message.channel == "tx":
-            self._admit(message.payload)
+            self._admit_all(self._tx_payloads(message.payload))
         elif message.channel in ("proof_req", "proof_resp", "header"):
             self.proofs.handle(message)
         elif message.channel != "join":
             self.engine.receive(message.channel, message.sender, message.payload)
 
-    def _admit(self, raw: bytes) -> None:
-        try:
-            self.mempool.add(raw)
-        except TxRejected as exc:
-            self.stats[f"tx_rejected_{exc.reason}"] += 1
-            return
-        self.stats["tx_admitted"] += 1
-        if self.engine is not None:
+    def _admit_all(self, raws: list[bytes]) -> None:
+        admitted = 0
+        for raw in raws:
+            try:
+                self.mempool.add(raw)
+            except TxRejected as exc:
+                self.stats[f"tx_rejected_{exc.reason}"] += 1
+                continue
+            admitted += 1
+        self.stats["tx_admitted"] += admitted
+        if admitted and self.engine is not None:
             self.engine.notify_tx()
 
     def _send(self, channel: str, payload: bytes, to: str | None) -> None:
+        if channel == "tx" and to is None:
+            # Coalesced: every tx gossiped in this loop turn leaves in one message.
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (a synchronous caller): nothing to coalesce with
+                loop = None
+            if loop is not None:
+                if not self._tx_batcher:
+                    loop.call_soon(self._flush_txs)
+                self._tx_batcher.add(payload)
+                return
+        self._enqueue(channel, payload, to)
+
+    def _flush_txs(self) -> None:
+        for payload in self._tx_batcher.flush():
+            self._enqueue("tx", payload, None)
+
+    def _enqueue(self, channel: str, payload: bytes, to: str | None) -> None:
         try:
             self._outbox.put_nowait((channel, payload, to))
         except asyncio.QueueFull:
@@ -461,3 +514,15 @@ class Node:
 
 
 __all__ = ["LedgerPort", "Node", "NodeDirs", "Vote", "ledger_verifier"]
+
+
+def _within(raws: list[bytes], budget: int) -> list[bytes]:
+    """The longest prefix of ``raws`` whose envelopes total at most ``budget`` [bytes]."""
+    out: list[bytes] = []
+    used = 0
+    for raw in raws:
+        used += len(raw) + 3  # msgpack bin header
+        if used > budget:
+            break
+        out.append(raw)
+    return out

@@ -100,6 +100,41 @@ def make(key: keys.SigningKey, chain_id: str, sequence: int, kind: str, body: co
 def decode(raw: bytes) -> Tx:
     """Decode an envelope (structure only; the signature is checked by :meth:`Tx.verify_signature`).
 
+    Decoded envelopes are remembered per process (LRU by the exact bytes): a tx is decoded at
+    admission, by the mempool, when proposed, validated, committed and re-checked, and the
+    canonical check is most of the cost (docs/spec/consensus.md §Throughput). A ``Tx`` and
+    its body are values: nobody mutates them (the body is hashed and signed).
+
+    Raises:
+        TxRejected: ``oversized`` beyond :data:`MAX_TX_BYTES`, ``malformed`` for anything that is
+            not one canonical envelope.
+    """
+    if isinstance(raw, bytes):
+        hit = _DECODED.get(raw)
+        if hit is not None:
+            _DECODED.move_to_end(raw)
+            return hit
+    tx = _decode(raw)
+    if len(raw) <= DECODED_CACHE_MAX_TX_BYTES:
+        _DECODED[raw] = tx
+        if len(_DECODED) > DECODED_CACHE_SIZE:
+            _DECODED.popitem(last=False)
+    return tx
+
+
+DECODED_CACHE_SIZE = 8_192
+"""Decoded envelopes kept per process (LRU); with :data:`DECODED_CACHE_MAX_TX_BYTES` a few
+MiB at most, mostly the very objects the mempool holds anyway."""
+
+DECODED_CACHE_MAX_TX_BYTES = 1024
+"""Larger envelopes (rare: settlement and governance txs) are decoded every time [bytes]."""
+
+_DECODED: OrderedDict[bytes, Tx] = OrderedDict()
+
+
+def _decode(raw: bytes) -> Tx:
+    """Decode an envelope without the cache.
+
     Raises:
         TxRejected: ``oversized`` beyond :data:`MAX_TX_BYTES`, ``malformed`` for anything that is
             not one canonical envelope.
