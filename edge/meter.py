@@ -234,16 +234,25 @@ class MeterLoop:
                     f"{self.expected_meter_id!r}"
                 )
         except (MeterError, TimeoutError) as exc:
-            reason = type(exc).__name__
-            self.metrics.meter_read_failures.labels(reason=reason).inc()
-            self.last_error = str(exc) or reason
-            log.warning("meter read failed", extra={"reason": reason, "detail": self.last_error})
+            self._failed(exc)
+            return []
+        except (OSError, ValueError) as exc:
+            # A driver that lets a raw I/O or parse error escape is a driver bug, but a meter
+            # must never take the ledger down: count it, log it with its traceback, go on.
+            self._failed(exc)
+            log.error("meter driver raised an unexpected error", exc_info=exc)
             return []
         finally:
             self.tried.set()
             self.health.beat(HEALTH_NAME)
         self.metrics.meter_read_seconds.observe(time.perf_counter() - started)
         return self._account(reading)
+
+    def _failed(self, exc: Exception) -> None:
+        reason = type(exc).__name__
+        self.metrics.meter_read_failures.labels(reason=reason).inc()
+        self.last_error = str(exc) or reason
+        log.warning("meter read failed", extra={"reason": reason, "detail": self.last_error})
 
     def _account(self, reading: Reading) -> list[OutboxRecord]:
         wall, mono = self.clock.now(), self.clock.monotonic()

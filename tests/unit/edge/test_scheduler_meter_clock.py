@@ -116,6 +116,8 @@ class ScriptedMeter:
         value = self.registers.pop(0)
         if value is None:
             raise MeterTimeoutError("identification", 2.0)
+        if value < 0:
+            raise OSError(5, "Input/output error")  # a driver bug lets a raw error escape
         return Reading("lic-h03", value, 0, power_w=100)
 
     async def close(self) -> None:
@@ -130,13 +132,15 @@ async def test_meter_loop_writes_slots_with_checkpoint_and_survives_failures(
     outbox = Outbox(tmp_path / "outbox")
     start_ms = int(SIM_START.timestamp() * 1000)
     clock = StepClock(start_ms + 60_000)
-    meter = ScriptedMeter(clock, [1000, None, 1100, 1300])
+    meter = ScriptedMeter(clock, [1000, None, -1, 1100, 1300])
     metrics, health = Metrics(), Health()
     loop = MeterLoop(meter, outbox, clock, poll_interval_s=5, health=health, metrics=metrics)
     assert await loop.poll_once() == []  # baseline
     clock.ms += 60_000
     assert await loop.poll_once() == []  # timeout
     assert loop.last_error
+    assert await loop.poll_once() == []  # a raw OSError from the driver: counted, not fatal
+    assert "Input/output error" in loop.last_error
     clock.ms = start_ms + 900_000 + 60_000
     [first] = await loop.poll_once()  # crosses the 00:15 boundary
     assert first.slot_start_s * 1000 == start_ms
@@ -154,6 +158,10 @@ async def test_meter_loop_writes_slots_with_checkpoint_and_survives_failures(
         "lem_meter_read_failures_total", {"reason": "MeterTimeoutError"}
     )
     assert failures == 1
+    assert (
+        metrics.registry.get_sample_value("lem_meter_read_failures_total", {"reason": "OSError"})
+        == 1
+    )
     outbox.close()
 
 
