@@ -33,6 +33,7 @@ from ledger.transport.base import CHANNELS, Transport, TransportError
 from ledger.transport.mqtt import MqttTransport
 from ledger.transport.mqtt_settings import MqttSettings, MqttSettingsError
 from ledger.tx import Tx, decode
+from ledger.txgossip import TxBatcher
 
 log = logging.getLogger("lemd.ledger")
 
@@ -126,13 +127,18 @@ class BftLedger:
         return decode(raw)
 
     def resend(self, raws: list[bytes]) -> None:
-        """Publish own pending txs again on channel ``tx`` (receivers drop duplicates)."""
+        """Publish own pending txs again on channel ``tx``, in sequence order and batched
+        (ledger/txgossip.py: one MQTT message for up to 256 txs); receivers drop duplicates."""
+        batcher = TxBatcher()
+        for raw in raws:
+            batcher.add(raw)
+        payloads = batcher.flush()
 
         async def publish() -> None:
-            for raw in raws:
+            for payload in payloads:
                 with contextlib.suppress(TransportError, TimeoutError):
                     async with asyncio.timeout(5.0):
-                        await self.transport.publish("tx", raw)
+                        await self.transport.publish("tx", payload)
 
         task = asyncio.get_running_loop().create_task(publish(), name="tx-resend")
         self._regossip.add(task)

@@ -85,6 +85,7 @@ async def test_member_slots_cross_a_partition_exactly_once(tmp_path: Path) -> No
         written = m.meter.records_written
         await until(lambda: m.meter.records_written >= written + 12, 30, "3 h cut off")
         await until(lambda: m.signer.resets >= 1, 10, "in-flight txs re-sent after the timeout")
+        assert m.node.stats()["resent_txs"] > 0  # own pending txs published again
         network.heal()
         backlog = m.meter.records_written
         await until(
