@@ -73,8 +73,12 @@ class LedgerConfig:
     max_inflight: int = 32  # own txs signed but not yet committed
     block_heartbeat_s: float = 300.0  # single-validator mode: an empty block at least this often
     mqtt_version: int = 5  # 5 = MQTT 5.0; 4 = MQTT 3.1.1 (brokers without 5.0, e.g. amqtt)
+    # A non-validator: "full" replays every block (needs validator read rights on the broker);
+    # "light" follows verified headers and proves its own state (docs/spec/light.md).
+    member_mode: str = "full"
 
     def __post_init__(self) -> None:
+        _choice("ledger.member_mode", self.member_mode, ("full", "light"))
         _check(
             "ledger.resign_timeout_s",
             self.resign_timeout_s,

@@ -316,6 +316,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(config: Config) -> int:
+    if config.ledger.member_mode == "light":  # headers + proofs only (docs/spec/light.md)
+        from edge.light_daemon import LightDaemon
+
+        try:
+            key = load_or_create_key(config.key_file)
+        except (OSError, LedgerError) as exc:
+            raise StartupError(f"node key {config.key_file}: {exc}") from exc
+        return await LightDaemon(config, key).run()
     daemon = Daemon(config)
     try:
         await daemon.open()

@@ -179,6 +179,7 @@ class Queries:
         if key.startswith(b"tot/") or key in (
             state.k_balance(own),
             state.k_balance(state.COMMUNITY),
+            state.k_seq(viewer),  # a light member signs its next tx with it (light.md §4)
         ):
             return
         if key.startswith(b"bal/") and key == state.k_balance(state.GRID):

@@ -1,0 +1,195 @@
+"""lemd as a light member (``ledger.member_mode = "light"``): meter -> outbox -> proven commits.
+
+Spec: docs/spec/light.md §7, docs/spec/daemon.md. The node keeps no blocks and no ledger state:
+it follows verified headers (:class:`ledger.light_node.LightNode` under ``<data_dir>/light``),
+submits its SetMeasure and learns their commitment from tx-inclusion proofs
+(:class:`edge.light_submitter.LightSubmitter`). Its MQTT link carries the ``header`` feed and its
+own inbox only, so the broker ACL can keep other members' txs from it (light.md §5).
+
+What it serves: ``GET /status`` on ``api.listen`` (height, hash, app_hash of the newest verified
+header, role "member", outbox, light-client counters), read by ``lemctl status``. It does not
+run the period or retention schedulers (validators and full members submit SolveMarkets and
+PruneMeasurements) nor the full REST API: the member reads its own data with
+``lemctl ledger prove``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+import time
+from typing import Any
+
+from edge.bft import mqtt_settings
+from edge.clock import DaemonClock
+from edge.config import Config, ConfigError
+from edge.health import Health, watchdog_loop
+from edge.http import Request, Response, Router, serve
+from edge.light_submitter import LightSubmitter
+from edge.meter import HEALTH_NAME as METER_HEALTH
+from edge.meter import SIM_STATE_KEY, MeterLoop, build_driver
+from edge.metrics import Metrics
+from edge.node_factory import load_genesis
+from edge.outbox import Outbox
+from edge.privacy import pseudonymising_driver
+from edge.sdnotify import Notifier
+from edge.submitter import HEALTH_NAME as SUBMITTER_HEALTH
+from ledger.keys import SigningKey
+from ledger.light import LightClient
+from ledger.light_node import LightNode
+from ledger.transport.base import LIGHT_CHANNELS
+from ledger.transport.mqtt import MqttTransport
+
+log = logging.getLogger("lemd.light")
+
+LIGHT_HEALTH = "light"
+TICK_S = 5.0
+
+
+class LightDaemon:
+    """The daemon of a light member node.
+
+    Args:
+        config: the node's configuration (``ledger.brokers`` required).
+        key: the node key (must not be a validator of the genesis set).
+        notifier: systemd notifications (READY, watchdog).
+        transport: injected in tests; default MQTT from the config.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        key: SigningKey,
+        notifier: Notifier | None = None,
+        *,
+        transport: MqttTransport | None = None,
+    ) -> None:
+        genesis = load_genesis(config.node.genesis_file)
+        if genesis is None:
+            raise ConfigError("node.genesis_file is required (the light client's trust root)")
+        if any(pk == key.public_key for pk, _ in genesis.validators):
+            raise ConfigError("ledger.member_mode = 'light' on a validator: validators need blocks")
+        if not config.ledger.brokers and transport is None:
+            raise ConfigError("ledger.member_mode = 'light' needs ledger.brokers")
+        self.config, self.key, self.genesis = config, key, genesis
+        self.notifier = notifier or Notifier()
+        self.clock = DaemonClock.from_config(config.clock)
+        self.health = Health()
+        self.metrics = Metrics(config.node.data_dir)
+        self.transport = transport or MqttTransport(
+            dataclasses.replace(
+                mqtt_settings(config, genesis.chain_id, validator=False),
+                broadcast_channels=LIGHT_CHANNELS,
+            )
+        )
+        self.outbox = Outbox(config.node.data_dir / "outbox")
+        self.light = LightClient(config.node.data_dir / "light", genesis)
+        self.node = LightNode(self.light, self.transport, key)
+        self.submitter = LightSubmitter(
+            self.outbox,
+            self.node,
+            key,
+            self.health,
+            resign_timeout_s=config.ledger.resign_timeout_s,
+            max_inflight=config.ledger.max_inflight,
+        )
+        driver = build_driver(config.meter, self.clock, self.outbox.load_meta(SIM_STATE_KEY))
+        self.meter = MeterLoop(
+            pseudonymising_driver(driver, config, genesis),
+            self.outbox,
+            self.clock,
+            poll_interval_s=config.meter.poll_interval_s,
+            health=self.health,
+            metrics=self.metrics,
+            expected_meter_id=config.meter.meter_id if config.meter.driver != "sim" else "",
+            on_records=self.submitter.wake.set,
+        )
+        self.stop_event = asyncio.Event()
+        self.serving = asyncio.Event()
+        self.started_s = time.monotonic()
+
+    def status(self) -> dict[str, Any]:
+        """What ``GET /status`` returns (``lemctl status --json``)."""
+        light = self.node.status()
+        return {
+            **light,
+            "node": self.config.node.name,
+            "mode": "light",
+            "chain_id": self.genesis.chain_id,
+            "peers": len(self.node.peers),
+            "mempool": {"txs": 0, "bytes": 0},
+            "outbox": {
+                "depth": self.outbox.depth(),
+                "inflight": len(self.submitter.inflight),
+                "committed": self.submitter.committed,
+                "rejected": len(self.outbox.rejected()),
+            },
+            "submitter": dict(self.submitter.stats),
+            "transport": self.transport.stats.as_dict(),
+            "health": {"stale": self.health.stale()},
+            "uptime_s": round(time.monotonic() - self.started_s, 1),
+        }
+
+    def _router(self) -> Router:
+        router = Router()
+
+        async def status(_: Request) -> Response:
+            return Response.json(self.status())
+
+        router.add("GET", "/status", status)
+        return router
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT (or :attr:`stop_event`); returns the exit status 0."""
+        server = await serve(self._router(), self.config.api.listen)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop_event.set)
+        self.health.require(METER_HEALTH, max(30.0, 3 * self.config.meter.poll_interval_s + 30))
+        self.health.require(SUBMITTER_HEALTH, 60.0)
+        self.health.require(LIGHT_HEALTH, 30.0)
+        self.serving.set()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(self.transport.run(), name="mqtt"),
+                    tg.create_task(self.node.run(), name="light-node"),
+                    tg.create_task(self.meter.run(), name="meter-poll"),
+                    tg.create_task(self.submitter.run(), name="light-submitter"),
+                    tg.create_task(self._beat(), name="light-health"),
+                    tg.create_task(self._watchdog(), name="watchdog"),
+                ]
+                self.notifier.ready(f"light member, height {self.light.height}")
+                await self.stop_event.wait()
+                self.notifier.stopping("stopping: flushing stores")
+                for task in tasks:
+                    task.cancel()
+        finally:
+            server.close()
+            await self.close()
+        return 0
+
+    async def _beat(self) -> None:
+        while True:
+            self.health.beat(LIGHT_HEALTH)
+            await asyncio.sleep(TICK_S)
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval_s
+        if interval is None:
+            return
+        await watchdog_loop(
+            self.notifier, self.health, interval_s=interval / 2, max_loop_lag_s=interval / 4
+        )
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.transport.close(drain_timeout_s=1.0)
+        with contextlib.suppress(Exception):
+            await self.meter.driver.close()
+        self.light.close()
+        self.outbox.close()
