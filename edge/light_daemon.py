@@ -36,6 +36,7 @@ from edge.node_factory import load_genesis
 from edge.outbox import Outbox
 from edge.privacy import pseudonymising_driver
 from edge.sdnotify import Notifier
+from edge.status import resources
 from edge.submitter import HEALTH_NAME as SUBMITTER_HEALTH
 from ledger.keys import SigningKey
 from ledger.light import LightClient
@@ -112,26 +113,63 @@ class LightDaemon:
         self.started_s = time.monotonic()
 
     def status(self) -> dict[str, Any]:
-        """What ``GET /status`` returns (``lemctl status --json``)."""
-        light = self.node.status()
+        """``GET /status`` in the full daemon's schema (edge/status.py ``snapshot``), from the
+        newest verified header; ``role.consensus`` is "member", ``role.mode`` "light"."""
+        tip = self.light.latest
+        oldest = self.outbox.oldest_created_s()
         return {
-            **light,
             "node": self.config.node.name,
-            "mode": "light",
             "chain_id": self.genesis.chain_id,
+            "public_key": self.key.public_key.hex(),
+            "role": {"access": "light", "consensus": "member", "mode": "light"},
+            "mode": "light",
+            "height": tip.height,
+            "hash": tip.hash.hex(),
+            "app_hash": tip.app_hash.hex(),
+            "block_time_ms": tip.time_ms,
+            "clock": {"now_ms": self.clock.now_ms(), "speed": self.clock.speed},
             "peers": len(self.node.peers),
             "mempool": {"txs": 0, "bytes": 0},
+            "ledger": self.node.status(),
+            "meter": self._meter(),
             "outbox": {
                 "depth": self.outbox.depth(),
-                "inflight": len(self.submitter.inflight),
-                "committed": self.submitter.committed,
+                "oldest_age_s": None if oldest is None else max(0, int(time.time()) - oldest),
                 "rejected": len(self.outbox.rejected()),
             },
-            "submitter": dict(self.submitter.stats),
-            "transport": self.transport.stats.as_dict(),
+            "submitter": {
+                "inflight": len(self.submitter.inflight),
+                "committed_sequence": self.submitter.sequence,
+                "committed_records": self.submitter.committed,
+                **dict(self.submitter.stats),
+            },
+            "mqtt": self.transport.stats.as_dict(),
             "health": {"stale": self.health.stale()},
+            "join": None,
+            "resources": resources(self.config.node.data_dir),
             "uptime_s": round(time.monotonic() - self.started_s, 1),
         }
+
+    def _meter(self) -> dict[str, Any]:
+        m = self.meter
+        r = m.last_reading
+        state = (
+            "ok"
+            if r is not None and not m.last_error
+            else "failing"
+            if m.last_error
+            else ("waiting")
+        )
+        out: dict[str, Any] = {
+            "driver": self.config.meter.driver,
+            "meter_id": r.meter_id if r is not None else self.config.meter.meter_id,
+            "state": state,
+            "error": m.last_error,
+            "slots_written": m.records_written,
+        }
+        if r is not None:
+            out.update(import_wh=r.import_wh, export_wh=r.export_wh, power_w=r.power_w)
+        return out
 
     def _router(self) -> Router:
         router = Router()

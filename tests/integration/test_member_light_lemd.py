@@ -77,12 +77,15 @@ async def test_light_lemd_commits_its_slots_by_proof(
         code = await asyncio.to_thread(lemctl, ["--config", str(node.config), "status", "--json"])
         status = json.loads(capsys.readouterr().out)
         assert code == 0
-        assert status["role"] == "member"
-        assert status["mode"] == "light"
+        assert status["role"] == {"access": "light", "consensus": "member", "mode": "light"}
         header = daemon.light.header(status["height"])
         assert header is not None
         assert status["app_hash"] == header.app_hash.hex()
         assert c.nodes["v0"].store.height_of(bytes.fromhex(status["hash"])) == status["height"]
+        code = await asyncio.to_thread(lemctl, ["--config", str(node.config), "status"])
+        table = capsys.readouterr().out
+        assert code == 0
+        assert "member, light, light mode" in table
         daemon.stop_event.set()
         assert await asyncio.wait_for(task, 10) == 0
     finally:
