@@ -111,7 +111,7 @@ class LightSubmitter:
         if isinstance(value, bytes):
             return int(codec.decode(value))
         if answer.answers[0].status == "absent":
-            return 0  # no tx of this key committed yet (absence is not provable: light.md §7)
+            return 0  # no tx of this key committed yet (absence is not provable: light.md §8)
         raise value
 
     async def _send_new(self) -> None:
