@@ -1,0 +1,97 @@
+"""edge/light_submitter.py with a scripted light node (the real one runs in
+tests/integration/test_member_light_lemd.py): acknowledgement only by proof, re-send, re-sign
+with a freshly proven sequence, records set aside, never lost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.health import Health
+from edge.light_submitter import LightSubmitter
+from edge.outbox import Outbox, OutboxRecord
+from ledger import codec, state
+from ledger import tx as txm
+from ledger.keys import SigningKey
+from ledger.proofs import Answer, ProofError, ProofResponse
+
+KEY = SigningKey(b"\x31" * 32)
+
+
+class ScriptedNode:
+    """Answers proofs from a set of 'committed' tx hashes and a committed sequence."""
+
+    chain_id = "light-unit"
+
+    def __init__(self) -> None:
+        self.committed: set[bytes] = set()
+        self.sequence: int | None = None
+        self.sent: list[txm.Tx] = []
+
+    async def submit(self, raw: bytes) -> txm.Tx:
+        tx = txm.decode(raw)
+        self.sent.append(tx)
+        return tx
+
+    async def prove(
+        self, queries: list[tuple[str, bytes]], timeout_s: float = 30.0
+    ) -> tuple[ProofResponse, list[Any]]:
+        answers, results = [], []
+        for kind, arg in queries:
+            if kind == "key":
+                assert arg == state.k_seq(KEY.public_key)
+                ok = self.sequence is not None
+                answers.append(Answer(kind, arg, "ok" if ok else "absent", None))
+                results.append(codec.encode(self.sequence) if ok else ProofError("absent"))
+            else:
+                ok = arg in self.committed
+                answers.append(Answer(kind, arg, "ok" if ok else "absent", None))
+                results.append(7 if ok else ProofError("absent"))
+        return ProofResponse(0, 7, tuple(answers)), results
+
+
+@pytest.fixture
+def outbox(tmp_path: Path) -> Outbox:
+    box = Outbox(tmp_path / "outbox")
+    box.put_many([OutboxRecord("m1", 900 * i, 100 + i, 0) for i in range(3)])
+    return box
+
+
+async def test_records_leave_the_outbox_only_when_proven(outbox: Outbox) -> None:
+    """Three records signed with sequences 0..2 (absent seq = fresh account); only the two
+    whose inclusion is proven are removed; the third stays in flight."""
+    node: Any = ScriptedNode()
+    sub = LightSubmitter(outbox, node, KEY, Health(), resign_timeout_s=3600)
+    await sub.step()
+    assert [t.sequence for t in node.sent] == [0, 1, 2]
+    node.committed = {node.sent[0].hash, node.sent[1].hash}
+    await sub.step()
+    assert sub.committed == 2
+    assert [r.slot_start_s for r in outbox.pending()] == [1800]
+    assert len(sub.inflight) == 1
+
+
+async def test_a_tx_never_included_is_resent_then_resigned_then_set_aside(
+    outbox: Outbox,
+) -> None:
+    """With no inclusion: the same bytes are sent again, then the sequence is proven again
+    (the ledger says 5) and the records re-signed from it; after the last round they are set
+    aside as rejected, still in the outbox's rejected table."""
+    node: Any = ScriptedNode()
+    sub = LightSubmitter(
+        outbox, node, KEY, Health(), resign_timeout_s=0, max_resigns=2, give_up_rounds=2
+    )
+    await sub.step()  # signs 0..2; not included: each sent again (same bytes)
+    assert [t.sequence for t in node.sent] == [0, 1, 2, 0, 1, 2]
+    assert node.sent[3].hash == node.sent[0].hash
+    node.sequence = 5
+    await sub.step()  # second miss: re-sign round 1, the sequence is to be proven again
+    assert sub.sequence is None
+    assert sub.inflight == {}
+    await sub.step()  # proven sequence 5, re-signed from it
+    assert [t.sequence for t in node.sent[6:9]] == [5, 6, 7]
+    await sub.step()  # round 2 reached: set aside
+    assert outbox.pending() == []
+    assert [r.slot_start_s for r, _ in outbox.rejected()] == [0, 900, 1800]
