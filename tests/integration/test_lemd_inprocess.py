@@ -267,11 +267,13 @@ _ = NodeDir
 
 
 async def test_readme_lemctl_node_commands_run_as_written(tmp_path: Path) -> None:
-    """Each README `lemctl --config …` line works against a running node (config and period
-    swapped for the test node's)."""
+    """Each `lemctl --config …` line of the README's lemd section works against a running node
+    (config and period swapped for the test node's)."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## The node daemon `lemd` and `lemctl`", 1)[1].split("\n## ", 1)[0]
     lines = [
         ln.split("#")[0].split()
-        for ln in README.read_text(encoding="utf-8").splitlines()
+        for ln in section.splitlines()
         if ln.startswith("lemctl --config /etc/lemd/lemd.toml ")
     ]
     assert len(lines) >= 7
