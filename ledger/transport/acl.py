@@ -16,7 +16,7 @@ from ledger.transport.topics import check_segment
 
 MARKER = "# @validators"
 VALIDATOR_WRITES = ("consensus", "block", "header", "sync_resp")
-VALIDATOR_READS = ("tx", "consensus", "block", "sync_req", "sync_resp")
+VALIDATOR_READS = ("tx", "consensus", "block", "sync_req", "sync_resp", "proof_req")
 
 
 def validator_block(node_id: str) -> list[str]:

@@ -16,19 +16,22 @@ import pytest
 from edge.cli.main import main as lemctl
 from ledger import codec, state
 from ledger import tx as txm
+from ledger.consensus.engine import EngineConfig
 from ledger.genesis import Genesis, Period
 from ledger.keys import SigningKey
 from ledger.light import LightClient
 from ledger.light_node import LightNode
+from ledger.node import Node
 from ledger.proofs import ProofError, make_proof_request
 from ledger.transport.base import LIGHT_CHANNELS, Message
 from ledger.transport.mqtt import MqttTransport
 from ledger.transport.mqtt_settings import MqttSettings
-from tests.integration.test_consensus_mqtt import VALIDATORS, MqttCommunity
+from tests.integration.test_consensus_mqtt import TIMEOUTS, VALIDATORS, MqttCommunity
+from tests.integration.test_mqtt_security import SecureBroker, secure_broker  # noqa: F401
 from tests.support.lemd import make_node
 from tests.support.mosquitto import Mosquitto
-from tests.support.nodes import FAST
-from tests.unit.ledger.helpers import N1, N2, PARAMS, SLOT, T0, Signer, genesis
+from tests.support.nodes import CHAIN, FAST, settings, until
+from tests.unit.ledger.helpers import ADMIN, N1, N2, PARAMS, SLOT, T0, Signer, genesis
 
 pytestmark = pytest.mark.slow
 
@@ -197,3 +200,71 @@ async def test_a_replayed_or_unsigned_proof_request_gets_no_answer(
         assert stats["proofs_answered"] == 1
         assert stats["request_refused_SignatureError"] == 1
         assert stats["request_refused_ValueError"] == 2
+
+
+async def test_light_member_works_through_the_shipped_acl(
+    tmp_path: Path,
+    secure_broker: SecureBroker,  # noqa: F811
+) -> None:
+    """On the shipped broker config with the rendered ACL (validator v1, member m1, TLS and
+    passwords): m1 catches up by a broadcast header request, submits a SetMeasure that v1 reads
+    and commits, and proves its inclusion through its inbox; m1 reads no tx or block."""
+    sb = secure_broker
+    v1_key = VALIDATORS[0]
+    g = Genesis(
+        chain_id=CHAIN,
+        genesis_time_ms=T0 - 60_000,
+        validators=((v1_key.public_key, 10),),
+        admins=(ADMIN.public_key,),
+        governance_keys=(ADMIN.public_key,),
+        governance_threshold=1,
+        meters={M1: N1.public_key},
+        periods=(Period("p0", T0, T0 + SLOT, PARAMS),),
+    )
+    tls = {"ca_file": sb.pki.ca_cert, **FAST}
+    v_transport = MqttTransport(
+        settings("v1", [sb.password_url], username="v1", password="v1-secret", **tls)
+    )
+    m_transport = MqttTransport(
+        settings(
+            "m1", [sb.password_url], username="m1", password="m1-secret",
+            broadcast_channels=(*LIGHT_CHANNELS, "tx", "block", "consensus"), **tls,
+        )
+    )  # fmt: skip
+    config = EngineConfig(CHAIN, timeouts=TIMEOUTS, heartbeat_ms=1000)
+    validator = Node.open(tmp_path / "v1", g, v_transport, key=v1_key, config=config, durable=False)
+    light = LightClient(tmp_path / "m1", g, durable=False)
+    member = LightNode(light, m_transport, N1, probe_s=1.0)
+    seen: list[str] = []
+    original = member.handle
+
+    async def spy(message: Message) -> None:
+        seen.append(message.channel)
+        await original(message)
+
+    member.handle = spy  # type: ignore[method-assign]
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for t in (v_transport, m_transport):
+            await t.start()
+            await t.wait_connected(5)
+        tasks = [
+            asyncio.create_task(validator.run(), name="v1"),
+            asyncio.create_task(member.run(), name="m1"),
+        ]
+        raw = Signer(N1, CHAIN)("SetMeasure", _measure(M1, 2500, 0))
+        await member.submit(raw)
+        tx_hash = txm.decode(raw).hash
+        await until(lambda: validator.store.tx_location(tx_hash) is not None, 20, "tx committed")
+        _, (height,) = await member.prove([("tx", txm.decode(raw).hash)], timeout_s=20)
+        assert height == validator.store.tx_location(txm.decode(raw).hash)[0]  # type: ignore[index]
+        assert light.height >= height
+        assert set(seen) <= {"header", "proof_resp"}
+        assert "header" in seen
+    finally:
+        await validator.close()
+        await m_transport.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        light.close()
