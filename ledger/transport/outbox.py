@@ -25,15 +25,17 @@ class Outgoing:
         topic: full MQTT topic.
         payload: the bytes to publish.
         enqueued_at: monotonic time of the ``publish`` call [s].
+        seq: position in publish order; re-queued messages go back by it.
     """
 
     topic: str
     payload: bytes
     enqueued_at: float
+    seq: int = 0
 
 
 class Outbox:
-    """Bounded FIFO with drop-oldest, re-queue at the front, and expiry by age.
+    """Bounded FIFO with drop-oldest, re-queue in publish order, and expiry by age.
 
     Args:
         max_messages: capacity [messages].
@@ -56,6 +58,7 @@ class Outbox:
         self._clock = clock
         self._items: deque[Outgoing] = deque()
         self._taken = 0  # handed out by get() and not yet done() or requeue()d
+        self._next_seq = 0
         self._not_empty = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -69,7 +72,8 @@ class Outbox:
 
     def put(self, topic: str, payload: bytes) -> None:
         """Append a message; drop the oldest one if the queue is full."""
-        self._items.append(Outgoing(topic, payload, self._clock()))
+        self._items.append(Outgoing(topic, payload, self._clock(), self._next_seq))
+        self._next_seq += 1
         self._trim()
         self._not_empty.set()
         self._idle.clear()
@@ -80,9 +84,18 @@ class Outbox:
         self._check_idle()
 
     def requeue(self, item: Outgoing) -> None:
-        """Put back a message whose PUBACK never came, at the front (it is the oldest)."""
+        """Put back a message whose PUBACK never came, in its original publish order.
+
+        Several in-flight messages time out together and come back in whatever order their
+        waits end; inserting by ``seq`` keeps the publish order, which matters to receivers
+        that need a signer's txs in sequence.
+        """
         self._taken -= 1
-        self._items.appendleft(item)
+        index = next((i for i, queued in enumerate(self._items) if queued.seq > item.seq), None)
+        if index is None:
+            self._items.append(item)
+        else:
+            self._items.insert(index, item)
         self._trim()
         self._not_empty.set()
 

@@ -1,4 +1,4 @@
-"""The bounded outgoing queue: drop-oldest, re-queue at the front, expiry, idle tracking."""
+"""The bounded outgoing queue: drop-oldest, re-queue in publish order, expiry, idle tracking."""
 
 from __future__ import annotations
 
@@ -43,6 +43,20 @@ async def test_requeued_message_goes_first() -> None:
     first = await box.get()
     box.requeue(first)
     assert await _drain(box, 2) == [b"a", b"b"]
+
+
+@pytest.mark.parametrize("timeout_order", [(0, 1, 2), (2, 1, 0), (1, 0, 2)])
+async def test_messages_requeued_in_any_order_go_out_in_publish_order(
+    timeout_order: tuple[int, int, int],
+) -> None:
+    """In-flight messages whose PUBACK waits end in any order keep their publish order."""
+    box = Outbox(10, 60.0, FakeClock())
+    for name in (b"s0", b"s1", b"s2", b"s3"):
+        box.put("t", name)
+    in_flight = [await box.get() for _ in range(3)]
+    for index in timeout_order:
+        box.requeue(in_flight[index])
+    assert await _drain(box, 4) == [b"s0", b"s1", b"s2", b"s3"]
 
 
 async def test_requeue_into_a_full_queue_drops_the_oldest_which_is_the_requeued_one() -> None:
