@@ -356,7 +356,7 @@ class MqttTransport:
             raise LinkLostError(f"no PUBACK within {self.settings.io_timeout_s} s") from exc
 
     def _settle(self, item: Outgoing, slots: asyncio.Semaphore, send: asyncio.Task[None]) -> None:
-        """Count an acknowledged message, or put an unacknowledged one back at the front."""
+        """Count an acknowledged message, or put an unacknowledged one back in publish order."""
         slots.release()
         if send.cancelled() or send.exception() is not None:
             self._outbox.requeue(item)
