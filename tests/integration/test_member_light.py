@@ -111,7 +111,7 @@ async def test_members_follow_headers_and_prove_their_own_state(
     """Members verify the validators' header chain (same hashes and app hashes), learn that
     their SetMeasure was committed from a tx-inclusion proof, and read their balance after
     settlement (Algorithm 1: N1 -45.5 ECT) with a Merkle proof, also through ``lemctl ledger
-    prove``; N2 asking for N1's measurement is refused."""
+    prove``; N2 asking for N1's measurement or N1's tx is refused."""
     async with light_community(tmp_path, mosquitto) as (c, m1, m2):
         raw1 = m1.signer("SetMeasure", _measure(M1, 2500, 0))
         raw2 = m2.signer("SetMeasure", _measure(M2, 0, 1400))
@@ -163,9 +163,13 @@ async def test_members_follow_headers_and_prove_their_own_state(
         assert code == 0
         assert row["value"][:2] == [2500, 0]
 
-        _, (refused,) = await m2.node.prove([("key", key1)])
+        _, (refused, refused_tx) = await m2.node.prove(
+            [("key", key1), ("tx", txm.decode(raw1).hash)]
+        )
         assert isinstance(refused, ProofError)
         assert "denied" in str(refused)
+        assert isinstance(refused_tx, ProofError)
+        assert "only its own txs" in str(refused_tx)
 
         await c.until(lambda: m2.light.height >= 3 and m1.light.height >= 3)
         for m in (m1, m2):
