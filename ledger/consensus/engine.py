@@ -182,6 +182,8 @@ class Engine(BlockFollower):
                 self._on_consensus(msg, payload)
         elif isinstance(msg, wire.BlockAnnouncement):
             self.on_block(msg)
+        elif isinstance(msg, wire.Tip):
+            self.on_tip(msg)
         elif self._is_sync_responder(msg.time_ms):
             self.answer_sync(msg.from_height, sender)
 
@@ -472,7 +474,8 @@ class Engine(BlockFollower):
 
     def _idle_tip(self) -> None:
         """Idle chain: every ``tip_ms`` one validator (rotating by period over the set)
-        re-announces the latest decision; one copy per period keeps a metered link cheap."""
+        re-announces the latest commit (not the block); one small message per period keeps a
+        metered link cheap."""
         now = self._clock.now_ms()
         if now - self._last_tip_ms < self._config.tip_ms:
             return
@@ -480,9 +483,10 @@ class Engine(BlockFollower):
         if self.key is None or not self.is_validator:
             return
         keys = [v.pubkey for v in self.valset.validators]
-        if keys[(now // self._config.tip_ms) % len(keys)] == self.key.public_key:
+        mine = keys[(now // self._config.tip_ms) % len(keys)] == self.key.public_key
+        if mine and self.last_commit is not None:
             self.stats["tip_announced"] += 1
-            self.announce_latest()
+            self._send("block", wire.encode_tip(self._config.chain_id, self.last_commit), None)
 
     def sync_now(self) -> None:
         """The transport (re)connected: ask for missed blocks at once, bypassing the

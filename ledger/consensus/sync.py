@@ -25,11 +25,11 @@ if TYPE_CHECKING:
     from ledger.consensus.engine import EngineConfig, Send
 
 MAX_PENDING_BLOCKS = 64
+"""Out-of-order sync answers kept until their height comes up."""
 
 MAX_PROPOSER_ROUNDS = 64
 """Rounds searched for a re-proposed or decided block's named proposer (the core ignores
 messages more than 64 rounds ahead, so a decision beyond cannot come from this node's set)."""
-"""Out-of-order sync answers kept until their height comes up."""
 
 
 class BlockFollower:
@@ -164,24 +164,46 @@ class BlockFollower:
 
     def _check_fork(self, ann: wire.BlockAnnouncement) -> None:
         """Two valid commits for one height mean > 1/3 equivocated: stop, never diverge."""
-        height = ann.commit.height
+        self._fork_if_conflicting(ann.commit, self.app.block_id(ann.block))
+
+    def _fork_if_conflicting(self, commit: Commit, block_hash: bytes) -> None:
+        height = commit.height
         mine = self.store.load_commit(height)
-        if mine is None or mine.block_hash == ann.commit.block_hash:
+        if mine is None or mine.block_hash == commit.block_hash:
             self.stats["old_block"] += 1
             return
         valset = self.store.load_valset(height)
         if valset is None:
             return
         try:
-            verify_commit(
-                self._config.chain_id, valset, height, self.app.block_id(ann.block), ann.commit
-            )
+            verify_commit(self._config.chain_id, valset, height, block_hash, commit)
         except CommitError:
             self.stats["bad_commit"] += 1
             return
         self.stopped = True
         self.stats["fork_detected"] += 1
-        raise ForkError(height, (mine.block_hash, ann.commit.block_hash))
+        raise ForkError(height, (mine.block_hash, commit.block_hash))
+
+    def on_tip(self, tip: wire.Tip) -> None:
+        """A peer's idle re-announcement of its latest commit (no block: a few hundred bytes).
+
+        Verified against this node's current validator set before it counts: a commit for a
+        height this node lacks makes it ask for blocks (and keep asking until it has them); one
+        for a decided height with another block is a fork.
+        """
+        commit = tip.commit
+        if commit.height < self.height:
+            self._fork_if_conflicting(commit, commit.block_hash)
+            return
+        try:
+            verify_commit(
+                self._config.chain_id, self.valset, commit.height, commit.block_hash, commit
+            )
+        except CommitError:
+            self.stats["bad_tip"] += 1
+            return
+        self.stats["tips_ahead"] += 1
+        self.note_peer_height(commit.height)
 
     # ----------------------------------------------------------------- gossip
 

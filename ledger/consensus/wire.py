@@ -8,6 +8,8 @@ is dropped and counted before any signature check):
 - ``["proposal", chain, body, sig, block]`` on channel ``consensus``
 - ``["block", chain, block, commit]`` on ``block`` (a decided block and its commit) and on
   ``sync_resp`` (answers to a sync request)
+- ``["tip", chain, commit]`` on ``block`` (an idle validator's periodic re-announcement of
+  the latest commit, without the block: a lagging node learns it is behind)
 - ``["sync_req", chain, from_height, time_ms]`` on ``sync_req`` (the requester's clock makes
   each retry a distinct payload, so deduplication by hash never swallows a retry)
 """
@@ -42,7 +44,14 @@ class SyncRequest:
     time_ms: int
 
 
-Envelope = Vote | Proposal | BlockAnnouncement | SyncRequest
+@dataclass(frozen=True, slots=True)
+class Tip:
+    """The latest commit a peer holds (its block is fetched by sync when needed)."""
+
+    commit: Commit
+
+
+Envelope = Vote | Proposal | BlockAnnouncement | SyncRequest | Tip
 
 
 def encode_vote(chain_id: str, vote: Vote) -> bytes:
@@ -58,6 +67,11 @@ def encode_proposal(chain_id: str, proposal: Proposal) -> bytes:
 def encode_block(chain_id: str, block: bytes, commit: Commit) -> bytes:
     """Envelope for a decided block and its commit."""
     return codec.encode(["block", chain_id, block, commit.to_value()])
+
+
+def encode_tip(chain_id: str, commit: Commit) -> bytes:
+    """Envelope re-announcing the latest commit (docs/spec/consensus.md §7)."""
+    return codec.encode(["tip", chain_id, commit.to_value()])
 
 
 def encode_sync_request(chain_id: str, from_height: int, time_ms: int) -> bytes:
@@ -86,6 +100,8 @@ def decode(chain_id: str, payload: bytes) -> Envelope:
         return Proposal.from_body(value[2], value[3], value[4])
     if kind == "block" and len(value) == 4 and isinstance(value[2], bytes):
         return BlockAnnouncement(value[2], Commit.from_value(value[3]))
+    if kind == "tip" and len(value) == 3:
+        return Tip(Commit.from_value(value[2]))
     if kind == "sync_req" and len(value) == 4 and isinstance(value[2], int):
         if value[2] < 1 or not isinstance(value[3], int) or value[3] < 0:
             raise MessageError("malformed", "sync request from height < 1 or bad time")

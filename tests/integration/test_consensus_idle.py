@@ -6,8 +6,10 @@ idles learns it is behind from the rotating idle re-announcement of the latest c
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+from ledger.consensus import wire
 from ledger.consensus.engine import EngineConfig
 from ledger.consensus.sim import Simulation
 
@@ -57,3 +59,38 @@ def test_without_tip_the_laggard_waits_for_the_heartbeat(tmp_path: Path) -> None
     sim.network.heal()
     sim.run_for(100_000)
     assert sim.nodes["v3"].height == 1
+
+
+def test_idle_tip_is_a_small_commit_without_the_block(tmp_path: Path) -> None:
+    """While idle the chain publishes only tips: commits of a few hundred bytes, about one
+    per period (not one per validator), never the block."""
+    sim = Simulation(tmp_path, validators=4, seed=9, heartbeat_ms=3_600_000, tip_ms=20_000)
+    _commit_one(sim, ["v0", "v1", "v2", "v3"])
+    sim.run_for(5_000)
+    sent: list[tuple[str, bytes]] = []
+    sim.network.add_tap(lambda s, c, p, t: sent.append((c, p)))
+    sim.run_for(100_000)
+    kinds = {wire.decode(sim.chain_id, p).__class__.__name__ for c, p in sent if c == "block"}
+    assert kinds == {"Tip"}
+    tips = [p for c, p in sent if c == "block"]
+    assert 3 <= len(tips) <= 7  # 100 s / 20 s periods
+    assert max(len(p) for p in tips) < 600  # 4 signatures + framing [bytes]
+    assert {c for c, _ in sent} == {"block"}
+
+
+def test_forged_tip_is_ignored(tmp_path: Path) -> None:
+    """A tip whose commit does not verify (a broker may inject anything) is counted and
+    triggers no sync request."""
+    sim = Simulation(tmp_path, validators=4, seed=9, heartbeat_ms=3_600_000)
+    _commit_one(sim, ["v0", "v1", "v2", "v3"])
+    sim.run_for(10_000)
+    node = sim.nodes["v1"]
+    assert node.engine is not None
+    real = node.engine.last_commit
+    assert real is not None
+    forged = replace(real, height=real.height + 5)  # signatures no longer match
+    before = node.engine.stats["sync_requests"]
+    node.engine.receive("block", "x", wire.encode_tip(sim.chain_id, forged))
+    assert node.engine.stats["bad_tip"] == 1
+    sim.run_for(10_000)
+    assert node.engine.stats["sync_requests"] == before
