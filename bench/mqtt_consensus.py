@@ -1,7 +1,7 @@
 """BFT consensus over a real mosquitto: commit latency and the bytes each node's link carries.
 
 Usage: .venv/bin/python bench/mqtt_consensus.py [--validators 4] [--txs 30] [--burst 19]
-       [--bursts 3] [--idle-s 12] [--bench-heartbeat-ms 2000] [--durable]
+       [--bursts 3] [--idle-s 12] [--bench-tip-ms 2000] [--durable]
 
 One process: ``--validators`` validators and two members (``m-lean`` subscribes without the
 ``consensus`` channel, ``m-full`` to every channel), each a real ledger.node.Node with LMDB
@@ -11,11 +11,14 @@ submitted at v0. Prints:
 
 1. commit latency: one tx at a time, submit -> committed on every node, p50/p99 [ms];
 2. bytes per node link (payload of TCP, both directions) per single-tx block, per burst of
-   ``--burst`` txs (a 15-min slot of a 19-member community), and per empty heartbeat block;
-   MQTT messages per block; an estimate of TCP/IP headers (52 B per segment, pure ACKs not
-   counted);
-3. a projection per day for a community at real time: heartbeat blocks every 60 s (the
-   engine's default), 96 slots each with one burst, MQTT keepalive every 60 s.
+   ``--burst`` txs (a 15-min slot of a 19-member community), and per idle tip period (the
+   rotating re-announcement of the latest commit, ``tip_ms``, shortened to
+   ``--bench-tip-ms`` here); MQTT messages; an estimate of TCP/IP headers (52 B per segment,
+   pure ACKs not counted);
+3. a projection per day for a community at real time: 96 slots each with one burst block,
+   the engine's default idle tip every 300 s (counted for the whole day: an upper bound), no
+   heartbeat block (the default heartbeat is 15 min and every slot brings txs), MQTT
+   keepalive every 60 s.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from ledger import state
 from ledger.consensus.engine import EngineConfig
 from ledger.keys import SigningKey, sha256
 from ledger.node import Node
-from ledger.transport.base import CHANNELS
+from ledger.transport.base import CHANNELS, LIGHT_CHANNELS
 from ledger.transport.mqtt import MqttTransport
 from ledger.transport.mqtt_settings import MqttSettings
 from tests.support.mosquitto import Mosquitto
@@ -44,7 +47,7 @@ from tests.unit.ledger.helpers import ADMIN, N1, Signer, genesis
 
 TCP_IP_HEADER_BYTES = 52  # IPv4 20 + TCP 20 + timestamps option 12
 DAY_S = 86_400
-PROD_HEARTBEAT_S = 60
+PROD_TIP_S = 300
 SLOTS_PER_DAY = 96
 KEEPALIVE_S = 60
 
@@ -59,7 +62,16 @@ class Peer:
     task: asyncio.Task[None]
 
 
-def _link(p: Peer) -> tuple[int, int, int, int]:
+@dataclass
+class LightPeer:
+    name: str
+    role: str
+    transport: MqttTransport
+    proxy: FaultProxy
+    task: asyncio.Task[None]
+
+
+def _link(p: Peer | LightPeer) -> tuple[int, int, int, int]:
     """(link bytes, socket reads, messages delivered + sent, duplicate copies dropped)."""
     s, t = p.proxy.stats, p.transport.stats
     return (
@@ -78,6 +90,7 @@ class Community:
         ]
         self.genesis = genesis(validators=tuple((k.public_key, 10) for k in self.keys))
         self.peers: list[Peer] = []
+        self.light: list[LightPeer] = []
 
     async def start(
         self, name: str, role: str, key: SigningKey | None, channels: tuple[str, ...]
@@ -94,7 +107,7 @@ class Community:
         transport = MqttTransport(settings)
         await transport.start()
         await transport.wait_connected(10)
-        config = EngineConfig(self.genesis.chain_id, heartbeat_ms=self.args.bench_heartbeat_ms)
+        config = EngineConfig(self.genesis.chain_id, tip_ms=self.args.bench_tip_ms)
         node = Node.open(
             self.root / name,
             self.genesis,
@@ -106,7 +119,33 @@ class Community:
         task = asyncio.create_task(node.run(), name=name)
         self.peers.append(Peer(name, role, node, transport, proxy, task))
 
+    async def start_light(self, name: str) -> None:
+        """A light member's link: subscribed to headers only (ledger/light_node.py)."""
+        proxy = FaultProxy("127.0.0.1", self.broker.port)
+        await proxy.start()
+        settings = MqttSettings.from_urls(
+            self.genesis.chain_id,
+            name,
+            [proxy.url],
+            keepalive_s=KEEPALIVE_S,
+            broadcast_channels=LIGHT_CHANNELS,
+        )
+        transport = MqttTransport(settings)
+        await transport.start()
+        await transport.wait_connected(10)
+
+        async def drain() -> None:
+            async for _ in transport.messages():
+                pass
+
+        task = asyncio.create_task(drain())
+        self.light.append(LightPeer(name, "light member (headers only)", transport, proxy, task))
+
     async def stop(self) -> None:
+        for lp in self.light:
+            await lp.transport.close()
+            lp.task.cancel()
+            await lp.proxy.close()
         for p in self.peers:
             await p.node.close()
             await asyncio.wait_for(p.task, 10)
@@ -129,7 +168,7 @@ class Community:
         return True
 
     def snapshot(self) -> dict[str, tuple[int, int, int, int]]:
-        return {p.name: _link(p) for p in self.peers}
+        return {p.name: _link(p) for p in [*self.peers, *self.light]}
 
     def height(self) -> int:
         return min(p.node.app.height for p in self.peers)
@@ -155,6 +194,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
         lean = tuple(ch for ch in CHANNELS if ch != "consensus")
         await c.start("m-lean", "member (no consensus ch.)", N1, lean)
         await c.start("m-full", "member (all channels)", None, CHANNELS)
+        await c.start_light("m-light")
         await asyncio.sleep(1.0)
         await measure(c, args)
     finally:
@@ -196,11 +236,11 @@ async def measure(c: Community, args: argparse.Namespace) -> None:
     burst = _delta(c.snapshot(), before, args.bursts)
     burst_blocks = (c.height() - h1) / args.bursts
 
-    # 3. idle: empty heartbeat blocks
-    await asyncio.sleep(args.bench_heartbeat_ms / 1000 + 0.5)
-    h2, before = c.height(), c.snapshot()
+    # 3. idle: tips only (no heartbeat block within the run)
+    await asyncio.sleep(args.bench_tip_ms / 1000 + 0.5)
+    before = c.snapshot()
     await asyncio.sleep(args.idle_s)
-    empty_blocks = max(1, c.height() - h2)
+    empty_blocks = max(1, int(args.idle_s * 1000 // args.bench_tip_ms))  # tip periods
     empty = _delta(c.snapshot(), before, empty_blocks)
 
     report(
@@ -235,26 +275,27 @@ def report(
         f"(median of {len(burst_ms)}), {burst_blocks:.1f} blocks per burst"
     )
     print(
-        f"\nbytes on each node's link (TCP payload, both directions); {empty_blocks} empty blocks "
-        f"in {args.idle_s} s idle"
+        f"\nbytes on each node's link (TCP payload, both directions); {empty_blocks} idle tip "
+        f"periods in {args.idle_s} s"
     )
     print(
-        f"{'node':<7} {'role':<26} {'1-tx block':>10} {'burst':>9} {'empty blk':>9} "
-        f"{'msgs/empty':>10} {'dups/empty':>10} {'~TCP/IP hdr/empty':>17}"
+        f"{'node':<7} {'role':<26} {'1-tx block':>10} {'burst':>9} {'tip':>9} "
+        f"{'msgs/tip':>10} {'dups/tip':>10} {'~TCP/IP hdr/tip':>17}"
     )
-    for p in c.peers:
+    for p in [*c.peers, *c.light]:
         s, b, e = single[p.name], burst[p.name], empty[p.name]
         print(
             f"{p.name:<7} {p.role:<26} {s[0]:>10.0f} {b[0]:>9.0f} {e[0]:>9.0f} {e[2]:>10.1f} "
             f"{e[3]:>10.1f} {e[1] * TCP_IP_HEADER_BYTES:>17.0f}"
         )
     print(
-        f"\nprojection per day at real time (heartbeat {PROD_HEARTBEAT_S} s, {SLOTS_PER_DAY} "
-        f"slots with one burst, keepalive {KEEPALIVE_S} s), MQTT payload + est. TCP/IP headers:"
+        f"\nprojection per day at real time (idle tip every {PROD_TIP_S} s all day, "
+        f"{SLOTS_PER_DAY} slots with one burst block, no heartbeat block, keepalive "
+        f"{KEEPALIVE_S} s), MQTT payload + est. TCP/IP headers:"
     )
-    heartbeats = DAY_S // PROD_HEARTBEAT_S - SLOTS_PER_DAY
+    heartbeats = DAY_S // PROD_TIP_S  # tip periods (the name kept for the formula below)
     keepalive = (DAY_S // KEEPALIVE_S) * 2 * (2 + TCP_IP_HEADER_BYTES)
-    for p in c.peers:
+    for p in [*c.peers, *c.light]:
         b, e = burst[p.name], empty[p.name]
         payload = heartbeats * e[0] + SLOTS_PER_DAY * b[0]
         headers = (heartbeats * e[1] + SLOTS_PER_DAY * b[1]) * TCP_IP_HEADER_BYTES + keepalive
@@ -277,10 +318,10 @@ def main() -> None:
     parser.add_argument("--bursts", type=int, default=3)
     parser.add_argument("--idle-s", type=float, default=12.0)
     parser.add_argument(
-        "--bench-heartbeat-ms",
+        "--bench-tip-ms",
         type=int,
         default=2000,
-        help="heartbeat during the bench (bytes per empty block are measured)",
+        help="idle tip period during the bench (bytes per tip period are measured)",
     )
     parser.add_argument("--durable", action="store_true", help="fsync LMDB (as in production)")
     args = parser.parse_args()
