@@ -157,6 +157,11 @@ async def test_members_follow_headers_and_prove_their_own_state(
         assert printed["results"][0]["value"] == -45_500_000
         assert printed["results"][0]["status"] == "proof OK"
         assert v0.store.height_of(bytes.fromhex(printed["header"]["hash"])) is not None
+        code = await asyncio.to_thread(lemctl, [*argv[:-1], "--timeout", "30"])
+        text = capsys.readouterr().out
+        assert code == 0
+        assert f"bal/{state.account_id(N1.public_key)}: -45500000  (proof OK)" in text
+        assert "proof OK against header " in text
         argv += ["--key", "measure", "--period", "p0", "--timeout", "30"]
         code = await asyncio.to_thread(lemctl, argv)
         (row,) = json.loads(capsys.readouterr().out)["results"]
