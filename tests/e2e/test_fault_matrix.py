@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import fault_scenarios
+from tests.support import fault_scenarios, lemd_faults
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -80,3 +80,12 @@ async def test_f_plus_one_byzantine_fork_is_detected(tmp_path: Path) -> None:
     row = await _run("f+1 byzantine (twins)", tmp_path, 18)
     assert str(row["outcome"]).startswith("both sides committed")  # run() checked detection
     assert int(row["double_signers"]) >= 2  # type: ignore[call-overload]  # the twinned keys
+
+
+async def test_lemd_processes_validator_link_cut(tmp_path: Path) -> None:
+    """Real lemd processes (lemctl testnet init, 4 validators + 2 members with simulated
+    meters): a validator's broker link is cut for 2 blocks and healed; it syncs; every store
+    agrees (lemctl ledger show at the top common height); nobody double-signed."""
+    row = await lemd_faults.run("lemd: node-broker link cut", tmp_path, 4, 6, seed=19)
+    assert row["double_signers"] == 0
+    assert int(row["common"]) >= 3
