@@ -56,7 +56,7 @@ class FaultProxy:
         self._blackhole = False
         self._closing = False
         self._server: asyncio.Server | None = None
-        self._pairs: set[asyncio.Future[list[None]]] = set()
+        self._pairs: set[asyncio.Future[tuple[None, None]]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
 
     @property
