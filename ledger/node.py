@@ -12,7 +12,7 @@ app refuses) ends :meth:`Node.run` with the error: the process stops and systemd
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +41,9 @@ from ledger.txgossip import TxBatcher, decode_payload
 
 LINK_POLL_S = 0.5
 """How often the node looks at the transport's connect counter [s]."""
+
+DECODED_BLOCKS = 4
+"""Decoded blocks kept by the consensus port (one per round is typical; each ≤ 1 MiB)."""
 
 MAX_PROPOSAL_TXS_BYTES = 192 * 1024
 """Bound on the txs of one proposed block [bytes]: the proposal, the announcement and sync
@@ -79,6 +82,7 @@ class LedgerPort:
         self._key = key
         self._gossip = gossip
         self._dropped: dict[bytes, list[tuple[bytes, TxRejected]]] = {}
+        self._blocks: OrderedDict[bytes, blk.Block] = OrderedDict()
         self.rejections: Counter[str] = Counter()
         self.on_commit: Callable[[bytes, Commit], None] | None = None
         """Called after each committed block (the light members' header feed)."""
@@ -86,16 +90,27 @@ class LedgerPort:
     def height(self) -> int:
         return self.app.height
 
+    def _decoded(self, block: bytes) -> blk.Block:
+        """Decode ``block`` once: consensus asks for its id, proposer and contents several
+        times per height, and decoding re-checks the canonical form of every tx."""
+        hit = self._blocks.get(block)
+        if hit is None:
+            hit = blk.decode(block)  # raises BlockInvalid / CodecError: not cached
+            self._blocks[block] = hit
+            while len(self._blocks) > DECODED_BLOCKS:
+                self._blocks.popitem(last=False)
+        return hit
+
     def block_id(self, block: bytes) -> bytes:
         """The header hash (what headers, proofs and ``prev_block_hash`` use)."""
         try:
-            return blk.decode(block).hash
+            return self._decoded(block).hash
         except (BlockInvalid, CodecError):
             return sha256(b"not-a-block/" + block)  # no valid block's header hashes to this
 
     def block_proposer(self, block: bytes) -> bytes | None:
         try:
-            return blk.decode(block).header.proposer
+            return self._decoded(block).header.proposer
         except (BlockInvalid, CodecError):
             return None
 
@@ -117,7 +132,7 @@ class LedgerPort:
         """Header/txs via the app, plus what consensus owns: the last commit's signatures and
         the BFT time (docs/spec/consensus.md §Time)."""
         try:
-            decoded = blk.decode(block)
+            decoded = self._decoded(block)
             if decoded.header.height != height:
                 return False
             if not self._last_commit_ok(height, decoded):
@@ -142,7 +157,7 @@ class LedgerPort:
     def commit_block(self, block: bytes, commit: Commit) -> None:
         block_hash = self.block_id(block)
         self.app.commit_block(block, commit.to_value())
-        txs = list(blk.decode(block).txs)
+        txs = list(self._decoded(block).txs)
         self.mempool.update(txs, self._dropped.pop(block_hash, []))
         self._dropped.clear()
         if self.on_commit is not None:
