@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import math
 import shutil
 import signal
@@ -124,9 +126,17 @@ def init_testnet(
         "--base-port", str(base),
         "--mqtt-version", str(mqtt_version),
     ]  # fmt: skip
-    if lemctl(argv) != 0:
-        raise RuntimeError("lemctl testnet init failed")
-    return load_manifest(root)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):  # its per-node table; the demo shows its own
+        status = lemctl(argv)
+    if status != 0:
+        raise RuntimeError(f"lemctl testnet init failed:\n{printed.getvalue()}")
+    manifest = load_manifest(root)
+    print(
+        f"lemctl testnet init: {len(manifest.nodes)} nodes ({len(manifest.validators)} "
+        f"validators), chain {manifest.chain_id!r}, speed {manifest.speed:g}, in {root}"
+    )
+    return manifest
 
 
 async def run_period(
