@@ -6,9 +6,11 @@ Usage: .venv/bin/python bench/consensus_mqtt_throughput.py [--validators 4] [--r
 One mosquitto on 127.0.0.1; ``--validators`` worker processes, each a real ledger.node.Node
 (LMDB stores, fsync on unless ``--no-durable``, production engine timeouts) on its own
 MqttTransport behind an in-process counting TCP proxy (tests/support/proxy.py); a load process
-publishes pre-signed admin ``AddMeter`` txs on the ``tx`` channel at ``--rate`` per second for
-``--seconds``. Every worker records when each block became committed there (wall clock, same
-machine). Printed:
+publishes pre-signed ``AddMeter`` txs of 64 admin accounts on the ``tx`` channel at ``--rate``
+per second for ``--seconds``, keeping at most ``--in-flight`` txs not yet seen committed (it
+follows the block announcements) so that an overload queues at the submitter, as the edge
+outbox does, instead of overflowing the mempools. Every worker records when each block became
+committed there (wall clock, same machine). Printed:
 
 * sustained throughput: txs committed on every node / (last commit everywhere − first publish);
 * commit latency per tx: publish → committed on every node, p50 / p99 [s];
@@ -34,7 +36,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ledger import block as blk
+from ledger.consensus import wire
 from ledger.consensus.engine import EngineConfig
+from ledger.consensus.errors import MessageError
 from ledger.keys import SigningKey, sha256
 from ledger.node import Node
 from ledger.transport.base import CHANNELS
@@ -50,8 +54,16 @@ def _keys(n: int) -> list[SigningKey]:
     return [SigningKey(sha256(f"bench-validator-{i}".encode())) for i in range(n)]
 
 
+SIGNERS = [SigningKey(sha256(f"bench-admin-{i}".encode())) for i in range(64)]
+"""Admin accounts the load is spread over (one account's txs form a sequence chain: a tx
+refused under overload would strand every later one of that account)."""
+
+
 def _genesis(n: int):  # type: ignore[no-untyped-def]
-    return genesis(validators=tuple((k.public_key, 10) for k in _keys(n)))
+    return genesis(
+        validators=tuple((k.public_key, 10) for k in _keys(n)),
+        admins=(ADMIN.public_key, *(k.public_key for k in SIGNERS)),
+    )
 
 
 # ----------------------------------------------------------------------------- worker
@@ -115,17 +127,26 @@ async def worker(index: int, n: int, port: int, root: Path, out: Path, durable: 
 # ----------------------------------------------------------------------------- load
 
 
-async def load(port: int, n: int, rate: int, seconds: float, batch: int, out: Path) -> None:
+async def load(
+    port: int, n: int, rate: int, seconds: float, batch: int, in_flight: int, out: Path
+) -> None:
     """Publish ``rate`` txs/s for ``seconds`` in gossip batches of ``batch`` (as a node that
     admitted them would re-publish them, ledger/txgossip.py), recording each publish time."""
     g = _genesis(n)
-    admin = Signer(ADMIN, g.chain_id)
+    signers = [Signer(k, g.chain_id) for k in SIGNERS]
     total = int(rate * seconds)
-    txs = [admin("AddMeter", {"meter_id": f"T{i}", "account": N1.public_key}) for i in range(total)]
-    settings = MqttSettings.from_urls(g.chain_id, "load", [f"mqtt://127.0.0.1:{port}"])
+    txs = [
+        signers[i % len(signers)]("AddMeter", {"meter_id": f"T{i}", "account": N1.public_key})
+        for i in range(total)
+    ]
+    settings = MqttSettings.from_urls(
+        g.chain_id, "load", [f"mqtt://127.0.0.1:{port}"], broadcast_channels=("block",)
+    )
     transport = MqttTransport(settings)
     await transport.start()
     await transport.wait_connected(10)
+    committed: set[bytes] = set()
+    follower = asyncio.create_task(_follow(transport, g.chain_id, committed))
     sent: dict[str, float] = {}
     start = time.time()
     for i in range(0, total, batch):
@@ -133,13 +154,27 @@ async def load(port: int, n: int, rate: int, seconds: float, batch: int, out: Pa
         due = start + (i + len(chunk)) / rate  # a batch leaves when its last tx is due
         if due > time.time():
             await asyncio.sleep(due - time.time())
+        while i - len(committed) > in_flight:  # noqa: ASYNC110 -- overloaded: wait, as a submitter
+            await asyncio.sleep(0.01)
         now = time.time()
         for raw in chunk:
             sent[sha256(raw)[:8].hex()] = now
         await transport.publish("tx", encode_batch(chunk))
     await transport.flush(30)
+    follower.cancel()
     await transport.close()
     await asyncio.to_thread(out.write_text, json.dumps(sent))
+
+
+async def _follow(transport: MqttTransport, chain_id: str, committed: set[bytes]) -> None:
+    """Collect the hashes of committed txs from block announcements."""
+    async for message in transport.messages():
+        try:
+            ann = wire.decode(chain_id, message.payload)
+        except MessageError:
+            continue
+        if isinstance(ann, wire.BlockAnnouncement):
+            committed.update(sha256(t) for t in blk.decode(ann.block).txs)
 
 
 # ----------------------------------------------------------------------------- parent
@@ -171,7 +206,10 @@ def run(args: argparse.Namespace) -> None:
             time.sleep(2.0)  # start-up sync probes settle
             rate, secs = str(args.rate), str(args.seconds)
             batch = str(args.batch)
-            loader = _spawn("--load", *common, "--rate", rate, "--seconds", secs, "--batch", batch)
+            loader = _spawn(
+                "--load", *common, "--rate", rate, "--seconds", secs, "--batch", batch,
+                "--in-flight", str(args.in_flight),
+            )  # fmt: skip
             loader.wait(timeout=args.seconds * 10 + 120)
             total = int(args.rate * args.seconds)
             _wait_all_committed(root, n, total, timeout_s=args.seconds * 5 + 60)
@@ -253,6 +291,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--batch", type=int, default=50, help="txs per gossip message")
+    parser.add_argument("--in-flight", type=int, default=3000, help="uncommitted txs at most")
     parser.add_argument("--no-durable", dest="durable", action="store_false")
     parser.add_argument("--verbose", action="store_true", help="print every counter")
     parser.add_argument("--worker", type=int)
@@ -271,6 +310,7 @@ def main() -> None:
                 args.rate,
                 args.seconds,
                 args.batch,
+                args.in_flight,
                 args.root / "load.json",
             )
         )
