@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"started {len(community.nodes)} lemd processes (logs: {manifest.root}/nodeK/lemd.log)"
         )
-        period = manifest.periods[0]
+        # The pre-roll may add periods before the demo day: settle the one starting at it.
+        day_ms = int(datetime.fromisoformat(DEFAULT_START).timestamp() * 1000)
+        period = next(p for p in manifest.periods if p["start_ms"] == day_ms)
         outcome = asyncio.run(run_period(community, period, progress=not args.no_progress))
         community.stop()
         community = None

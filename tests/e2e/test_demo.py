@@ -36,6 +36,7 @@ def test_demo_settles_a_period_and_the_audit_agrees(tmp_path: Path) -> None:
     done = subprocess.run(demo(tmp_path), capture_output=True, text=True, timeout=140, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
+    assert "period 2026-05-15T00 (2026-05-15T00:00Z .. 2026-05-15T02:00Z)" in out
     assert "audit: OK" in out
     assert "consensus: 6 nodes hold the same block" in out
     assert "money conserved: members + community + grid = 0 µECT" in out
