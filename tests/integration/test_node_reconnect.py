@@ -31,13 +31,14 @@ async def test_reconnect_sends_a_sync_request_at_once(tmp_path: Path, mosquitto:
     task = asyncio.create_task(node.run())
     try:
         await until(lambda: node.engine is not None, 5, "engine up")
-        assert node.engine is not None
-        await until(lambda: node.engine.stats["sync_requests"] >= 1, 5, "start-up request")
-        before = node.engine.stats["sync_requests"]
+        engine = node.engine
+        assert engine is not None
+        await until(lambda: engine.stats["sync_requests"] >= 1, 5, "start-up request")
+        before = engine.stats["sync_requests"]
         proxy.drop_connections()
         await until(lambda: transport.stats.connects >= 2, 10, "reconnected")
         await until(lambda: node.stats["link_connects"] == 1, 5, "reconnect noticed")
-        await until(lambda: node.engine.stats["sync_requests"] == before + 1, 5, "sync asked")
+        await until(lambda: engine.stats["sync_requests"] == before + 1, 5, "sync asked")
     finally:
         await node.close()
         await asyncio.wait_for(task, 10)
