@@ -168,7 +168,10 @@ class Community:
         return True
 
     def snapshot(self) -> dict[str, tuple[int, int, int, int]]:
-        return {p.name: _link(p) for p in [*self.peers, *self.light]}
+        return {p.name: _link(p) for p in self.links()}
+
+    def links(self) -> list[Peer | LightPeer]:
+        return [*self.peers, *self.light]
 
     def height(self) -> int:
         return min(p.node.app.height for p in self.peers)
@@ -282,7 +285,7 @@ def report(
         f"{'node':<7} {'role':<26} {'1-tx block':>10} {'burst':>9} {'tip':>9} "
         f"{'msgs/tip':>10} {'dups/tip':>10} {'~TCP/IP hdr/tip':>17}"
     )
-    for p in [*c.peers, *c.light]:
+    for p in c.links():
         s, b, e = single[p.name], burst[p.name], empty[p.name]
         print(
             f"{p.name:<7} {p.role:<26} {s[0]:>10.0f} {b[0]:>9.0f} {e[0]:>9.0f} {e[2]:>10.1f} "
@@ -295,7 +298,7 @@ def report(
     )
     heartbeats = DAY_S // PROD_TIP_S  # tip periods (the name kept for the formula below)
     keepalive = (DAY_S // KEEPALIVE_S) * 2 * (2 + TCP_IP_HEADER_BYTES)
-    for p in [*c.peers, *c.light]:
+    for p in c.links():
         b, e = burst[p.name], empty[p.name]
         payload = heartbeats * e[0] + SLOTS_PER_DAY * b[0]
         headers = (heartbeats * e[1] + SLOTS_PER_DAY * b[1]) * TCP_IP_HEADER_BYTES + keepalive

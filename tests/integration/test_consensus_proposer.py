@@ -48,7 +48,8 @@ async def test_a_block_naming_another_proposer_is_refused_and_others_commit(
         admin = Signer(ADMIN, c.genesis.chain_id)
         for i in range(8):
             nodes[1].submit_tx(admin("AddMeter", {"meter_id": f"M{i}", "account": N1.public_key}))
-            await c.until(lambda i=i: all(_meters_committed(n, i + 1) for n in nodes), 30)
+            done = i + 1
+            await c.until(lambda: all(_meters_committed(n, done) for n in nodes), 30)
         refused = sum(n.engine.stats["wrong_block_proposer"] for n in nodes[1:] if n.engine)
         assert refused >= 1  # v0 proposed at least once in 8+ heights of a 4-round-robin
         v0_rounds = 0

@@ -46,7 +46,7 @@ def test_batcher_cuts_bounded_batches_in_order() -> None:
 def test_malformed_batch_is_refused_whole(value: object) -> None:
     """A 2-array that is not ["txs", [envelope bytes, …]] raises CodecError naming the shape."""
     with pytest.raises(CodecError):
-        decode_payload(codec.encode(value))  # type: ignore[arg-type]
+        decode_payload(codec.encode(value))
 
 
 def test_cached_decode_and_signature_still_refuse_a_tampered_envelope() -> None:
