@@ -8,6 +8,7 @@ attributes proposer rewards/blame, which membership alone would let it forge).
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from ledger import block as blk
@@ -36,6 +37,10 @@ def _name_someone_else(node: Node, victim: bytes) -> None:
     port.prepare_block = prepare_block  # type: ignore[method-assign]
 
 
+def _all_have(nodes: list[Node], count: int) -> Callable[[], bool]:
+    return lambda: all(_meters_committed(n, count) for n in nodes)
+
+
 async def test_a_block_naming_another_proposer_is_refused_and_others_commit(
     tmp_path: Path,
 ) -> None:
@@ -48,8 +53,7 @@ async def test_a_block_naming_another_proposer_is_refused_and_others_commit(
         admin = Signer(ADMIN, c.genesis.chain_id)
         for i in range(8):
             nodes[1].submit_tx(admin("AddMeter", {"meter_id": f"M{i}", "account": N1.public_key}))
-            done = i + 1
-            await c.until(lambda: all(_meters_committed(n, done) for n in nodes), 30)
+            await c.until(_all_have(nodes, i + 1), 30)
         refused = sum(n.engine.stats["wrong_block_proposer"] for n in nodes[1:] if n.engine)
         assert refused >= 1  # v0 proposed at least once in 8+ heights of a 4-round-robin
         v0_rounds = 0
