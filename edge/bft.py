@@ -221,7 +221,8 @@ async def open_bft(
         transport,
         config.node.data_dir,
         key=key,
-        config=engine or EngineConfig(app.chain_id),
+        config=engine
+        or EngineConfig(app.chain_id, heartbeat_ms=int(config.ledger.block_heartbeat_s * 1000)),
         clock=ScaledLoopClock(clock),
     )
     ledger = BftLedger(node, transport, health, clock)

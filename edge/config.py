@@ -71,7 +71,9 @@ class LedgerConfig:
     keepalive_s: int = 60
     resign_timeout_s: float = 30.0  # nothing of ours committed this long: re-sign from the ledger
     max_inflight: int = 32  # own txs signed but not yet committed
-    block_heartbeat_s: float = 300.0  # single-validator mode: an empty block at least this often
+    # An empty block at least this often when no txs come (both ledger modes). Slow: the 4G
+    # link pays for every block, and liveness never waits for it.
+    block_heartbeat_s: float = 900.0
     mqtt_version: int = 5  # 5 = MQTT 5.0; 4 = MQTT 3.1.1 (brokers without 5.0, e.g. amqtt)
     # A non-validator: "full" replays every block (needs validator read rights on the broker);
     # "light" follows verified headers and proves its own state (docs/spec/light.md).
