@@ -405,6 +405,8 @@ def _new_key(path: Path) -> SigningKey:
 
 def _write_files(community: Community, meter: MeterFound, name: str, paths: Paths) -> None:
     etc = paths.etc
+    etc.mkdir(parents=True, exist_ok=True)
+    etc.chmod(0o750)  # as lemd.service's ConfigurationDirectoryMode (the MQTT password is here)
     _write(etc / "genesis.json", community.genesis_text)
     if community.ca_pem is not None:
         _write(etc / "community-ca.pem", community.ca_pem)
