@@ -12,6 +12,7 @@ from typing import Protocol
 
 from ledger import block as blk
 from ledger import codec, state
+from ledger import tx as txm
 from ledger.errors import BlockInvalid, TxRejected
 from ledger.execute import admit, execute_block, select_txs
 from ledger.registry import Context, EvidenceVerifier
@@ -221,6 +222,7 @@ class App:
         writes = self._validated[block.hash]
         app_hash = self.store.commit(block, block_bytes, commit, writes)
         self._validated.clear()
+        txm.forget(block.txs)
         return app_hash
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ledger import codec, keys
@@ -71,9 +72,10 @@ class Tx:
             _VERIFIED.popitem(last=False)
 
 
-VERIFIED_CACHE_SIZE = 16_384
-"""Envelope hashes whose signature this process verified (LRU, ~2 MiB at most; more than a
-full mempool, so a pending tx stays cached until it commits)."""
+VERIFIED_CACHE_SIZE = 8_192
+"""Envelope hashes whose signature this process verified (LRU; fixed-size entries of ≈ 110
+bytes, so ≈ 0.9 MB at most; more than a full mempool's 5,000 txs, so a pending tx stays cached
+until it commits, and :func:`forget` drops it then)."""
 
 _VERIFIED: OrderedDict[bytes, None] = OrderedDict()
 
@@ -116,20 +118,51 @@ def decode(raw: bytes) -> Tx:
             return hit
     tx = _decode(raw)
     if len(raw) <= DECODED_CACHE_MAX_TX_BYTES:
+        global _decoded_bytes
         _DECODED[raw] = tx
-        if len(_DECODED) > DECODED_CACHE_SIZE:
-            _DECODED.popitem(last=False)
+        _decoded_bytes += len(raw)
+        while len(_DECODED) > DECODED_CACHE_SIZE or _decoded_bytes > DECODED_CACHE_BYTES:
+            _decoded_bytes -= len(_DECODED.popitem(last=False)[0])
     return tx
 
 
+def forget(raws: Iterable[bytes]) -> None:
+    """Drop committed envelopes from the decode and signature caches.
+
+    Called once a block is committed (:meth:`ledger.app.App.commit_block`): a committed tx is
+    not decoded or verified again in the normal flow (a late gossip copy is refused by its
+    sequence), so keeping it would only make the caches grow with the ledger until their
+    bounds (docs/spec/daemon.md §Memory bounds).
+    """
+    global _decoded_bytes
+    for raw in raws:
+        if _DECODED.pop(raw, None) is not None:
+            _decoded_bytes -= len(raw)
+        _VERIFIED.pop(keys.sha256(raw), None)
+
+
+def cache_sizes() -> dict[str, int]:
+    """Entries and bytes held by the tx caches (for benches and tests)."""
+    return {
+        "decoded_entries": len(_DECODED),
+        "decoded_raw_bytes": _decoded_bytes,
+        "verified_entries": len(_VERIFIED),
+    }
+
+
 DECODED_CACHE_SIZE = 8_192
-"""Decoded envelopes kept per process (LRU); with :data:`DECODED_CACHE_MAX_TX_BYTES` a few
-MiB at most, mostly the very objects the mempool holds anyway."""
+"""Decoded envelopes kept per process (LRU, also bounded by :data:`DECODED_CACHE_BYTES`); mostly
+the very objects the mempool holds anyway. Committed txs leave at once (:func:`forget`)."""
+
+DECODED_CACHE_BYTES = 1 << 20
+"""Bound on the envelope bytes of the cached decoded txs [bytes]; a decoded ``Tx`` with its
+body takes about 3-4 times its envelope, so ≈ 4 MB at most."""
 
 DECODED_CACHE_MAX_TX_BYTES = 1024
 """Larger envelopes (rare: settlement and governance txs) are decoded every time [bytes]."""
 
 _DECODED: OrderedDict[bytes, Tx] = OrderedDict()
+_decoded_bytes = 0
 
 
 def _decode(raw: bytes) -> Tx:

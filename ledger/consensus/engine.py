@@ -44,6 +44,9 @@ SYNC_RESPONDERS = 2
 MAX_REGOSSIP_TXS = 64
 """Pending txs re-published per re-publication period while a height is open."""
 
+MAX_REPORTED = 1024
+"""Evidence keys remembered as already reported (oldest first out) [count]."""
+
 Send = Callable[[str, bytes, str | None], None]
 """``send(channel, payload, to)``: publish on a transport channel (``to`` None: broadcast)."""
 
@@ -67,7 +70,9 @@ class EngineConfig:
         sync_batch: blocks answered per sync request.
         future_heights: consensus messages up to this many heights ahead are buffered.
         future_buffer: bound on buffered future-height messages (older ones win).
-        dedup_size: payload hashes remembered to drop duplicates.
+        dedup_size: payload hashes of the current height remembered to drop duplicates (the
+            set is emptied when a height is entered: an older height's message is refused by
+            one height comparison after decoding, before any signature check).
     """
 
     chain_id: str
@@ -118,7 +123,7 @@ class Engine(BlockFollower):
         self._future: dict[int, list[bytes]] = {}
         self._future_count = 0
         self._own: dict[tuple[int, int, int], bytes] = {}
-        self._reported: set[bytes] = set()
+        self._reported: OrderedDict[bytes, None] = OrderedDict()
         self._replaying = False
         self._republish_timer: TimerHandle | None = None
         self._last_tip_ms = self._clock.now_ms()
@@ -169,9 +174,7 @@ class Engine(BlockFollower):
             if digest in self._seen:
                 self.stats["duplicate"] += 1
                 return
-            self._seen[digest] = None
-            if len(self._seen) > self._config.dedup_size:
-                self._seen.popitem(last=False)
+            self._remember(digest)
         try:
             msg = wire.decode(self._config.chain_id, payload)
         except MessageError as exc:
@@ -290,7 +293,7 @@ class Engine(BlockFollower):
             self.store.wal_append(self.height, ["msg", payload], sync=True)
             self._crash.hit(PERSISTED_NOT_SENT)
         self._send("consensus", payload, None)
-        self._seen[sha256(payload)] = None
+        self._remember(sha256(payload))
         sent = wire.decode(self._config.chain_id, payload)
         if isinstance(sent, Vote):
             return self.core.on_vote(sent)
@@ -334,10 +337,20 @@ class Engine(BlockFollower):
 
         self._clock.call_later(action.delay_ms, fire)
 
+    def _remember(self, digest: bytes) -> None:
+        """Note a payload digest as seen; oldest first out beyond ``dedup_size`` [count]."""
+        self._seen[digest] = None
+        while len(self._seen) > self._config.dedup_size:
+            self._seen.popitem(last=False)
+
     def _report(self, evidence: Evidence) -> None:
         self.stats["equivocation"] += 1
         if evidence.key not in self._reported:
-            self._reported.add(evidence.key)
+            self._reported[evidence.key] = None
+            # Only against re-reporting the same equivocation while its messages still arrive;
+            # 1,024 keys span far more heights than votes keep being re-published.
+            while len(self._reported) > MAX_REPORTED:
+                self._reported.popitem(last=False)
             self.app.report_evidence(evidence)
 
     def _decide(self, action: DecideAction) -> None:
@@ -379,6 +392,8 @@ class Engine(BlockFollower):
         """Called by the follower after a block is applied: fresh core, buffered messages."""
         self.store.wal_prune(self.height)
         self._own.clear()
+        # Per-height state: digests of the decided height's messages are no longer needed.
+        self._seen.clear()
         self.core = self._new_core()
         future, self._future = self._future, {}
         self._future_count = 0
