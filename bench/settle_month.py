@@ -8,9 +8,9 @@ Target (issue 2): <= 3 s and <= 300 MB on the development machine. Run:
 Scenarios (each in its own process so that its peak RSS is its own):
 
 - ``ledger``: what the state machine does at period end: slots are decoded one at a time from
-  compact integer storage into ``MemberEnergy`` objects and settled with ``keep_slots=False``
-  (only the period sums are kept). The timed part includes building the 2.98 million
-  ``MemberEnergy`` objects.
+  compact integer storage into ``(import_wh, export_wh)`` pairs (the engine validates them in
+  bulk) and settled with ``keep_slots=False`` (only the period sums are kept). The timed part
+  includes building the 2.98 million pairs.
 - ``audit``: what ``lemctl settle`` does: the whole month is first built in memory (untimed),
   then settled with ``keep_slots=True`` (every slot's postings kept).
 
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from community_profiles import generate
 
-from market.amm import MarketParams, MemberEnergy, PeriodSettlement, settle_period
+from market.amm import MarketParams, PeriodSettlement, settle_period
 
 PARAMS = MarketParams.from_strings(
     {
@@ -63,10 +63,10 @@ def compact_month(members: int, days: int) -> tuple[list[str], list[tuple[array[
 
 def decode(
     names: list[str], data: list[tuple[array[int], array[int]]]
-) -> Iterator[dict[str, MemberEnergy]]:
-    """Per slot, member -> MemberEnergy, built lazily (one slot in memory at a time)."""
+) -> Iterator[dict[str, tuple[int, int]]]:
+    """Per slot, member -> (import_wh, export_wh), built lazily (one slot in memory at a time)."""
     for imports, exports in data:
-        yield {n: MemberEnergy(i, e) for n, i, e in zip(names, imports, exports, strict=True)}
+        yield dict(zip(names, zip(imports, exports, strict=True), strict=True))
 
 
 def peak_rss_mb() -> float:
@@ -83,7 +83,7 @@ def traced_peak_mb(run: Callable[[], object]) -> float:
 
 
 def decode_cpu_s(names: list[str], data: list[tuple[array[int], array[int]]]) -> float:
-    """CPU time of building the month's MemberEnergy objects alone (no settling)."""
+    """CPU time of building the month's (import_wh, export_wh) pairs alone (no settling)."""
     cpu = time.process_time()
     for _slot in decode(names, data):
         pass
@@ -159,7 +159,7 @@ def main() -> int:
         figures = json.loads(done.stdout)
         print(
             f"{name:6s}  wall {figures['wall_s']:5.2f} s  cpu {figures['cpu_s']:5.2f} s"
-            + (f" (of which building MemberEnergy {figures['decode_cpu_s']:.2f} s)"
+            + (f" (of which building the pairs {figures['decode_cpu_s']:.2f} s)"
                if name == "ledger" else "")
             + f"  peak RSS {figures['rss_peak_mb']:5.1f} MB"
             f" (before settling {figures['rss_before_settling_mb']:5.1f} MB;"

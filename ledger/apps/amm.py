@@ -17,7 +17,7 @@ from ledger.errors import Reason, TxRejected
 from ledger.genesis import period_record
 from ledger.registry import Context, TxKind, fields, id_field, int_field, register, reject
 from ledger.tx import Tx
-from market.amm import MarketParams, MemberEnergy, settle_period
+from market.amm import MarketParams, settle_period
 from market.errors import MarketError
 
 MAX_PERIOD_MS = 366 * 24 * 3600 * 1000
@@ -210,7 +210,7 @@ def _validate_solve(ctx: Context, tx: Tx, body: SolveMarkets) -> None:
 
 
 def _period_slots(st: state.Overlay, start_ms: int, end_ms: int) -> Iterator[dict[str, Any]]:
-    """Per slot with data: account id → MemberEnergy (a member's meters are summed)."""
+    """Per slot with data: account id → (import_wh, export_wh) (a member's meters are summed)."""
     # Runs over every measurement of the period (56 k for 19 members × a month): kept lean.
     current = b""
     slot: dict[str, list[int]] = {}
@@ -220,7 +220,7 @@ def _period_slots(st: state.Overlay, start_ms: int, end_ms: int) -> Iterator[dic
     for key, raw in st.scan(lo, hi):
         slot_key = key[5:18]
         if slot_key != current and slot:
-            yield {a: MemberEnergy(i, e) for a, (i, e) in slot.items()}
+            yield {a: (i, e) for a, (i, e) in slot.items()}
             slot = {}
         current = slot_key
         imp, exp, _quality, owner = codec.decode_trusted(raw)
@@ -234,7 +234,7 @@ def _period_slots(st: state.Overlay, start_ms: int, end_ms: int) -> Iterator[dic
             acc[0] += imp
             acc[1] += exp
     if slot:
-        yield {a: MemberEnergy(i, e) for a, (i, e) in slot.items()}
+        yield {a: (i, e) for a, (i, e) in slot.items()}
 
 
 def _apply_solve(ctx: Context, tx: Tx, body: SolveMarkets) -> None:

@@ -225,9 +225,9 @@ def test_unknown_member_is_refused_with_slot_and_member() -> None:
 
 
 def test_measure_values_and_names_are_checked() -> None:
-    """A value that is not a MemberEnergy, or an empty name, is refused naming the member."""
+    """A value that is neither a MemberEnergy nor a pair, or an empty name, is refused."""
     with pytest.raises(InvalidSettlementInput) as caught:
-        settle_slot(params(), {"N1": (2500, 0)})  # type: ignore[dict-item]
+        settle_slot(params(), {"N1": [2500, 0]})  # type: ignore[dict-item]
     assert (caught.value.member, caught.value.field) == ("N1", "measure")
     with pytest.raises(InvalidSettlementInput, match="non-empty strings"):
         settle_slot(params(), {"": MemberEnergy()})
@@ -238,3 +238,22 @@ def test_errors_share_the_market_base() -> None:
     with pytest.raises(MarketError):
         MemberEnergy(-1, 0)
     assert issubclass(InvalidSettlementInput, InvalidInput)
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        ((-1, 0), "import_wh"),
+        ((0, True), "export_wh"),
+        ((1.5, 0), "import_wh"),
+        ((0, 10**9 + 1), "export_wh"),
+        ((1, 2, 3), "measure"),
+    ],
+)
+def test_a_bad_plain_pair_is_refused_naming_member_and_field(bad: tuple, field: str) -> None:
+    """Bulk-checked (import_wh, export_wh) pairs still name the member and field at fault."""
+    measures = {"OK": (100, 0), "N7": bad}
+    with pytest.raises(InvalidSettlementInput) as info:
+        settle_slot(params(), measures)  # type: ignore[arg-type]
+    assert info.value.member == "N7"
+    assert info.value.field == field

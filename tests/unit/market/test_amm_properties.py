@@ -152,3 +152,13 @@ def test_period_equals_its_slots_one_by_one(
     assert period.grid_uect == sum(s.grid_uect for s in singles)
     assert sum(period.postings_uect.values()) + period.admin_uect + period.grid_uect == 0
     assert all(conserves(s) for s in period.slots)
+
+
+@settings(max_examples=100, deadline=None)
+@given(market_params(), st.lists(slot_measures, max_size=4))
+def test_plain_pairs_settle_exactly_like_member_energy(
+    params: MarketParams, slots: list[dict[str, MemberEnergy]]
+) -> None:
+    """The ledger's (import_wh, export_wh) pairs give the same period as MemberEnergy values."""
+    as_pairs = [{name: (me.import_wh, me.export_wh) for name, me in slot.items()} for slot in slots]
+    assert settle_period(params, as_pairs) == settle_period(params, slots)
