@@ -140,6 +140,9 @@ class LightSubmitter:
             pending = self.inflight[tx_hash]
             if isinstance(result, int):
                 del self.inflight[tx_hash]
+                # Per-tx retry counts end with the tx, so they never grow with the ledger.
+                self._sends.pop(tx_hash, None)
+                self._rounds.pop(pending.record.key, None)
                 self.outbox.mark_committed(pending.record.meter_id, pending.record.slot_start_s)
                 self.committed += 1
                 continue
@@ -162,6 +165,7 @@ class LightSubmitter:
             self._rounds[ref] += 1
             if self._rounds[ref] >= self.give_up_rounds:
                 self.outbox.mark_rejected(pending.record, "not committed (light member re-signs)")
+                del self._rounds[ref]
                 self.stats["set_aside"] += 1
         self.inflight.clear()
         self._sends.clear()
