@@ -62,6 +62,9 @@ log = logging.getLogger(__name__)
 # MQTT header room on top of the payload limit when we announce Maximum Packet Size: fixed
 # header (5) + topic (2 + at most 6 levels of <= 64 bytes) + packet id + properties.
 _HEADER_ROOM_BYTES = 512
+BULK_CHANNELS = frozenset({"tx"})
+"""Channels whose messages go in the outgoing queue's bulk lane: sent after, and dropped before,
+consensus and control messages (txs are re-gossiped and re-signed; a starved round is not)."""
 
 
 # paho leaves Nagle on; see MqttSettings.tcp_nodelay for what that costs.
@@ -114,8 +117,9 @@ class MqttTransport:
         """Queue ``payload`` for every node on ``channel`` (or only for node ``to``).
 
         Returns at once: the message waits in the bounded outgoing queue until a broker
-        acknowledges it (drop-oldest when full). A message to this node itself is delivered
-        locally without the broker.
+        acknowledges it. Tx gossip waits behind consensus and control messages and is dropped
+        first when the queue is full (docs/spec/consensus.md §Transport priority). A message to
+        this node itself is delivered locally without the broker.
 
         Raises:
             TransportClosedError: after :meth:`close`.
@@ -129,13 +133,16 @@ class MqttTransport:
             self._stats.oversize_rejected += 1
             raise PayloadTooLargeError(channel, len(payload), self.settings.max_payload_bytes)
         chain = self.settings.chain_id
+        bulk = channel in BULK_CHANNELS
         if to is None:
-            self._outbox.put(broadcast_topic(chain, channel, self.node_id), payload)
+            self._outbox.put(broadcast_topic(chain, channel, self.node_id), payload, bulk=bulk)
         elif to == self.node_id:
             self._inbound.deliver(Message(channel, self.node_id, payload))
         else:
             self._outbox.put(
-                direct_topic(chain, channel, check_segment("to", to), self.node_id), payload
+                direct_topic(chain, channel, check_segment("to", to), self.node_id),
+                payload,
+                bulk=bulk,
             )
 
     def messages(self) -> AsyncIterator[Message]:
@@ -202,6 +209,7 @@ class MqttTransport:
     def stats(self) -> MqttStats:
         """The live counters (see :class:`MqttStats`)."""
         self._stats.outbox_dropped = self._outbox.dropped
+        self._stats.outbox_dropped_urgent = self._outbox.dropped_urgent
         self._stats.outbox_expired = self._outbox.expired
         self._stats.outbox_len = len(self._outbox)
         return self._stats

@@ -2,8 +2,12 @@
 
 Spec: docs/spec/transport.md §Outgoing queue. ``publish`` never waits for the link: it appends
 here and returns. A sender task drains the queue while a broker connection is up; while it is
-down the queue fills. Policy when full: drop the OLDEST message (consensus re-publishes what
-still matters, and the newest votes are the useful ones) and count it. Messages older than
+down the queue fills. Two lanes share one bound: consensus and control messages (the urgent
+lane) always go out before bulk messages (tx gossip), so a backlog of txs never delays a vote
+or a proposal. Policy when full: drop the OLDEST bulk message (txs are re-gossiped and
+re-signed, a stuck round is not); only when no bulk message is left, the oldest urgent one
+(consensus re-publishes what still matters, and the newest votes are the useful ones). Each
+drop is counted. Messages older than
 ``max_age_s`` are dropped at send time and counted: after a long outage they would only spend
 metered bytes on rounds that are over.
 """
@@ -26,16 +30,19 @@ class Outgoing:
         payload: the bytes to publish.
         enqueued_at: monotonic time of the ``publish`` call [s].
         seq: position in publish order; re-queued messages go back by it.
+        bulk: in the bulk lane (sent after every urgent message, dropped first when full).
     """
 
     topic: str
     payload: bytes
     enqueued_at: float
     seq: int = 0
+    bulk: bool = False
 
 
 class Outbox:
-    """Bounded FIFO with drop-oldest, re-queue in publish order, and expiry by age.
+    """Bounded two-lane FIFO: urgent before bulk, drop-oldest bulk first, re-queue in publish
+    order, expiry by age.
 
     Args:
         max_messages: capacity [messages].
@@ -56,23 +63,27 @@ class Outbox:
         self._max = max_messages
         self._max_age_s = max_age_s
         self._clock = clock
-        self._items: deque[Outgoing] = deque()
+        self._urgent: deque[Outgoing] = deque()
+        self._bulk: deque[Outgoing] = deque()
         self._taken = 0  # handed out by get() and not yet done() or requeue()d
         self._next_seq = 0
         self._not_empty = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self.dropped = 0
-        """Messages dropped because the queue was full (oldest first) [count]."""
+        """Messages dropped because the queue was full (oldest bulk first) [count]."""
+        self.dropped_urgent = 0
+        """Of :attr:`dropped`, urgent-lane messages (only when no bulk message was left) [count]."""
         self.expired = 0
         """Messages dropped because they waited longer than ``max_age_s`` [count]."""
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._urgent) + len(self._bulk)
 
-    def put(self, topic: str, payload: bytes) -> None:
-        """Append a message; drop the oldest one if the queue is full."""
-        self._items.append(Outgoing(topic, payload, self._clock(), self._next_seq))
+    def put(self, topic: str, payload: bytes, *, bulk: bool = False) -> None:
+        """Append a message to its lane; drop the oldest (bulk first) if the queue is full."""
+        item = Outgoing(topic, payload, self._clock(), self._next_seq, bulk)
+        (self._bulk if bulk else self._urgent).append(item)
         self._next_seq += 1
         self._trim()
         self._not_empty.set()
@@ -91,11 +102,12 @@ class Outbox:
         that need a signer's txs in sequence.
         """
         self._taken -= 1
-        index = next((i for i, queued in enumerate(self._items) if queued.seq > item.seq), None)
+        lane = self._bulk if item.bulk else self._urgent
+        index = next((i for i, queued in enumerate(lane) if queued.seq > item.seq), None)
         if index is None:
-            self._items.append(item)
+            lane.append(item)
         else:
-            self._items.insert(index, item)
+            lane.insert(index, item)
         self._trim()
         self._not_empty.set()
 
@@ -104,10 +116,11 @@ class Outbox:
         await self._idle.wait()
 
     async def get(self) -> Outgoing:
-        """Wait for the oldest message that is still fresh enough to send."""
+        """Wait for the oldest urgent message, else the oldest bulk one, that is still fresh
+        enough to send."""
         while True:
-            while self._items:
-                item = self._items.popleft()
+            while self._urgent or self._bulk:
+                item = (self._urgent or self._bulk).popleft()
                 if self._clock() - item.enqueued_at <= self._max_age_s:
                     self._taken += 1
                     return item
@@ -122,10 +135,14 @@ class Outbox:
         return self._taken
 
     def _check_idle(self) -> None:
-        if not self._items and self._taken == 0:
+        if not self._urgent and not self._bulk and self._taken == 0:
             self._idle.set()
 
     def _trim(self) -> None:
-        while len(self._items) > self._max:
-            self._items.popleft()
+        while len(self) > self._max:
+            if self._bulk:
+                self._bulk.popleft()
+            else:
+                self._urgent.popleft()
+                self.dropped_urgent += 1
             self.dropped += 1

@@ -35,7 +35,9 @@ class MqttStats:
     inbox_dropped: int = 0
     """Received messages dropped because the consumer's queue was full (drop newest) [count]."""
     outbox_dropped: int = 0
-    """Queued messages dropped because the outgoing queue was full (drop oldest) [count]."""
+    """Queued messages dropped because the outgoing queue was full (oldest tx first) [count]."""
+    outbox_dropped_urgent: int = 0
+    """Of outbox_dropped, consensus/control messages (only when no tx gossip was left) [count]."""
     outbox_expired: int = 0
     """Queued messages dropped because they waited longer than outbox_max_age_s [count]."""
     requeued: int = 0

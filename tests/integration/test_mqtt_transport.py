@@ -293,6 +293,30 @@ async def test_link_cut_queues_bounded_drop_oldest_and_heals(
     assert a.stats.outbox_dropped == 2
 
 
+async def test_tx_backlog_after_a_cut_neither_drops_nor_delays_consensus(
+    mosquitto: Mosquitto,
+    make_node: MakeNode,
+    fault_proxy_factory: Callable[..., Awaitable[FaultProxy]],
+) -> None:
+    """Cut link, full queue of tx gossip: every vote survives and is delivered before any tx."""
+    proxy = await fault_proxy_factory(mosquitto.port)
+    a, _ = await make_node("a", [proxy.url], outbox_max_messages=4, connect_timeout_s=0.5)
+    _, rb = await make_node("b", [mosquitto.url])
+
+    proxy.cut()
+    await until(lambda: not a.connected, what="a saw the cut")
+    await a.publish("consensus", b"vote-0")
+    for i in range(20):
+        await a.publish("tx", b"tx-%d" % i)
+    await a.publish("consensus", b"vote-1")
+    assert (a.stats.outbox_len, a.stats.outbox_dropped, a.stats.outbox_dropped_urgent) == (4, 18, 0)
+
+    proxy.heal()
+    await rb.wait_for(4)
+
+    assert rb.payloads() == [b"vote-0", b"vote-1", b"tx-18", b"tx-19"]
+
+
 async def test_silent_link_is_detected_and_message_resent_after_heal(
     mosquitto: Mosquitto,
     make_node: MakeNode,

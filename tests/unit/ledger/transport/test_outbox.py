@@ -101,3 +101,44 @@ def test_nonsense_bounds_are_refused(size: int, age: float) -> None:
     """A zero capacity or zero age is a configuration error, not an unbounded queue."""
     with pytest.raises(ValueError, match="outbox"):
         Outbox(size, age)
+
+
+async def test_urgent_messages_go_out_before_queued_bulk_messages() -> None:
+    """A vote queued behind a tx backlog is handed out first; txs keep their own order."""
+    box = Outbox(10, 60.0, FakeClock())
+    for i in range(4):
+        box.put("tx", b"tx%d" % i, bulk=True)
+    box.put("consensus", b"vote")
+    assert await _drain(box, 5) == [b"vote", b"tx0", b"tx1", b"tx2", b"tx3"]
+
+
+async def test_full_queue_drops_bulk_before_any_urgent_message() -> None:
+    """Capacity 4: a flood of txs after two votes evicts only txs; the votes all survive."""
+    box = Outbox(4, 60.0, FakeClock())
+    box.put("consensus", b"v0")
+    box.put("consensus", b"v1")
+    for i in range(10):
+        box.put("tx", b"tx%d" % i, bulk=True)
+    box.put("consensus", b"v2")
+    assert (len(box), box.dropped, box.dropped_urgent) == (4, 9, 0)
+    assert await _drain(box, 4) == [b"v0", b"v1", b"v2", b"tx9"]
+
+
+async def test_urgent_overflow_drops_the_oldest_urgent_when_no_bulk_is_left() -> None:
+    """Only urgent messages queued: the old drop-oldest rule applies and is counted as urgent."""
+    box = Outbox(2, 60.0, FakeClock())
+    for i in range(3):
+        box.put("consensus", b"v%d" % i)
+    assert (box.dropped, box.dropped_urgent) == (1, 1)
+    assert await _drain(box, 2) == [b"v1", b"v2"]
+
+
+async def test_requeued_bulk_message_returns_to_the_bulk_lane_in_order() -> None:
+    """An unacknowledged tx goes back before later txs but still after queued votes."""
+    box = Outbox(10, 60.0, FakeClock())
+    box.put("tx", b"tx0", bulk=True)
+    box.put("tx", b"tx1", bulk=True)
+    first = await box.get()
+    box.put("consensus", b"vote")
+    box.requeue(first)
+    assert await _drain(box, 3) == [b"vote", b"tx0", b"tx1"]
