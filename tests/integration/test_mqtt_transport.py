@@ -78,14 +78,17 @@ async def test_broadcast_reaches_every_other_node_and_direct_only_its_recipient(
     await a.publish("block", b"marker")  # after the direct one: c sees the marker, not the direct
 
     await rb.wait_payload(b"marker")
+    await rb.wait_payload(b"tx-1")
     await rc.wait_payload(b"marker")
+    await rc.wait_payload(b"tx-1")
     await rc.wait_payload(b"vote-b")
     await ra.wait_payload(b"vote-b")
 
+    # tx gossip rides the outgoing queue's bulk lane, behind control messages (consensus.md §12)
     assert [(m.channel, m.sender, m.payload) for m in rb.received] == [
-        ("tx", "a", b"tx-1"),
         ("sync_resp", "a", b"for-b-only"),
         ("block", "a", b"marker"),
+        ("tx", "a", b"tx-1"),
     ]
     assert sorted(rc.payloads()) == [b"marker", b"tx-1", b"vote-b"]
     assert ra.payloads() == [b"vote-b"]
