@@ -118,7 +118,7 @@ class MqttTransport:
 
         Returns at once: the message waits in the bounded outgoing queue until a broker
         acknowledges it. Tx gossip waits behind consensus and control messages and is dropped
-        first when the queue is full (docs/spec/consensus.md §Transport priority). A message to
+        first when the queue is full (docs/spec/consensus.md §11b). A message to
         this node itself is delivered locally without the broker.
 
         Raises:

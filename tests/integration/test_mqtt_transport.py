@@ -84,7 +84,7 @@ async def test_broadcast_reaches_every_other_node_and_direct_only_its_recipient(
     await rc.wait_payload(b"vote-b")
     await ra.wait_payload(b"vote-b")
 
-    # tx gossip rides the outgoing queue's bulk lane, behind control messages (consensus.md §12)
+    # tx gossip rides the outgoing queue's bulk lane, behind control messages (consensus.md §11b)
     assert [(m.channel, m.sender, m.payload) for m in rb.received] == [
         ("sync_resp", "a", b"for-b-only"),
         ("block", "a", b"marker"),
