@@ -21,6 +21,7 @@ from ledger.block import Block
 from ledger.errors import StoreError
 from ledger.genesis import Genesis
 from ledger.keys import sha256
+from ledger.pagetrim import RELEASE_EVERY_HEIGHTS, release_file_pages
 
 
 def map_size_bytes(maxsize: int = sys.maxsize) -> int:
@@ -187,6 +188,9 @@ class Store:
         self._top = self._pending_top
         self.height, self.last_block_hash = h, block.hash
         self.last_time_ms, self.app_hash = block.header.time_ms, new_top_root
+        if h % RELEASE_EVERY_HEIGHTS == 0:
+            # Mapped file pages would otherwise count in the USS for good (ledger/pagetrim.py).
+            release_file_pages(self.path / "data.mdb")
         return new_top_root
 
     def _write_state(self, txn: lmdb.Transaction, writes: dict[bytes, bytes | None]) -> bytes:

@@ -24,6 +24,7 @@ from ledger.consensus.errors import StoreError
 from ledger.consensus.messages import Commit
 from ledger.consensus.validators import ValidatorSet
 from ledger.errors import CodecError
+from ledger.pagetrim import RELEASE_EVERY_HEIGHTS, release_file_pages
 
 MAP_SIZE = 1 << 30
 """LMDB map size [bytes]; the file grows only as used."""
@@ -49,6 +50,7 @@ class ConsensusStore:
         except lmdb.Error as exc:
             raise StoreError(f"{path}: cannot open consensus store: {exc}") from exc
         self._durable = durable
+        self._path = path
         self._wal = self._env.open_db(b"wal")
         self._valsets = self._env.open_db(b"valsets")
         self._commits = self._env.open_db(b"commits")
@@ -94,6 +96,8 @@ class ConsensusStore:
             cur = txn.cursor()
             while cur.first() and int.from_bytes(bytes(cur.key())[:8], "big") < below_height:
                 cur.delete()
+        if below_height % RELEASE_EVERY_HEIGHTS == 0:
+            release_file_pages(self._path / "data.mdb")  # see ledger/pagetrim.py
 
     # ----------------------------------------------------------------- sets & commits
 
