@@ -283,6 +283,7 @@ async def _tx_topics_seen_by(
         filters = [broadcast_topic(CHAIN, ch, "+") for ch in ("tx", "join")]
         await m1.subscribe([(f, SubscribeOptions(qos=1)) for f in filters])
         await m2.publish("tx", payload)
+        await m2.flush(5)  # tx gossip yields to other channels (consensus.md §11b): send it first
         await m2.publish("join", b"marker")  # readable by every node: ends the wait
         async with asyncio.timeout(5):
             async for message in m1.messages:
