@@ -134,13 +134,17 @@ async def partition_no_quorum(c: Cluster) -> str:
     await c.split(side)
     before = c.heights()
     await c.submit(2)
+    # A height whose precommit quorum formed just before the split may still be applied after
+    # the snapshot (a slow node, a loaded machine): at most that one. After it, nothing.
+    await asyncio.sleep(6.0)
+    settled = c.heights()
     await asyncio.sleep(6.0)
     during = c.heights()
     c.heal_split()
-    if during != before:
-        raise AssertionError(f"commit without a quorum: {before} -> {during}")
+    if max(settled) > max(before) + 1 or max(during) != max(settled):
+        raise AssertionError(f"commit without a quorum: {before} -> {settled} -> {during}")
     rest = [v for v in vals if v not in side]
-    return f"{'+'.join(rest)} | {'+'.join(side)}: no commit in 6 s; healed: progress"
+    return f"{'+'.join(rest)} | {'+'.join(side)}: no commit after the split; healed: progress"
 
 
 async def partition_minority(c: Cluster) -> str:
