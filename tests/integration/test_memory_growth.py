@@ -30,7 +30,9 @@ def test_retained_memory_from_block_100_to_300_stays_under_200_kb() -> None:
     top = next(iter(by_file.items()))
     assert gained < BOUND_BYTES, f"{gained} B retained over 200 blocks; top file {top}"
     assert top[1] < BOUND_BYTES // 2, f"{top[0]} kept {top[1]} B over 200 blocks"
-    # Only txs still pending at the end may remain cached (a handful, never the ledger's ~300).
+    # Only txs still pending at the end may remain cached: a few dozen on a loaded machine
+    # (33 seen under CI's two workers), never the ~300 the run commits, which is what the
+    # caches kept before committed txs were evicted.
     after = txm.cache_sizes()
-    assert after["decoded_entries"] < before["decoded_entries"] + 20, (before, after)
-    assert after["verified_entries"] < before["verified_entries"] + 20, (before, after)
+    assert after["decoded_entries"] < before["decoded_entries"] + 100, (before, after)
+    assert after["verified_entries"] < before["verified_entries"] + 100, (before, after)
