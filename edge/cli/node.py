@@ -71,19 +71,22 @@ def call(config: Config, method: str, path: str, body: Any = None) -> Any:
     return value
 
 
+def _report(exc: Exception) -> int:
+    """Print a failed node call and return its exit status (checked in this order)."""
+    print(f"lemctl: {exc}", file=sys.stderr)
+    if isinstance(exc, ConfigError):
+        return EXIT_USAGE
+    if isinstance(exc, NotRunningError):
+        return EXIT_NOT_RUNNING
+    return EXIT_ERROR
+
+
 def _run(args: argparse.Namespace, path: str, render: Any) -> int:
     try:
         config = node_config(args)
         value = call(config, "GET", path)
-    except ConfigError as exc:
-        print(f"lemctl: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except NotRunningError as exc:
-        print(f"lemctl: {exc}", file=sys.stderr)
-        return EXIT_NOT_RUNNING
-    except RuntimeError as exc:
-        print(f"lemctl: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+    except (ConfigError, NotRunningError, RuntimeError) as exc:
+        return _report(exc)
     if args.json:
         print(json.dumps(value, indent=2, sort_keys=True))
     else:
@@ -214,15 +217,8 @@ def _market_show(args: argparse.Namespace) -> int:
             totals = call(config, "GET", f"/totals?period={args.period}")["slots"]
         except RuntimeError:
             totals = None  # a key without a role may not read totals
-    except ConfigError as exc:
-        print(f"lemctl: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except NotRunningError as exc:
-        print(f"lemctl: {exc}", file=sys.stderr)
-        return EXIT_NOT_RUNNING
-    except RuntimeError as exc:
-        print(f"lemctl: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+    except (ConfigError, NotRunningError, RuntimeError) as exc:
+        return _report(exc)
     value = {"period": params, "totals": totals}
     if args.json:
         print(json.dumps(value, indent=2, sort_keys=True))
