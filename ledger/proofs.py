@@ -41,6 +41,7 @@ from ledger.app import App
 from ledger.consensus.messages import Commit
 from ledger.errors import AccessDenied, CodecError, LedgerError, SignatureError
 from ledger.light import HeaderUpdate, LightClient, Valset, decode_update, encode_update
+from ledger.store import PrunedTx
 from ledger.transport.base import Message
 
 HEADERS_PER_ANSWER = 32
@@ -258,10 +259,10 @@ class ProofService:
         last_vhash = b""
         top = min(self.app.height, max(1, from_height) + HEADERS_PER_ANSWER - 1)
         for height in range(max(1, from_height), top + 1):
-            raw, commit = self.app.block(height), self.app.commit(height)
-            if raw is None or commit is None:
+            # The stored header: also of a body-pruned block (docs/spec/privacy.md §3.1).
+            header, commit = self.app.store.header(height), self.app.commit(height)
+            if header is None or commit is None:
                 break
-            header = blk.decode(raw).header
             valset = self._valset_at(height, header.validators_hash)
             update = encode_update(
                 header, Commit.from_value(commit), valset, header.validators_hash != last_vhash
@@ -326,12 +327,13 @@ class ProofService:
         if where is None:
             return ["tx", tx_hash, "absent", None]
         height, index = where
-        raw = self.app.block(height)
-        assert raw is not None, "an indexed tx's block is stored"
-        txs = blk.decode(raw).txs
-        if txm.decode(txs[index]).signer != requester:
+        stored = self.app.store.stored_block(height)
+        assert stored is not None, "an indexed tx's block is stored"
+        entry = stored.txs[index]  # a body-pruned tx keeps its hash and signer
+        signer = entry.signer if isinstance(entry, PrunedTx) else txm.decode(entry).signer
+        if signer != requester:
             self.stats["proof_denied"] += 1
             return ["tx", tx_hash, "denied", "a member proves only its own txs"]
-        hashes = [keys.sha256(t) for t in txs]
+        hashes = stored.tx_hashes
         path: codec.Value = list(merkle.list_path(hashes, index))
         return ["tx", tx_hash, "ok", [height, index, len(hashes), path]]

@@ -9,16 +9,18 @@ the stored bucket hashes and refuses a store where it differs from the recorded 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lmdb
 
 from ledger import codec, merkle
-from ledger.block import Block
-from ledger.errors import StoreError
+from ledger.block import Block, Header
+from ledger.block import decode as decode_block
+from ledger.errors import BlockInvalid, CodecError, StoreError
 from ledger.genesis import Genesis
 from ledger.keys import sha256
 from ledger.pagetrim import RELEASE_EVERY_HEIGHTS, release_file_pages
@@ -43,6 +45,81 @@ def _b2(bucket: int) -> bytes:
     return bucket.to_bytes(2, "big")
 
 
+_PRUNED_TAG = "pruned"
+"""First element of a body-pruned block record (a full block's first element is its header)."""
+_PRUNED_PREFIX = codec.encode([_PRUNED_TAG, 0, 0, 0])[:8]
+"""The bytes every body-pruned record starts with (array of 4, then the tag): a cheap test."""
+K_BODY_CURSOR = b"bodyprune"
+"""meta key: [next height the body pruner examines] (ledger/bodyprune.py)."""
+K_SNAPSHOT_BASE = b"snapbase"
+"""meta key: [height, block hash, time_ms, app hash] of the snapshot this store was restored
+from (ledger/snapshot.py); blocks at or below it were never stored here."""
+
+
+@dataclass(frozen=True, slots=True)
+class PrunedTx:
+    """A tx whose body was removed from the block store (docs/spec/privacy.md §3.1).
+
+    Attributes:
+        hash: sha256 of the original envelope (its leaf in ``header.txs_hash``) [32 bytes].
+        signer: the envelope's signer key (kept so only the signer gets an inclusion proof).
+    """
+
+    hash: bytes
+    signer: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBlock:
+    """A block as stored: whole, or with some tx bodies pruned (header and hashes kept)."""
+
+    header: Header
+    txs: tuple[bytes | PrunedTx, ...]
+    last_commit: codec.Value
+
+    @property
+    def body_pruned(self) -> bool:
+        return any(isinstance(t, PrunedTx) for t in self.txs)
+
+    @property
+    def tx_hashes(self) -> list[bytes]:
+        return [t.hash if isinstance(t, PrunedTx) else sha256(t) for t in self.txs]
+
+
+def pruned_record(block: Block, drop: Sequence[bytes | None]) -> bytes:
+    """The body-pruned record of ``block``: ``drop[i]`` is the signer of tx ``i`` whose body
+    goes (None: the tx stays whole). Layout: ``["pruned", header, [tx | [hash, signer]…],
+    last_commit]`` (canonical MessagePack; docs/spec/ledger.md §7)."""
+    txs: list[codec.Value] = [
+        raw if signer is None else [sha256(raw), signer]
+        for raw, signer in zip(block.txs, drop, strict=True)
+    ]
+    return codec.encode([_PRUNED_TAG, block.header.to_value(), txs, block.last_commit])
+
+
+def decode_stored(raw: bytes) -> StoredBlock:
+    """A stored block record (whole or body-pruned), checked against its ``txs_hash``.
+
+    Raises:
+        BlockInvalid: not a block record, or the tx hashes do not give ``txs_hash``.
+    """
+    if not raw.startswith(_PRUNED_PREFIX):
+        whole = decode_block(raw)
+        return StoredBlock(whole.header, whole.txs, whole.last_commit)
+    try:
+        _, header_value, entries, last_commit = codec.decode(raw)
+        header = Header(*header_value)  # written by this node from a decoded header
+    except (CodecError, TypeError, ValueError) as exc:
+        raise BlockInvalid(f"body-pruned block record: {exc}") from exc
+    txs: list[bytes | PrunedTx] = []
+    for entry in entries:
+        txs.append(entry if isinstance(entry, bytes) else PrunedTx(entry[0], entry[1]))
+    stored = StoredBlock(header, tuple(txs), last_commit)
+    if merkle.list_root(stored.tx_hashes) != header.txs_hash:
+        raise BlockInvalid(f"body-pruned block {header.height}: tx hashes do not give txs_hash")
+    return stored
+
+
 class LmdbState:
     """A :class:`ledger.state.StateReader` over one LMDB read transaction."""
 
@@ -63,6 +140,65 @@ class LmdbState:
             if k >= end:
                 return
             yield k, bytes(value)
+
+
+class StateView:
+    """The committed state at one height, read through one long-lived LMDB read transaction
+    (what a snapshot is served from; docs/spec/consensus.md §5b).
+
+    Attributes:
+        height, block_hash, time_ms, app_hash: the tip the view shows.
+    """
+
+    def __init__(self, env: lmdb.Environment, dbs: dict[str, Any]) -> None:
+        self._txn = env.begin()
+        self._db = dbs
+        raw_tip = self._txn.get(b"tip", db=dbs["meta"])
+        if raw_tip is None:
+            raise StoreError("state view: the store has no tip record")
+        tip = codec.decode(bytes(raw_tip))
+        self.height: int = tip[0]
+        self.block_hash: bytes = tip[1]
+        self.time_ms: int = tip[2]
+        self.app_hash: bytes = tip[3]
+
+    def bucket_hashes(self) -> list[bytes]:
+        """All N_BUCKETS bucket hashes (empty buckets: ``merkle.EMPTY``)."""
+        buckets = [merkle.EMPTY] * merkle.N_BUCKETS
+        for key, value in self._txn.cursor(db=self._db["buckets"]):
+            buckets[int.from_bytes(key, "big")] = bytes(value)
+        return buckets
+
+    def entries(
+        self, first_bucket: int, end_bucket: int, after: bytes, max_bytes: int
+    ) -> tuple[list[tuple[bytes, bytes]], bool]:
+        """State entries of buckets [first_bucket, end_bucket) in (bucket, key) order, starting
+        after the entry whose state key is ``after`` (b"": from the start), up to about
+        ``max_bytes`` of keys and values. Returns (entries, more)."""
+        out: list[tuple[bytes, bytes]] = []
+        used = 0
+        start = _b2(first_bucket) + after
+        if after:
+            start = _b2(merkle.bucket_of(after)) + after + b"\x00"
+        end = _b2(end_bucket) if end_bucket < merkle.N_BUCKETS else b"\xff\xff\xff"
+        cursor = self._txn.cursor(db=self._db["leaves"])
+        if not cursor.set_range(start):
+            return out, False
+        for lkey in cursor.iternext(keys=True, values=False):
+            if lkey >= end:
+                return out, False
+            key = bytes(lkey[2:])
+            value = self._txn.get(key, db=self._db["state"])
+            if value is None:
+                raise StoreError(f"leaf without a state entry: {key[:40]!r}")
+            if out and used + len(key) + len(value) > max_bytes:
+                return out, True
+            out.append((key, bytes(value)))
+            used += len(key) + len(value) + 8
+        return out, False
+
+    def close(self) -> None:
+        self._txn.abort()
 
 
 class Store:
@@ -248,7 +384,109 @@ class Store:
         return None if value is None else bytes(value)
 
     def block(self, height: int) -> bytes | None:
-        return self._get("blocks", _h8(height))
+        """The whole block at ``height``; None when absent or body-pruned (see
+        :meth:`stored_block`): a caller that replays or relays blocks never gets a partial one."""
+        raw = self._get("blocks", _h8(height))
+        return None if raw is None or raw.startswith(_PRUNED_PREFIX) else raw
+
+    def stored_block(self, height: int) -> StoredBlock | None:
+        """The block at ``height`` as stored: whole or body-pruned (header, tx hashes, commit)."""
+        raw = self._get("blocks", _h8(height))
+        return None if raw is None else decode_stored(raw)
+
+    def header(self, height: int) -> Header | None:
+        """The header at ``height`` (also of a body-pruned block)."""
+        stored = self.stored_block(height)
+        return None if stored is None else stored.header
+
+    def is_body_pruned(self, height: int) -> bool:
+        raw = self._get("blocks", _h8(height))
+        return raw is not None and raw.startswith(_PRUNED_PREFIX)
+
+    # body pruning and snapshots (docs/spec/privacy.md §3.1, docs/spec/consensus.md §5b) ----
+
+    def meta_value(self, key: bytes) -> codec.Value:
+        """A decoded ``meta`` record (None when absent)."""
+        raw = self._meta(key)
+        return None if raw is None else codec.decode(raw)
+
+    def rewrite_bodies(self, records: dict[int, bytes], cursor: int) -> None:
+        """Replace stored blocks by their body-pruned records and move the pruner's cursor, in
+        one durable write transaction (headers, commits, indexes and state are untouched).
+
+        Raises:
+            StoreError: a height is not stored, or the write failed.
+        """
+        with self._txn() as txn:
+            for height, record in records.items():
+                if txn.get(_h8(height), db=self._db["blocks"]) is None:
+                    raise StoreError(f"body pruning: no block at height {height}")
+                txn.put(_h8(height), record, db=self._db["blocks"])
+            txn.put(K_BODY_CURSOR, codec.encode([cursor]), db=self._db["meta"])
+
+    def view(self) -> StateView:
+        """A consistent read-only view of the committed state, open until closed (LMDB MVCC:
+        the node keeps committing meanwhile; pages the view still sees are not reused)."""
+        return StateView(self._env, self._db)
+
+    def restore(
+        self,
+        base: tuple[int, bytes, int, bytes],
+        entries: Iterable[tuple[bytes, bytes]],
+    ) -> None:
+        """Replace the whole state by a verified snapshot and set the tip to it.
+
+        Args:
+            base: (height, block hash, block time [ms], app hash after that height).
+            entries: every state (key, value), any order.
+
+        Raises:
+            StoreError: the snapshot is not above the store's height, the entries do not
+                give the app hash, or the write failed (nothing is then changed).
+        """
+        height, block_hash, time_ms, app_hash = base
+        if height <= self.height:
+            raise StoreError(f"snapshot at height {height} is not above the store's {self.height}")
+        sdb, ldb, bdb = self._db["state"], self._db["leaves"], self._db["buckets"]
+        with self._txn() as txn:
+            for name in (sdb, ldb, bdb):
+                txn.drop(name, delete=False)
+            per_bucket: dict[int, list[tuple[bytes, bytes]]] = {}
+            for key, value in entries:
+                bucket = merkle.bucket_of(key)
+                leaf = merkle.leaf_hash(key, value)
+                txn.put(key, value, db=sdb)
+                txn.put(_b2(bucket) + key, leaf, db=ldb)
+                per_bucket.setdefault(bucket, []).append((key, leaf))
+            buckets = [merkle.EMPTY] * merkle.N_BUCKETS
+            for bucket, leaves in per_bucket.items():
+                buckets[bucket] = merkle.bucket_root([leaf for _, leaf in sorted(leaves)])
+                txn.put(_b2(bucket), buckets[bucket], db=bdb)
+            top = merkle.TopTree(buckets)
+            if top.root != app_hash:
+                raise StoreError(
+                    f"snapshot at height {height}: entries give app hash "
+                    f"{top.root.hex()[:16]}…, expected {app_hash.hex()[:16]}…"
+                )
+            txn.put(K_SNAPSHOT_BASE, codec.encode(list(base)), db=self._db["meta"])
+            txn.put(K_BODY_CURSOR, codec.encode([height + 1]), db=self._db["meta"])
+            self._write_tip(txn, height, block_hash, time_ms, app_hash)
+        self._top = self._pending_top = top
+        self.height, self.last_block_hash, self.last_time_ms, self.app_hash = base
+
+    def compact_copy(self, destination: Path) -> None:
+        """Write a compacted copy of the environment to ``destination`` (an empty or new
+        directory): LMDB's copy with compaction omits free pages, which may still hold the
+        bytes of pruned rows and block bodies (an offline step: docs/privacy.md §5).
+
+        Raises:
+            StoreError: the copy failed.
+        """
+        try:
+            destination.mkdir(parents=True, exist_ok=True)
+            self._env.copy(str(destination), compact=True)
+        except (lmdb.Error, OSError) as exc:
+            raise StoreError(f"{destination}: compacting copy failed: {exc}") from exc
 
     def commit_at(self, height: int) -> codec.Value:
         raw = self._get("commits", _h8(height))
