@@ -7,7 +7,9 @@ Spec: docs/spec/join.md §4. Phases, in order (each shown by ``lemctl member sta
   then lemd connects to the community's broker.
 - ``syncing``: connected; the node follows the chain until its height stops moving.
 - ``waiting_for_approval``: the signed ``JoinRequest`` is on the ledger; an admin (or the
-  governance quorum) has to approve, unless the meter id is certified.
+  governance quorum) has to approve, unless the meter id is certified. On a pseudonymous chain
+  the request carries the serial sealed to the admin, and the admission comes back sealed to
+  this node (edge/join_seal.py, docs/spec/join.md §6).
 - ``measuring``: the ledger lists this node's key as the meter's owner: SetMeasure txs pass.
 
 Failures keep the phase and add an ``error`` with a clear text (broker unreachable, certificate
@@ -28,9 +30,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ledger import state
+from edge.join_seal import JoinSealError, open_admission, seal_request
+from edge.privacy import ADMISSION_FILE, Admission, PrivacyStoreError
+from ledger import privacy, state
 from ledger.apps import join as join_app
 from ledger.errors import Reason, TxRejected
+from ledger.keys import SigningKey
 from meters.errors import MeterError
 
 log = logging.getLogger("lemd.join")
@@ -63,6 +68,9 @@ class JoinState:
     public_key: str = ""
     meter_id: str = ""
     identification: str = ""
+    serial: str = ""
+    """Pseudonymous chains: the meter's serial (meter_id is then the pseudonym, once known).
+    Kept in this node's own file only: never in status, logs or a cleartext tx."""
     chain_id: str = ""
     name: str = ""
     request_height: int | None = None
@@ -165,7 +173,8 @@ async def discover_meter(
             except (MeterError, OSError, TimeoutError) as exc:
                 tried.append(f"{port} {name}: {exc or type(exc).__name__}")
                 continue
-            log.info("meter found", extra={"port": port, "driver": name, "meter": found.meter_id})
+            # No meter id in the log: on a pseudonymous chain it is a serial (privacy.md §3).
+            log.info("meter found", extra={"port": port, "driver": name})
             return found
     raise MeterNotFoundError("; ".join(tried))
 
@@ -226,6 +235,12 @@ class Joiner:
         public_key: this node's key.
         submit: signs and submits a tx (``TxSigner.submit``).
         meter_id, identification, name: from provisioning (the JoinRequest body).
+        sealed: a pseudonymous chain (docs/spec/join.md §6): ``meter_id`` is the admitted
+            pseudonym or ""; the serial, identification and name go sealed to the admin and
+            the admission comes back sealed to ``key`` (written to ``admission.json``).
+        key: this node's signing key (opens the sealed admission; pseudonymous chains only).
+        serial: the meter's serial (pseudonymous chains only; never sent in clear).
+        chain_id: the chain (bound into the sealed boxes).
         brokers, ca_file: checked directly while no peer is heard, for a clear error text.
         registry: a prometheus registry for ``lem_join_phase``, or None.
         tick_s: seconds between checks [s].
@@ -246,6 +261,10 @@ class Joiner:
         meter_id: str,
         identification: str = "",
         name: str = "",
+        sealed: bool = False,
+        key: SigningKey | None = None,
+        serial: str = "",
+        chain_id: str = "",
         brokers: Sequence[str] = (),
         ca_file: Path | None = None,
         registry: Any = None,
@@ -257,14 +276,18 @@ class Joiner:
         sync_lag_ms: int = 1_800_000,
     ) -> None:
         self.data_dir, self.node, self.public_key, self._submit = data_dir, node, public_key, submit
-        self.body = {"meter_id": meter_id, "identification": identification, "name": name}
+        self.meter_id, self.identification, self.name = meter_id, identification, name
+        self.sealed, self.key, self.serial, self.chain_id = sealed, key, serial, chain_id
+        if sealed:
+            admission = self._admission()
+            self.meter_id = admission.pseudonym if admission is not None else ""
         self.brokers, self.ca_file = tuple(brokers), ca_file
         self._link_error = ""
         self.tick_s, self.settle_ticks, self.repeat_s = tick_s, settle_ticks, repeat_s
         self._monotonic = monotonic
         self._now_ms, self.sync_lag_ms = now_ms, sync_lag_ms
         self.state = JoinState.load(data_dir)
-        self.state.public_key, self.state.meter_id = public_key.hex(), meter_id
+        self.state.public_key, self.state.meter_id = public_key.hex(), self.meter_id
         self._gauge = _phase_gauge(registry)
         self._heights: list[int] = []
         self._sent_at: float | None = None
@@ -274,8 +297,54 @@ class Joiner:
     @property
     def admitted(self) -> bool:
         with self.node.app.store.state_reader() as base:
-            owner = state.meter_owner(state.Overlay(base), str(self.body["meter_id"]))
-        return owner == self.public_key
+            st = state.Overlay(base)
+            owner = state.meter_owner(st, self.meter_id) if self.meter_id else None
+            record = join_app.member(st, self.public_key) if owner is None else None
+        if owner is not None:
+            return owner == self.public_key
+        return self.sealed and record is not None and self._take_admission(record)
+
+    def body(self) -> dict[str, Any]:
+        """The JoinRequest body: in clear on an open chain; on a pseudonymous chain the
+        pseudonym (or "") and a box only the admin opens (docs/spec/join.md §6)."""
+        if not self.sealed:
+            return {"meter_id": self.meter_id, "identification": self.identification,
+                    "name": self.name}  # fmt: skip
+        body: dict[str, Any] = {"meter_id": self.meter_id, "identification": "", "name": ""}
+        if not self.meter_id:
+            with self.node.app.store.state_reader() as base:
+                admins = state.admins(state.Overlay(base))
+            if not admins:
+                raise TxRejected(Reason.NOT_PERMITTED, "no admin on the ledger to seal to")
+            body["sealed"] = seal_request(
+                admins[0], self.chain_id, self.public_key, self.serial, self.identification,
+                self.name,
+            )  # fmt: skip
+        return body
+
+    def _admission(self) -> Admission | None:
+        try:
+            admission = Admission.load(self.data_dir / ADMISSION_FILE)
+        except PrivacyStoreError:
+            return None
+        return admission if admission.chain_id == self.chain_id else None
+
+    def _take_admission(self, record: dict[str, Any]) -> bool:
+        """Open the admission sealed to this node, save ``admission.json``; True if done."""
+        sealed = record.get("admission")
+        if self.key is None or not isinstance(sealed, bytes):
+            return False
+        try:
+            admission = open_admission(self.key, sealed, self.chain_id)
+        except JoinSealError as exc:
+            self.state.fail("admission", str(exc), phase="waiting_for_approval")
+            return False
+        if self._admission() is None:
+            with contextlib.suppress(FileExistsError):  # a stale file of another chain stays
+                admission.save(self.data_dir / ADMISSION_FILE)
+        self.meter_id = admission.pseudonym
+        self.state.meter_id = admission.pseudonym
+        return True
 
     def _pending(self) -> dict[str, Any] | None:
         with self.node.app.store.state_reader() as base:
@@ -304,7 +373,7 @@ class Joiner:
             if st.admitted_height is None:
                 st.admitted_height = app.height
                 log.info("admitted: measuring", extra={"height": app.height})
-            return st.step("measuring", f"meter {self.body['meter_id']} is ours on the ledger")
+            return st.step("measuring", f"meter {self.meter_id} is ours on the ledger")
         if self.node.peers() == 0 and not self._synced_alone():
             if self._link_error:
                 return st.fail("connecting", self._link_error, phase="joining")
@@ -314,10 +383,10 @@ class Joiner:
         if pending is not None:
             st.request_height = pending["height"]
             self._maybe_repeat()
+            what = f"meter id {self.meter_id} not certified" if self.meter_id else "sealed"
             return st.step(
                 "waiting_for_approval",
-                f"meter id {self.body['meter_id']} not certified: join request at height "
-                f"{pending['height']} waits for an admin "
+                f"{what}: join request at height {pending['height']} waits for an admin "
                 f"(lemctl member approve {self.public_key.hex()})",
             )
         if not self._synced():
@@ -342,13 +411,13 @@ class Joiner:
             return self.state.step("syncing", "join request sent; waiting for it to be committed")
         self._sent_at = now
         try:
-            self._submit("JoinRequest", self.body, "join")
+            self._submit("JoinRequest", self.body(), "join")
         except TxRejected as exc:
             self._refused = (_reject_text(exc), exc.message)
             return self.state.fail(*self._refused, phase="syncing")
         self._refused = None
         self.submitted += 1
-        log.info("join request submitted", extra={"meter": self.body["meter_id"]})
+        log.info("join request submitted", extra={"meter": self.meter_id or "(sealed)"})
         return self.state.step("syncing", "join request sent; waiting for it to be committed")
 
     def _maybe_repeat(self) -> None:
@@ -357,7 +426,7 @@ class Joiner:
             self._sent_at = now  # found on the ledger after a restart: count from now
         elif now - self._sent_at >= self.repeat_s:
             with contextlib.suppress(TxRejected):
-                self._submit("JoinRequest", self.body, "join")
+                self._submit("JoinRequest", self.body(), "join")
                 self.submitted += 1
             self._sent_at = now
 
@@ -393,10 +462,13 @@ def _phase_gauge(registry: Any) -> Any:
 
 
 def status(data_dir: Path) -> dict[str, Any] | None:
-    """The saved join state as a dict (for ``GET /status`` and ``lemctl member status``)."""
+    """The saved join state as a dict (for ``GET /status`` and ``lemctl member status``); never
+    the serial of a pseudonymous chain's meter (status answers get copied into logs)."""
     if not (data_dir / STATE_FILE).exists():
         return None
-    return asdict(JoinState.load(data_dir))
+    value = asdict(JoinState.load(data_dir))
+    del value["serial"]
+    return value
 
 
 def join_task(parts: Any) -> Joiner | None:
@@ -410,6 +482,7 @@ def join_task(parts: Any) -> Joiner | None:
     if not (data_dir / STATE_FILE).exists():
         return None
     saved = JoinState.load(data_dir)
+    genesis = parts.node.app.store.genesis
     return Joiner(
         data_dir,
         parts.node,
@@ -418,6 +491,10 @@ def join_task(parts: Any) -> Joiner | None:
         meter_id=cfg.meter.meter_id or saved.meter_id,
         identification=saved.identification,
         name=cfg.node.name,
+        sealed=genesis.privacy == privacy.Mode.PSEUDONYMOUS,
+        key=parts.key,
+        serial=saved.serial,
+        chain_id=genesis.chain_id,
         brokers=cfg.ledger.brokers,
         ca_file=cfg.ledger.ca_file,
         registry=parts.metrics.registry,

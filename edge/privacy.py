@@ -339,24 +339,48 @@ class PseudonymisingDriver:
 
     A reading whose serial does not give the admitted pseudonym (another meter on the port) is
     refused with a :class:`MeterError` that does not contain the serial.
+
+    Args:
+        inner: the meter driver (its readings carry the serial).
+        admission: the admission; None for a node still joining by request, whose admission
+            file ``admission_path`` appears once the admin approves (docs/spec/join.md §6):
+            until then every read is a MeterError ("not admitted yet").
     """
 
-    def __init__(self, inner: MeterDriver, admission: Admission) -> None:
+    def __init__(
+        self,
+        inner: MeterDriver,
+        admission: Admission | None,
+        admission_path: Path | None = None,
+        chain_id: str = "",
+    ) -> None:
         self.inner = inner
         self.admission = admission
+        self._path, self._chain_id = admission_path, chain_id
         self._checked: tuple[str, str] | None = None  # (serial, pseudonym): hash once
 
+    def _current(self) -> Admission:
+        if self.admission is None and self._path is not None and self._path.exists():
+            try:
+                self.admission = _load_admission(self._path, self._chain_id)
+            except ConfigError as exc:
+                raise MeterError(str(exc)) from None
+        if self.admission is None:
+            raise MeterError("not admitted yet: the join request waits for the admin")
+        return self.admission
+
     async def read(self) -> Reading:
+        admission = self._current()
         reading = await self.inner.read()
         if self._checked is None or self._checked[0] != reading.meter_id:
             try:
-                p = self.admission.pseudonym_of(reading.meter_id)
+                p = admission.pseudonym_of(reading.meter_id)
             except privacy.PrivacyError as exc:
                 raise MeterError(f"meter id unusable for a pseudonym: {exc}") from None
             self._checked = (reading.meter_id, p)
-        if self._checked[1] != self.admission.pseudonym:
+        if self._checked[1] != admission.pseudonym:
             raise MeterError("the meter on the port is not the admitted meter (pseudonym differs)")
-        return dataclasses.replace(reading, meter_id=self.admission.pseudonym)
+        return dataclasses.replace(reading, meter_id=admission.pseudonym)
 
     async def close(self) -> None:
         await self.inner.close()
@@ -379,13 +403,22 @@ def pseudonymising_driver(driver: MeterDriver, cfg: Config, genesis: Genesis) ->
             "meter; docs/spec/privacy.md §2)"
         )
     path = cfg.node.data_dir / ADMISSION_FILE
+    if not path.exists() and (cfg.node.data_dir / "join.json").exists():
+        # A node joining by request: its admission arrives sealed in ApproveMember
+        # (edge/join_seal.py); until then no reading leaves the driver.
+        return PseudonymisingDriver(driver, None, path, genesis.chain_id)
+    admission = _load_admission(path, genesis.chain_id)
+    return PseudonymisingDriver(driver, admission)
+
+
+def _load_admission(path: Path, chain_id: str) -> Admission:
     try:
         admission = Admission.load(path)
     except PrivacyStoreError as exc:
         raise ConfigError(f"pseudonymous chain: {exc} (lemctl privacy admit writes it)") from exc
-    if admission.chain_id != genesis.chain_id:
+    if admission.chain_id != chain_id:
         raise ConfigError(f"{path}: admission for chain {admission.chain_id!r}, not this chain")
-    return PseudonymisingDriver(driver, admission)
+    return admission
 
 
 # retention: submit PruneMeasurements when due ---------------------------------------------

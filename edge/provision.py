@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.join import JoinState, MeterFound, MeterNotFoundError, default_ports, discover_meter
+from ledger import privacy
 from ledger.errors import LedgerError
 from ledger.genesis import ID_RE, Genesis
 from ledger.keys import SigningKey
@@ -254,8 +255,9 @@ def render_lemd_toml(
         "[meter]",
         f"driver = {_toml_str(meter.driver)}",
         f"port = {_toml_str(meter.port)}",
-        f"meter_id = {_toml_str(meter.meter_id)}",
     ]
+    if meter.meter_id:  # empty on a pseudonymous chain: the admission pins the meter
+        lines.append(f"meter_id = {_toml_str(meter.meter_id)}")
     if "poll_interval_s" in community.meter:
         lines.append(f"poll_interval_s = {float(community.meter['poll_interval_s'])}")
     lines += [
@@ -376,11 +378,22 @@ async def provision(
         state.fail("meter not found", str(exc), phase="joining")
         state.save(data_dir)
         raise
-    name = node_name(community, meter.meter_id)
+    sealed = community.genesis.privacy == privacy.Mode.PSEUDONYMOUS
+    if sealed:
+        # Pseudonymous chain (docs/spec/join.md §6): the serial stays in join.json (this node's
+        # own file) and travels only sealed to the admin; names, config and logs never carry it.
+        name = community.name or f"lem-{key.public_key.hex()[:12]}"
+        state.meter_id, state.serial = "", meter.meter_id
+        if meter.driver != "sim":  # a simulated meter needs its (made-up) id in the config
+            meter = MeterFound(meter.driver, meter.port, "", meter.identification)
+    else:
+        name = node_name(community, meter.meter_id)
+        state.meter_id = meter.meter_id
     _write_files(community, meter, name, paths)
-    state.meter_id, state.identification = meter.meter_id, meter.identification
+    state.identification = meter.identification
     state.chain_id, state.name = community.chain_id, name
-    state.step("joining", f"meter {meter.meter_id} on {meter.port or meter.driver}; lemd next")
+    found = "a meter" if sealed else f"meter {meter.meter_id}"
+    state.step("joining", f"{found} on {meter.port or meter.driver}; lemd next")
     state.save(data_dir)
     _stamp(community_file, data_dir)
     return state
@@ -494,9 +507,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.apply:
         give_to_lemd(paths)
         apply_system(load_community(community_file).role, state.name)
+    meter = state.meter_id or "found (serial kept off the console: pseudonymous chain)"
     print(
         f"lemd-firstboot: provisioned {state.name} for chain {state.chain_id}: meter "
-        f"{state.meter_id}, node key {state.public_key}"
+        f"{meter}, node key {state.public_key}"
     )
     return EXIT_OK
 

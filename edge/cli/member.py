@@ -56,6 +56,11 @@ def register(subparsers: Any) -> None:
     ap.add_argument("--key", type=Path, required=True, help="admin or governance key file")
     ap.add_argument("--config", default=DEFAULT_CONFIG, help="lemd.toml of a node to go through")
     ap.add_argument("--timeout", type=float, default=60.0, help="wait this long for the commit [s]")
+    ap.add_argument(
+        "--store", type=Path, help="identity store: a sealed request (pseudonymous chain) is "
+        "opened, admitted there and answered with the pseudonym and a sealed admission"
+    )  # fmt: skip
+    ap.add_argument("--member", help="the admin's reference for the person (with --store)")
     ap.set_defaults(func=_approve)
 
 
@@ -108,6 +113,9 @@ def waiting_and_members(store: Store) -> dict[str, list[dict[str, Any]]]:
                 record["account"] = k[len(prefix) :].decode()
                 if "approvals" in record:
                     record["approvals"] = [a.hex() for a in record["approvals"]]
+                for box in ("sealed", "admission"):  # ciphertext: say it is there, no more
+                    if box in record:
+                        record[box] = True
                 out[name].append(record)
     return out
 
@@ -144,8 +152,8 @@ def _list(args: argparse.Namespace) -> int:
         return 0
     print(f"{len(value['waiting'])} waiting:")
     for r in value["waiting"]:
-        ident = r.get("identification", "")
-        print(f"  {r['account']}  meter {r['meter_id']}  {ident}  h{r['height']}")
+        ident = "(sealed to the admin)" if r.get("sealed") else r.get("identification", "")
+        print(f"  {r['account']}  meter {r['meter_id'] or '-'}  {ident}  h{r['height']}")
     print(f"{len(value['members'])} joined:")
     for r in value["members"]:
         print(f"  {r['account']}  meter {r['meter_id']}  via {r['via']}  h{r['height']}")
@@ -169,15 +177,56 @@ def _approve(args: argparse.Namespace) -> int:
         with store.state_reader() as base:
             st = state.Overlay(base)
             sequence = st.get_int(state.k_seq(key.public_key))
-            if join_app.request(st, account) is None:
-                return _fail(f"no waiting join request from {args.account} on this node's ledger")
-        raw = txm.make(key, store.genesis.chain_id, sequence, "ApproveMember", {"account": account})
-        asyncio.run(_publish(config, store.genesis.chain_id, raw))
+            req = join_app.request(st, account)
+        if req is None:
+            return _fail(f"no waiting join request from {args.account} on this node's ledger")
+        chain_id = store.genesis.chain_id
+        body: dict[str, Any] = {"account": account}
+        if not req["meter_id"]:
+            body = _assign(args, key, chain_id, account, req)
+        raw = txm.make(key, chain_id, sequence, "ApproveMember", body)
+        asyncio.run(_publish(config, chain_id, raw))
         return _wait_admitted(store, account, args.timeout)
-    except (LedgerError, ConfigError, OSError, TimeoutError) as exc:
+    except (LedgerError, ConfigError, OSError, TimeoutError, ApproveError) as exc:
         return _fail(f"approve: {exc}")
     finally:
         store.close()
+
+
+class ApproveError(Exception):
+    """A sealed request cannot be answered (no store, not for this key, serial refused)."""
+
+
+def _assign(
+    args: argparse.Namespace, key: SigningKey, chain_id: str, account: bytes, req: dict[str, Any]
+) -> dict[str, Any]:
+    """A sealed request (pseudonymous chain, docs/spec/join.md §6): open it with the admin key,
+    admit the serial in the identity store, answer with the pseudonym and the node's admission
+    sealed to its key. Prints the pseudonym, never the serial."""
+    from edge.join_seal import JoinSealError, open_request, seal_admission
+    from edge.privacy import IdentityStore, PrivacyStoreError
+
+    if args.store is None or not args.member:
+        raise ApproveError("a sealed join request needs --store DIR and --member M")
+    try:
+        joined = open_request(key, req["sealed"], chain_id, account)
+        identities = IdentityStore.open(args.store)
+        # A retry after an approval that did not commit: the serial is already admitted for
+        # this very account, so hand out the same admission again.
+        again = [i for i in identities.identities()
+                 if i.serial == joined.serial and i.account == account.hex()]  # fmt: skip
+        if again:
+            admission = identities.reissue(again[0].pseudonym)
+        else:
+            admission = identities.admit(args.member, joined.serial, account)
+    except (JoinSealError, PrivacyStoreError, LedgerError) as exc:
+        raise ApproveError(str(exc)) from None
+    print(f"admitted in the identity store as {admission.pseudonym}")
+    return {
+        "account": account,
+        "meter_id": admission.pseudonym,
+        "admission": seal_admission(account, admission),
+    }
 
 
 async def _publish(config: Config, chain_id: str, raw: bytes) -> None:

@@ -5,9 +5,13 @@ Spec: docs/spec/join.md §2 (kinds), §3 (state). Kinds:
 - ``JoinRequest`` — signed by the new node's own key (any key: the signer need not be known):
   the meter id it read off its meter and the meter's identification string. If the meter id is on
   the certified list (genesis ``certified_meters`` or a later ``CertifyMeters``), the node is
-  admitted at once; otherwise the request waits.
+  admitted at once; otherwise the request waits. On a pseudonymous chain the request carries no
+  serial, identification or name in clear: ``meter_id`` is the node's pseudonym or "" and the
+  rest travels in ``sealed``, a box only the admin opens (docs/spec/join.md §6).
 - ``ApproveMember`` — an admin admits a waiting node at once; governance keys admit it when their
-  approvals reach the governance threshold k (the same k-of-n as ``Propose``/``Vote``).
+  approvals reach the governance threshold k (the same k-of-n as ``Propose``/``Vote``). A sealed
+  request without a pseudonym is approved by an admin only, naming the pseudonym it assigned and
+  the node's admission sealed to the node's key.
 - ``CertifyMeters`` — an admin adds ids to or removes ids from the certified list.
 
 Admission writes exactly what ``AddMeter`` writes (the meter → the node's key), so from that
@@ -30,6 +34,10 @@ MAX_CERTIFY = 256
 """Ids per CertifyMeters tx."""
 MAX_IDENT_CHARS = 128
 """IEC 62056-21 identification is at most 16 chars after the manufacturer; DSMR headers longer."""
+SEAL_OVERHEAD = 48
+"""A libsodium sealed box adds an ephemeral X25519 key (32 B) and a MAC (16 B)."""
+MAX_SEALED_BYTES = 512
+"""Sealed join request or admission at most: serial, identification and name fit easily."""
 
 K_PENDING_N = b"join/n"
 K_CERT = b"join/cert/"
@@ -52,13 +60,20 @@ def k_member(account: bytes) -> bytes:
 @dataclass(frozen=True, slots=True)
 class JoinRequest:
     meter_id: str
+    """The meter id; "" on a pseudonymous chain when the node does not know its pseudonym yet."""
     identification: str
     name: str
+    sealed: bytes = b""
+    """Pseudonymous chains: serial, identification and name sealed to the admin (or b"")."""
 
 
 @dataclass(frozen=True, slots=True)
 class ApproveMember:
     account: bytes
+    meter_id: str = ""
+    """The pseudonym the admin assigned, for a sealed request without one (else "")."""
+    admission: bytes = b""
+    """The node's admission sealed to the node's key, with ``meter_id`` (else b"")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,36 +109,65 @@ def _printable(value: Any, where: str, max_chars: int) -> str:
     return str(value)
 
 
+def _sealed_field(body: dict[str, Any], where: str) -> bytes:
+    v = body[where.rsplit(".", 1)[1]]
+    if not isinstance(v, bytes) or not SEAL_OVERHEAD < len(v) <= MAX_SEALED_BYTES:
+        raise reject(
+            Reason.MALFORMED, f"{where} must be a sealed box of {SEAL_OVERHEAD + 1}.."
+            f"{MAX_SEALED_BYTES} bytes"
+        )  # fmt: skip
+    return v
+
+
 def _decode_join(value: codec.Value) -> JoinRequest:
     k = "JoinRequest"
-    body = fields(value, k, ("meter_id", "identification", "name"))
+    names = ("meter_id", "identification", "name")
+    sealed_form = isinstance(value, dict) and "sealed" in value
+    body = fields(value, k, (*names, "sealed") if sealed_form else names)
+    sealed = _sealed_field(body, f"{k}.sealed") if sealed_form else b""
     name = body["name"]
     if name != "":
         name = id_field(body, k, "name")
+    # "" = the node does not know its pseudonym yet; only with a sealed box (the admin assigns it)
+    meter_id = "" if sealed and body["meter_id"] == "" else id_field(body, k, "meter_id")
     return JoinRequest(
-        id_field(body, k, "meter_id"),
+        meter_id,
         _printable(body["identification"], f"{k}.identification", MAX_IDENT_CHARS),
         name,
+        sealed,
     )
 
 
 def _validate_join(ctx: Context, tx: Tx, body: JoinRequest) -> None:
     st = ctx.state
-    if privacy.mode(st) is privacy.Mode.PSEUDONYMOUS and not privacy.is_pseudonym(body.meter_id):
-        # Pseudonymous chains admit through the admin's admission files (docs/spec/privacy.md);
-        # the id is not echoed: it may be a serial number.
-        raise reject(Reason.NOT_PSEUDONYM, "JoinRequest.meter_id must be a pseudonym")
+    if privacy.mode(st) is privacy.Mode.PSEUDONYMOUS:
+        _pseudonymous_join_rules(body)
+    elif body.sealed:
+        raise reject(Reason.BAD_VALUE, "JoinRequest.sealed is for pseudonymous chains only")
     if state.is_prosumer(st, tx.signer) or member(st, tx.signer) is not None:
         raise reject(Reason.ALREADY_MEMBER, "this key is already a member")
-    if state.meter_owner(st, body.meter_id) is not None:
+    if body.meter_id and state.meter_owner(st, body.meter_id) is not None:
         raise reject(Reason.METER_EXISTS, f"meter {body.meter_id!r} already belongs to a member")
     if request(st, tx.signer) is None and st.get_int(K_PENDING_N) >= MAX_PENDING:
         raise reject(Reason.JOIN_QUEUE_FULL, f"{MAX_PENDING} join requests are already waiting")
 
 
+def _pseudonymous_join_rules(body: JoinRequest) -> None:
+    """Nothing in clear that may name a meter or a person (docs/spec/join.md §6). The messages
+    never echo the refused value: it may be a serial number, and rejections reach logs."""
+    if body.meter_id and not privacy.is_pseudonym(body.meter_id):
+        raise reject(Reason.NOT_PSEUDONYM, "JoinRequest.meter_id must be a pseudonym or empty")
+    if body.identification or body.name:
+        raise reject(
+            Reason.NOT_PSEUDONYM,
+            "JoinRequest.identification and name must be empty on a pseudonymous chain "
+            "(they travel sealed to the admin)",
+        )
+
+
 def _apply_join(ctx: Context, tx: Tx, body: JoinRequest) -> None:
     st = ctx.state
-    if is_certified(st, body.meter_id):
+    if body.meter_id and is_certified(st, body.meter_id):
         if request(st, tx.signer) is not None:
             _drop_request(st, tx.signer)
         _admit(ctx, tx.signer, body.meter_id, "certified")
@@ -133,18 +177,18 @@ def _apply_join(ctx: Context, tx: Tx, body: JoinRequest) -> None:
     # A repeated request (the node restarted, or found its meter on another port) replaces the
     # waiting one; approvals already given are for the key and are kept only for the same meter.
     old = request(st, tx.signer)
-    approvals = old["approvals"] if old is not None and old["meter_id"] == body.meter_id else []
-    st.put_value(
-        k_request(tx.signer),
-        {
-            "meter_id": body.meter_id,
-            "identification": body.identification,
-            "name": body.name,
-            "height": ctx.height,
-            "time_ms": ctx.time_ms,
-            "approvals": approvals,
-        },
-    )
+    same = old is not None and bool(body.meter_id) and old["meter_id"] == body.meter_id
+    record: dict[str, Any] = {
+        "meter_id": body.meter_id,
+        "identification": body.identification,
+        "name": body.name,
+        "height": ctx.height,
+        "time_ms": ctx.time_ms,
+        "approvals": old["approvals"] if same and old is not None else [],
+    }
+    if body.sealed:  # absent otherwise: open chains keep their state (and app hash) format
+        record["sealed"] = body.sealed
+    st.put_value(k_request(tx.signer), record)
 
 
 def _drop_request(st: state.Overlay, account: bytes) -> None:
@@ -152,19 +196,29 @@ def _drop_request(st: state.Overlay, account: bytes) -> None:
     st.put_value(K_PENDING_N, st.get_int(K_PENDING_N) - 1)
 
 
-def _admit(ctx: Context, account: bytes, meter_id: str, via: str) -> None:
+def _admit(ctx: Context, account: bytes, meter_id: str, via: str, admission: bytes = b"") -> None:
     st = ctx.state
     st.put_value(state.k_meter(meter_id), account)
     st.put_value(state.k_owned(account, meter_id), True)
-    st.put_value(k_member(account), {"meter_id": meter_id, "height": ctx.height, "via": via})
+    record: dict[str, Any] = {"meter_id": meter_id, "height": ctx.height, "via": via}
+    if admission:  # sealed to the node's key: only that node reads its member key
+        record["admission"] = admission
+    st.put_value(k_member(account), record)
 
 
 # ApproveMember ----------------------------------------------------------------------------
 
 
 def _decode_approve(value: codec.Value) -> ApproveMember:
-    body = fields(value, "ApproveMember", ("account",))
-    return ApproveMember(key_field(body, "ApproveMember", "account"))
+    k = "ApproveMember"
+    assigned = isinstance(value, dict) and "meter_id" in value
+    body = fields(value, k, ("account", "meter_id", "admission") if assigned else ("account",))
+    account = key_field(body, k, "account")
+    if not assigned:
+        return ApproveMember(account)
+    return ApproveMember(
+        account, id_field(body, k, "meter_id"), _sealed_field(body, f"{k}.admission")
+    )
 
 
 def _validate_approve(ctx: Context, tx: Tx, body: ApproveMember) -> None:
@@ -175,16 +229,39 @@ def _validate_approve(ctx: Context, tx: Tx, body: ApproveMember) -> None:
     req = request(st, body.account)
     if req is None:
         raise reject(Reason.NO_JOIN_REQUEST, f"no waiting join request from {body.account.hex()}")
-    if state.meter_owner(st, req["meter_id"]) is not None:
-        raise reject(Reason.METER_EXISTS, f"meter {req['meter_id']!r} already belongs to a member")
+    _check_assignment(req, body, admin)
+    meter_id = req["meter_id"] or body.meter_id
+    if state.meter_owner(st, meter_id) is not None:
+        raise reject(Reason.METER_EXISTS, f"meter {meter_id!r} already belongs to a member")
     if not admin and tx.signer in req["approvals"]:
         raise reject(Reason.ALREADY_VOTED, "this governance key already approved this request")
+
+
+def _check_assignment(req: dict[str, Any], body: ApproveMember, admin: bool) -> None:
+    """A request without a meter id (sealed, pseudonymous chain) needs the admin to name the
+    pseudonym it assigned; any other request must not name one."""
+    if req["meter_id"]:
+        if body.meter_id:
+            raise reject(Reason.BAD_VALUE, "ApproveMember.meter_id: the request names its meter")
+        return
+    if not admin:
+        raise reject(
+            Reason.NOT_PERMITTED, "a sealed join request is approved by the admin (who opens it)"
+        )
+    if not body.meter_id:
+        raise reject(Reason.MALFORMED, "ApproveMember needs meter_id and admission here")
+    if not privacy.is_pseudonym(body.meter_id):
+        raise reject(Reason.NOT_PSEUDONYM, "ApproveMember.meter_id must be a pseudonym")
 
 
 def _apply_approve(ctx: Context, tx: Tx, body: ApproveMember) -> None:
     st = ctx.state
     req = request(st, body.account)
     assert req is not None
+    if not req["meter_id"]:
+        _drop_request(st, body.account)
+        _admit(ctx, body.account, body.meter_id, "admin", body.admission)
+        return
     if state.is_admin(st, tx.signer):
         via = "admin"
     else:

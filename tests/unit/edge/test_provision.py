@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import stat
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 
 from edge.config import load_config
 from edge.join import JoinState, MeterFound, MeterNotFoundError
+from edge.join import status as join_status
 from edge.provision import (
     EXIT_BAD_FILE,
     EXIT_OK,
@@ -180,3 +182,29 @@ def test_main_exit_codes_and_idempotence(
     (boot / "lem-community.toml").write_text(BASE.replace("[node]", "[node]\nx = 1"))
     assert main(args) == EXIT_BAD_FILE
     assert "node.x: unknown key" in capsys.readouterr().err
+
+
+def test_pseudonymous_chain_keeps_the_serial_out_of_config_name_and_status(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a pseudonymous genesis the serial of a found IEC meter stays in join.json only (for
+    the sealed request): not in lemd.toml, the node name (MQTT client id, hostname), the
+    status view or the console line (docs/spec/join.md §6)."""
+    serial = "LGZ1030655933512"
+    boot = boot_dir(tmp_path)
+    (boot / "genesis.json").write_text(genesis(privacy="pseudonymous").to_json())
+    p = paths(tmp_path)
+
+    async def iec(_: dict[str, Any]) -> MeterFound:
+        return MeterFound("iec", "/dev/ttyUSB0", serial, "LGZ5ZMD3104407")
+
+    state = asyncio.run(provision(boot / "lem-community.toml", p, find_meter=iec))
+    assert (state.meter_id, state.serial) == ("", serial)
+    assert state.name == f"lem-{state.public_key[:12]}"
+    assert JoinState.load(p.data).serial == serial
+    config_text = (p.etc / "lemd.toml").read_text()
+    assert serial not in config_text
+    assert load_config(p.etc / "lemd.toml").meter.meter_id == ""
+    assert serial not in json.dumps(join_status(p.data))
+    assert serial not in state.detail
+    assert serial not in capsys.readouterr().out
