@@ -1,9 +1,14 @@
-"""``lemctl powerchain units|sessions|orders|votes --data-dir DIR [--json]``: PowerChain views.
+"""``lemctl powerchain units|sessions|orders|votes --data-dir DIR [--key FILE] [--json]``.
 
 Spec: docs/spec/powerchain.md §6. Reads a (running or stopped) node's ledger store read-only,
 as ``lemctl ledger`` does, and prints the storage units, consumption sessions, open orders or
 votes with the network totals, as a table or as JSON. Amounts stay integers in JSON (Wh, µENT,
 µeEuro); the tables also show them in kWh, ENT and eEuro.
+
+What is shown depends on the viewer's key (``--key``, else the node key beside the store), by
+the access rules of seed 000 Fig. 4 (ledger/access.py): an admin sees everything; a participant
+sees the totals, the units and the order book without other accounts behind them, its own
+sessions only, and the votes; anyone else the parameters only.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from ledger import codec, state
-from ledger.apps.powerchain import K_CFG, K_EEUR, K_IMB
+from ledger.access import Queries, Role
+from ledger.apps.powerchain import K_CFG, K_EEUR, K_IMB, is_participant
 from ledger.errors import LedgerError
+from ledger.keys import SigningKey
 from ledger.store import Store
 from market import powerchain as pc
 
@@ -204,6 +211,51 @@ def _summary_line(s: dict[str, Any]) -> str:
     )
 
 
+# access (seed 000 Fig. 4; docs/spec/powerchain.md §6) ----------------------------------------
+
+HIDDEN = "(hidden)"
+
+
+class Viewer:
+    """Who reads: ``level`` is admin, participant or anyone; ``account`` the key's hex id."""
+
+    def __init__(self, level: str, account: str | None) -> None:
+        self.level, self.account = level, account
+
+    @classmethod
+    def of(cls, store: Store, key: bytes | None) -> Viewer:
+        role = Queries(store).role(key)
+        if key is None:
+            return cls("anyone", None)
+        if role is Role.ADMIN:
+            return cls("admin", state.account_id(key))
+        with store.state_reader() as base:
+            member = is_participant(state.Overlay(base), key)
+        return cls("participant" if member else "anyone", state.account_id(key))
+
+
+def restrict_summary(summary: dict[str, Any], viewer: Viewer) -> dict[str, Any]:
+    """Anyone reads the parameters only; totals and roles need a participant."""
+    if viewer.level == "anyone" and summary:
+        return {"params": summary["params"]}
+    return summary
+
+
+def restrict(view: str, rows: list[dict[str, Any]], viewer: Viewer) -> list[dict[str, Any]]:
+    """The rows of ``view`` the viewer may read: other accounts hidden, others' sessions (a
+    household's consumption) left out."""
+    if viewer.level == "admin":
+        return rows
+    if viewer.level == "anyone":
+        return []
+    me = viewer.account
+    if view == "sessions":
+        return [r for r in rows if me in (r["consumer"], r["unit"])]
+    if view in ("units", "orders"):
+        return [r if me in (r["owner"], r.get("unit")) else {**r, "owner": HIDDEN} for r in rows]
+    return rows  # votes: the voters are public roles, as in the thesis §5.4
+
+
 VIEWS: dict[str, tuple[Callable[[Any], list[dict[str, Any]]], Callable[..., list[list[str]]]]] = {
     "units": (view_units, _units_rows),
     "sessions": (view_sessions, _sessions_rows),
@@ -222,8 +274,25 @@ def register(subparsers: Any) -> None:
     for name in VIEWS:
         view = sub.add_parser(name, help=f"list the PowerChain {name} from a node's store")
         view.add_argument("--data-dir", type=Path, required=True, help="the ledger store directory")
+        view.add_argument(
+            "--key", type=Path, help="the viewer's key file (default: node.key beside the store)"
+        )
         view.add_argument("--json", action="store_true", help="print JSON")
         view.set_defaults(func=run)
+
+
+def _viewer_key(args: argparse.Namespace) -> bytes | None:
+    path: Path | None = args.key
+    if path is None:
+        path = args.data_dir.resolve().parent / "node.key"  # lemd: <data_dir>/{ledger,node.key}
+        if not path.exists():
+            print(
+                "lemctl powerchain: no --key and no node.key beside the store: showing what "
+                "anyone may see (the parameters)",
+                file=sys.stderr,
+            )
+            return None
+    return SigningKey.load(path).public_key
 
 
 def run(args: argparse.Namespace) -> int:
@@ -232,23 +301,32 @@ def run(args: argparse.Namespace) -> int:
     try:
         if not (path / "data.mdb").exists():
             raise LedgerError(f"{path}: no ledger store here (data.mdb missing)")
+        key = _viewer_key(args)
         store = Store(path, readonly=True)
     except LedgerError as exc:
         print(f"lemctl powerchain: {exc}", file=sys.stderr)
         return EXIT_NO_STORE
     read, rows_of = VIEWS[args.pc_view]
     try:
+        viewer = Viewer.of(store, key)
         with store.state_reader() as reader:
-            summary = view_summary(reader)
-            rows = read(reader)
+            summary = restrict_summary(view_summary(reader), viewer)
+            rows = restrict(args.pc_view, read(reader), viewer)
         height = store.height
     finally:
         store.close()
+    if viewer.level == "anyone" and summary:
+        print(
+            "lemctl powerchain: this key has no PowerChain role: parameters only", file=sys.stderr
+        )
     if args.json:
         print(json.dumps({"height": height, "summary": summary, args.pc_view: rows}, indent=2))
         return 0
     if not summary:
         print(f"height {height}: PowerChain is not set up on this chain")
+        return 0
+    if viewer.level == "anyone":
+        print(f"height {height}: parameters {json.dumps(summary['params'], sort_keys=True)}")
         return 0
     print(f"height {height}: {_summary_line(summary)}")
     print(render_table(rows_of(rows)) if rows else f"(no {args.pc_view})")

@@ -131,6 +131,16 @@ def _is_participant(st: state.Overlay, key: bytes, cfg: dict[str, Any]) -> bool:
     return is_member(st, key)
 
 
+def is_participant(st: state.Overlay, key: bytes) -> bool:
+    """True for a community member, a voter, the banker, a token holder or a storage unit's key
+    (who may read PowerChain views beyond the parameters; docs/spec/powerchain.md §6)."""
+    raw = st.get(K_CFG)
+    if raw is None:
+        return is_member(st, key)
+    unit = st.get_value(k_unit(state.account_id(key)))
+    return unit is not None or _is_participant(st, key, codec.decode_trusted(raw))
+
+
 def require_participant(ctx: Context, tx: Tx) -> dict[str, Any]:
     cfg = _cfg(ctx.state)
     if not _is_participant(ctx.state, tx.signer, cfg):

@@ -59,7 +59,7 @@ def hx(k: SigningKey) -> str:
 class Chain:
     """One node's app with a signer per key (sequence numbers tracked) and a block clock."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, meters: dict[str, bytes] | None = None) -> None:
         g = Genesis(
             chain_id=CHAIN,
             genesis_time_ms=T0 - MIN,
@@ -67,6 +67,7 @@ class Chain:
             admins=(ADMIN.public_key,),
             governance_keys=(ADMIN.public_key,),
             governance_threshold=1,
+            meters=meters or {},
         )
         self.app = App(Store(path, g, durable=False))
         self.seq: dict[bytes, int] = {}
@@ -305,13 +306,14 @@ def test_session_expiry_and_refund(chain: Chain) -> None:
 
 def test_lemctl_views(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """lemctl powerchain units|sessions|orders|votes read a stopped node's store: tables, --json."""
-    chain = Chain(tmp_path)
+    chain = Chain(tmp_path / "ledger")
     setup_units(chain)
     chain.commit(chain.tx(U1, "PcProduce", {"producer": A.public_key, "energy_wh": 10_000}))
     chain.commit(chain.tx(A, "PcStartSession", {"unit": U1.public_key, "amount_uent": 2 * ENT}))
     chain.commit(chain.tx(A, "PcPlaceOrder", {"side": "sell", "qty_uent": ENT, "price": "0.25"}))
     chain.app.store.close()
-    data = str(tmp_path)
+    ADMIN.save(tmp_path / "node.key")  # the default viewer: lemd's node key beside the store
+    data = str(tmp_path / "ledger")
     assert main(["powerchain", "units", "--data-dir", data, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["summary"]["stored_wh"] == 10_000
@@ -334,12 +336,13 @@ def test_lemctl_views(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_lemctl_reads_a_running_nodes_store(tmp_path: Path) -> None:
     """Another process reads the store while this one still holds it open for writing."""
-    chain = Chain(tmp_path)
+    chain = Chain(tmp_path / "ledger")
     setup_units(chain)
     chain.commit(chain.tx(U2, "PcProduce", {"producer": B.public_key, "energy_wh": 4000}))
+    ADMIN.save(tmp_path / "node.key")
     cmd = [sys.executable, "-m", "edge.cli.main", "powerchain", "units", "--data-dir"]
     done = subprocess.run(
-        [*cmd, str(tmp_path), "--json"],
+        [*cmd, str(tmp_path / "ledger"), "--json"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -349,6 +352,42 @@ def test_lemctl_reads_a_running_nodes_store(tmp_path: Path) -> None:
     units = {u["unit"]: u["energy_wh"] for u in json.loads(done.stdout)["units"]}
     assert units == {hx(U1): 0, hx(U2): 4000}
     chain.app.store.close()
+
+
+def test_lemctl_shows_a_prosumer_only_what_fig_4_allows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Prosumer A (a meter in genesis) sees its own session and order, not B's session (a
+    household's consumption) nor the accounts behind other orders and units; the admin sees
+    all; a key with no role gets the parameters only."""
+    chain = Chain(tmp_path / "ledger", meters={"MA": A.public_key, "MB": B.public_key})
+    setup_units(chain)
+    for unit, who in ((U1, A), (U2, B)):
+        chain.commit(chain.tx(unit, "PcProduce", {"producer": who.public_key, "energy_wh": 5000}))
+        body = {"unit": unit.public_key, "amount_uent": ENT}
+        chain.commit(chain.tx(who, "PcStartSession", body))
+        order = {"side": "sell", "qty_uent": ENT, "price": "0.25"}
+        chain.commit(chain.tx(who, "PcPlaceOrder", order))
+    chain.app.store.close()
+    for k, name in ((A, "a"), (ADMIN, "admin"), (key("outsider"), "out")):
+        k.save(tmp_path / f"{name}.key")
+
+    def show(view: str, who: str) -> dict[str, Any]:
+        args = ["powerchain", view, "--data-dir", str(tmp_path / "ledger"), "--json"]
+        assert main([*args, "--key", str(tmp_path / f"{who}.key")]) == 0
+        out: dict[str, Any] = json.loads(capsys.readouterr().out)
+        return out
+
+    sessions = show("sessions", "a")["sessions"]
+    assert [s["consumer"] for s in sessions] == [hx(A)]
+    orders = show("orders", "a")["orders"]
+    assert sorted(o["owner"] for o in orders) == sorted([hx(A), "(hidden)"])
+    assert {u["owner"] for u in show("units", "a")["units"]} == {"(hidden)"}
+    for view in ("sessions", "orders", "units"):
+        assert hx(B) not in json.dumps(show(view, "a")[view])  # B is a voter: in the summary
+    assert {s["consumer"] for s in show("sessions", "admin")["sessions"]} == {hx(A), hx(B)}
+    outsider = show("sessions", "out")
+    assert (outsider["sessions"], list(outsider["summary"])) == ([], ["params"])
 
 
 # invariants under random operations (hypothesis; in-memory state, the same handlers) --------
