@@ -359,7 +359,7 @@ def init_testnet(plan: TestnetPlan, *, check_ports: bool = True) -> Manifest:
 
 def prometheus_targets(manifest: Manifest) -> str:
     """Prometheus ``file_sd`` JSON: one target per node with labels ``node``, ``role``, ``chain``
-    (the labels grafana/lem-edge-dashboard.json filters and names series by)."""
+    (the labels the grafana/ dashboards filter and name series by)."""
     groups = [
         {
             "targets": [n.metrics],

@@ -1,8 +1,17 @@
-"""Write grafana/lem-edge-dashboard.json: the community overview and per-node resources.
+"""Write the two Grafana dashboards: the community's (aggregates) and a node's own.
 
 Run ``.venv/bin/python grafana/make_dashboard.py`` after changing a panel; the test
-tests/unit/edge/test_dashboard.py checks that the committed JSON is this script's output and that
-every ``lem_*`` metric a panel queries exists in edge.metrics' exposition.
+tests/unit/edge/test_dashboard.py checks that the committed JSON is this script's output, that
+every ``lem_*`` metric a panel queries exists in edge.metrics' exposition, and that the community
+dashboard shows no household's energy or balance (seed 000 Fig. 4; docs/privacy.md §3).
+
+- ``lem-edge-dashboard.json`` (uid ``lem-edge-community``), for every member: per node only
+  operational figures (ledger, outbox, meter health, MQTT, resources); energy as community
+  aggregates only, over every node whatever the ``node`` filter says, and blank while fewer than
+  ``MIN_NODES`` meters report (a sum over one or two meters is a household's load profile).
+- ``lem-edge-node-dashboard.json`` (uid ``lem-edge-node``), for one node's operator: that node's
+  meter power, last slot energies and balance, plus its health. Point it at a Prometheus that
+  scrapes only that node.
 
 Targets are expected to carry the labels ``node`` (node name) and ``role`` (validator | member),
 as in the Prometheus file_sd targets ``lemctl testnet init`` writes and in
@@ -15,10 +24,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-OUT = Path(__file__).with_name("lem-edge-dashboard.json")
+HERE = Path(__file__).parent
+COMMUNITY_FILE, NODE_FILE = "lem-edge-dashboard.json", "lem-edge-node-dashboard.json"
 DS = {"type": "prometheus", "uid": "${datasource}"}
 SEL = '{node=~"$node"}'
 WIDTH = 24
+MIN_NODES = 3
+"""Community energy panels stay blank below this many reporting meters."""
+PERSONAL = ("lem_meter_power_watts", "lem_slot_import_wh", "lem_slot_export_wh", "lem_balance_uect")
+"""A household's energy or money: per node only on the node dashboard."""
 
 
 class Layout:
@@ -88,8 +102,14 @@ def quantile(q: str, histogram: str, by: str) -> str:
     return f"histogram_quantile({q}, sum by ({by}) (rate({histogram}_bucket{SEL}[5m])))"
 
 
-def community(p: Layout) -> None:
-    p.row("Community: ledger")
+def community_sum(expr: str, metric: str) -> str:
+    """``sum(expr)`` over every node, or nothing while fewer than MIN_NODES series of
+    ``metric`` exist (no node filter: a viewer cannot narrow the sum to one household)."""
+    return f"sum({expr}) and on() (count({metric}) >= {MIN_NODES})"
+
+
+def ledger(p: Layout) -> None:
+    p.row("Ledger")
     p.add("Height per node", [(f"lem_ledger_height{SEL}", "{{node}}")], w=12)
     p.add(
         "Last commit age",
@@ -101,14 +121,8 @@ def community(p: Layout) -> None:
     p.add(
         "Commit duration p50 / p90",
         [
-            (
-                quantile("0.5", "lem_ledger_commit_seconds", "le"),
-                "p50",
-            ),
-            (
-                quantile("0.9", "lem_ledger_commit_seconds", "le"),
-                "p90",
-            ),
+            (quantile("0.5", "lem_ledger_commit_seconds", "le"), "p50"),
+            (quantile("0.9", "lem_ledger_commit_seconds", "le"), "p90"),
             (
                 f"sum(rate(lem_ledger_commit_seconds_sum{SEL}[5m])) / "
                 f"sum(rate(lem_ledger_commit_seconds_count{SEL}[5m]))",
@@ -122,7 +136,10 @@ def community(p: Layout) -> None:
         "Mempool and peers",
         [(f"lem_mempool_txs{SEL}", "mempool {{node}}"), (f"lem_peers_seen{SEL}", "peers {{node}}")],
     )
-    p.row("Community: measurements and market")
+
+
+def meter_health(p: Layout) -> None:
+    """Whether meters and outboxes work: counts and ages, no energy."""
     p.add("Outbox depth", [(f"lem_outbox_records{SEL}", "{{node}}")], w=12)
     p.add(
         "Outbox oldest record age",
@@ -130,21 +147,6 @@ def community(p: Layout) -> None:
         unit="s",
         w=12,
     )
-    p.add(
-        "Meter power (+ import)", [(f"lem_meter_power_watts{SEL}", "{{node}}")], unit="watt", w=12
-    )
-    p.add(
-        "Community power",
-        [
-            (f"sum(clamp_min(lem_meter_power_watts{SEL}, 0))", "import"),
-            (f"sum(clamp_max(lem_meter_power_watts{SEL}, 0))", "export"),
-            (f"sum(lem_meter_power_watts{SEL})", "net"),
-        ],
-        unit="watt",
-        w=12,
-    )
-    p.add("Last slot import", [(f"lem_slot_import_wh{SEL}", "{{node}}")], unit="watth", w=12)
-    p.add("Last slot export", [(f"lem_slot_export_wh{SEL}", "{{node}}")], unit="watth", w=12)
     p.add(
         "Meter reads / failures",
         [
@@ -163,19 +165,57 @@ def community(p: Layout) -> None:
     )
     p.add(
         "Meter read duration p90",
-        [
-            (
-                quantile("0.9", "lem_meter_read_seconds", "le, node"),
-                "{{node}}",
-            )
-        ],
+        [(quantile("0.9", "lem_meter_read_seconds", "le, node"), "{{node}}")],
         unit="s",
     )
     p.add("Slots closed (1 h)", [(f"sum(increase(lem_slots_closed_total{SEL}[1h]))", "slots")])
     p.add("Txs signed (1 h)", [(f"sum(increase(lem_txs_submitted_total{SEL}[1h]))", "txs")])
     p.add("Periods solved", [(f"max(lem_periods_solved_total{SEL})", "periods")], kind="stat")
-    p.add("Balance", [(f"lem_balance_uect{SEL} / 1e6", "{{node}}")], unit="ECT", w=24)
-    p.row("Community: MQTT")
+
+
+def community_energy(p: Layout) -> None:
+    p.row("Community: energy (aggregates only)")
+    power = "lem_meter_power_watts"
+    note = f"All nodes; blank with fewer than {MIN_NODES} meters reporting."
+    p.add(
+        "Community power",
+        [
+            (community_sum(f"clamp_min({power}, 0)", power), "import"),
+            (community_sum(f"clamp_max({power}, 0)", power), "export"),
+            (community_sum(power, power), "net"),
+        ],
+        unit="watt",
+        w=12,
+        description=note,
+    )
+    p.add(
+        "Community last slot import / export",
+        [
+            (community_sum("lem_slot_import_wh", "lem_slot_import_wh"), "import"),
+            (community_sum("lem_slot_export_wh", "lem_slot_export_wh"), "export"),
+        ],
+        unit="watth",
+        w=12,
+        description=note,
+    )
+    p.row("Community: meters and market")
+    meter_health(p)
+
+
+def node_energy(p: Layout) -> None:
+    p.row("This node: energy and market")
+    p.add(
+        "Meter power (+ import)", [(f"lem_meter_power_watts{SEL}", "{{node}}")], unit="watt", w=12
+    )
+    p.add("Balance", [(f"lem_balance_uect{SEL} / 1e6", "{{node}}")], unit="ECT", w=12)
+    p.add("Last slot import", [(f"lem_slot_import_wh{SEL}", "{{node}}")], unit="watth", w=12)
+    p.add("Last slot export", [(f"lem_slot_export_wh{SEL}", "{{node}}")], unit="watth", w=12)
+    p.row("This node: meter and outbox")
+    meter_health(p)
+
+
+def mqtt(p: Layout) -> None:
+    p.row("MQTT")
     p.add("MQTT sent", [(f"rate(lem_mqtt_sent_bytes{SEL}[5m])", "{{node}}")], unit="Bps")
     p.add("MQTT received", [(f"rate(lem_mqtt_received_bytes{SEL}[5m])", "{{node}}")], unit="Bps")
     p.add(
@@ -239,15 +279,33 @@ def resources(p: Layout) -> None:
     )
 
 
-def dashboard() -> dict[str, Any]:
-    """The dashboard document (Grafana JSON model, schema 39)."""
-    layout = Layout()
-    community(layout)
-    resources(layout)
+def _node_variable(multi: bool) -> dict[str, Any]:
+    variable: dict[str, Any] = {
+        "name": "node",
+        "label": "Node",
+        "type": "query",
+        "datasource": DS,
+        "query": {"query": "label_values(lem_ledger_height, node)", "refId": "nodes"},
+        "definition": "label_values(lem_ledger_height, node)",
+        "includeAll": multi,
+        "multi": multi,
+        "refresh": 2,
+    }
+    if multi:
+        variable |= {"allValue": ".*", "current": {"text": "All", "value": "$__all"}}
+    else:
+        variable["current"] = {}
+    return variable
+
+
+def _document(
+    uid: str, title: str, description: str, layout: Layout, multi: bool
+) -> dict[str, Any]:
+    """A dashboard document (Grafana JSON model, schema 39)."""
     return {
-        "uid": "lem-edge-community",
-        "title": "lem-edge community",
-        "description": "Local energy market: ledger, meters, outbox, MQTT, market, resources.",
+        "uid": uid,
+        "title": title,
+        "description": description,
         "tags": ["lem-edge"],
         "timezone": "utc",
         "schemaVersion": 39,
@@ -264,19 +322,7 @@ def dashboard() -> dict[str, Any]:
                     "query": "prometheus",
                     "current": {},
                 },
-                {
-                    "name": "node",
-                    "label": "Node",
-                    "type": "query",
-                    "datasource": DS,
-                    "query": {"query": "label_values(lem_ledger_height, node)", "refId": "nodes"},
-                    "definition": "label_values(lem_ledger_height, node)",
-                    "includeAll": True,
-                    "multi": True,
-                    "allValue": ".*",
-                    "refresh": 2,
-                    "current": {"text": "All", "value": "$__all"},
-                },
+                _node_variable(multi),
             ]
         },
         "annotations": {"list": []},
@@ -284,11 +330,47 @@ def dashboard() -> dict[str, Any]:
     }
 
 
-def render() -> str:
-    """The committed file's exact text."""
-    return json.dumps(dashboard(), indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+def community_dashboard() -> dict[str, Any]:
+    """For every member: operational figures per node, energy as community aggregates."""
+    layout = Layout()
+    ledger(layout)
+    community_energy(layout)
+    mqtt(layout)
+    resources(layout)
+    return _document(
+        "lem-edge-community", "lem-edge community",
+        "Local energy market: ledger, community energy (aggregates only), meters, outbox, MQTT, "
+        "resources. No household's energy or balance (docs/privacy.md §3).",
+        layout, multi=True,
+    )  # fmt: skip
+
+
+def node_dashboard() -> dict[str, Any]:
+    """For one node's operator: its energy, balance and health."""
+    layout = Layout()
+    node_energy(layout)
+    ledger(layout)
+    mqtt(layout)
+    resources(layout)
+    return _document(
+        "lem-edge-node", "lem-edge node",
+        "One node's own meter power, slot energies and balance, and its health. Use with a "
+        "Prometheus that scrapes only this node (docs/privacy.md §3).",
+        layout, multi=False,
+    )  # fmt: skip
+
+
+def dashboards() -> dict[str, dict[str, Any]]:
+    """File name (in grafana/) → dashboard document."""
+    return {COMMUNITY_FILE: community_dashboard(), NODE_FILE: node_dashboard()}
+
+
+def render(document: dict[str, Any]) -> str:
+    """A committed file's exact text."""
+    return json.dumps(document, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 if __name__ == "__main__":
-    OUT.write_text(render())
-    print(f"wrote {OUT}")
+    for name, document in dashboards().items():
+        (HERE / name).write_text(render(document))
+        print(f"wrote {HERE / name}")

@@ -1,4 +1,5 @@
-"""The Grafana dashboard queries only metrics lemd exports, and the committed JSON is current."""
+"""The Grafana dashboards query only metrics lemd exports, the committed JSON is current, and
+the community dashboard and the metrics labels reveal no household (docs/privacy.md §3)."""
 
 from __future__ import annotations
 
@@ -63,10 +64,13 @@ def test_every_queried_metric_exists_in_the_exposition(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each lem_* name in a panel or variable query is a series edge.metrics renders."""
-    dashboard = json.loads((GRAFANA / "lem-edge-dashboard.json").read_text())
-    exprs = queried(dashboard)
+    exprs = [
+        expr
+        for name in ("lem-edge-dashboard.json", "lem-edge-node-dashboard.json")
+        for expr in queried(json.loads((GRAFANA / name).read_text()))
+    ]
     used = {name for expr in exprs for name in NAME.findall(expr)}
-    assert len(exprs) >= 40
+    assert len(exprs) >= 70
     missing = sorted(used - exported_names(tmp_path, monkeypatch))
     assert missing == []
     # The overview and the resource rows cover what issue 6 asks the dashboard to show.
@@ -96,14 +100,19 @@ def test_a_misspelt_metric_would_be_caught(tmp_path: Path, monkeypatch: pytest.M
     assert "lem_periods_solved_total_total" not in names
 
 
-def test_committed_dashboard_is_the_generator_output() -> None:
-    """grafana/lem-edge-dashboard.json equals make_dashboard.py's output (no hand drift)."""
-    assert (GRAFANA / "lem-edge-dashboard.json").read_text() == generator().render()
+def test_committed_dashboards_are_the_generator_output() -> None:
+    """Both committed dashboards equal make_dashboard.py's output (no hand drift)."""
+    gen = generator()
+    documents = gen.dashboards()
+    assert sorted(documents) == ["lem-edge-dashboard.json", "lem-edge-node-dashboard.json"]
+    for name, document in documents.items():
+        assert (GRAFANA / name).read_text() == gen.render(document), name
 
 
-def test_panels_are_well_formed() -> None:
+@pytest.mark.parametrize("which", ["lem-edge-dashboard.json", "lem-edge-node-dashboard.json"])
+def test_panels_are_well_formed(which: str) -> None:
     """Unique panel ids, every query on the datasource variable, balanced PromQL, no overlap."""
-    dashboard = generator().dashboard()
+    dashboard = generator().dashboards()[which]
     panels = dashboard["panels"]
     assert len({p["id"] for p in panels}) == len(panels)
     cells: set[tuple[int, int]] = set()
@@ -133,3 +142,73 @@ def test_provisioning_examples_point_at_the_dashboard() -> None:
     scrape = yaml.safe_load((GRAFANA / "provisioning/prometheus.example.yml").read_text())
     (job,) = scrape["scrape_configs"]
     assert job["file_sd_configs"][0]["files"]
+
+
+PERSONAL = re.compile(r"\b(lem_meter_power_watts|lem_slot_(import|export)_wh|lem_balance_uect)\b")
+GUARD = re.compile(r"^sum\((.*)\) and on\(\) \(count\((lem_[a-z_]+)\) >= (\d+)\)$")
+
+
+def _targets(document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(p["title"], t) for p in document["panels"] for t in p.get("targets", [])]
+
+
+def personal_leaks(document: dict[str, Any]) -> list[str]:
+    """Panels of ``document`` that show one household's energy or money: a personal metric
+    outside a guarded sum over all nodes, or narrowed by node, or legend per node."""
+    leaks = []
+    for title, target in _targets(document):
+        expr = target["expr"]
+        if not PERSONAL.search(expr):
+            continue
+        m = GUARD.match(expr)
+        ok = (
+            m is not None
+            and int(m.group(3)) >= 3
+            and PERSONAL.search(m.group(2)) is not None
+            and "node" not in expr
+            and " by " not in expr
+            and "without" not in expr
+            and "{{node}}" not in target["legendFormat"]
+        )
+        if not ok:
+            leaks.append(f"{title}: {expr}")
+    return leaks
+
+
+def test_community_dashboard_has_no_per_node_energy_or_balance() -> None:
+    """The shipped community dashboard charts energy only as sums over all nodes that stay
+    blank below 3 meters; the node dashboard does chart it per node (the scan finds that)."""
+    community = json.loads((GRAFANA / "lem-edge-dashboard.json").read_text())
+    node = json.loads((GRAFANA / "lem-edge-node-dashboard.json").read_text())
+    assert personal_leaks(community) == []
+    assert any(PERSONAL.search(t["expr"]) for _, t in _targets(community))  # aggregates shown
+    leaked = personal_leaks(node)
+    assert any(x.startswith("Meter power") for x in leaked)
+    assert any(x.startswith("Balance") for x in leaked)
+    assert node["templating"]["list"][1]["multi"] is False
+
+
+ALLOWED_LABELS = {"reason", "component", "phase", "le"}
+"""Label names lemd may export: none can hold a serial, pseudonym, account or person."""
+
+
+def test_metrics_exposition_carries_no_identifying_labels(tmp_path: Path) -> None:
+    """A scrape of lemd's metrics, with every labelled family in use (the join phase gauge
+    included), has only the reviewed label names, and no value holds a meter id or account."""
+    from edge.join import _phase_gauge
+    from meters.reading import MeterError
+
+    metrics = Metrics(tmp_path)
+    metrics.meter_read_failures.labels(reason=type(MeterError()).__name__).inc()
+    metrics.errors.labels(component="ledger").inc()
+    _phase_gauge(metrics.registry).labels(phase="measuring").set(1)
+    text = metrics.render().decode()
+    labels: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            for name, value in sample.labels.items():
+                labels.setdefault(name, set()).add(value)
+    assert set(labels) <= ALLOWED_LABELS, sorted(set(labels) - ALLOWED_LABELS)
+    assert {"reason", "component", "phase"} <= set(labels)  # the scan saw the labelled ones
+    values = " ".join(v for vs in labels.values() for v in vs)
+    assert not re.search(r"ps-[0-9a-f]{32}|[0-9a-f]{64}|lic-h\d\d", values)
