@@ -12,6 +12,7 @@ app refuses) ends :meth:`Node.run` with the error: the process stops and systemd
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any
 from ledger import block as blk
 from ledger import tx as txm
 from ledger.app import App
+from ledger.bodyprune import BodyPruner
 from ledger.consensus.clock import Clock, LoopClock, TimerHandle
 from ledger.consensus.commit import block_time_ms, verify_commit
 from ledger.consensus.crash import NO_CRASH, CrashPoints
@@ -35,9 +37,14 @@ from ledger.genesis import Genesis
 from ledger.keys import SigningKey, sha256
 from ledger.mempool import Mempool
 from ledger.proofs import ProofService
+from ledger.snapshot import SnapshotError, SnapshotServer, is_snapshot_message
+from ledger.snapshot import decode as decode_snapshot
+from ledger.snapshot_join import SnapshotJoiner
 from ledger.store import Store
 from ledger.transport.base import Message, Transport, TransportError
 from ledger.txgossip import TxBatcher, decode_payload
+
+log = logging.getLogger("ledger.node")
 
 LINK_POLL_S = 0.5
 """How often the node looks at the transport's connect counter [s]."""
@@ -55,6 +62,9 @@ ADMIT_BATCH = 512
 
 PUBLISH_TIMEOUT_S = 5.0
 """Bound on one transport publish [s]; a slower one is dropped (consensus re-publishes)."""
+
+JOIN_RETRY_S = 30.0
+"""After a failed snapshot join, block sync runs this long before another one may start [s]."""
 
 
 class LedgerPort:
@@ -248,6 +258,10 @@ class Node:
         inbox_size: bound of the received-message queue (when full, new ones are dropped and
             counted: consensus re-publishes).
         durable: fsync the consensus stores (tests may turn it off).
+        prune_bodies: on a chain with retention (genesis ``dispute_window_ms``), remove pruned
+            days' SetMeasure bodies from the block store (docs/spec/privacy.md §3.1).
+        snapshots: serve state snapshots, and join by one when peers answer that the blocks
+            this node needs are body-pruned (docs/spec/consensus.md §5b).
     """
 
     def __init__(
@@ -263,6 +277,8 @@ class Node:
         crash: CrashPoints = NO_CRASH,
         inbox_size: int = 1024,
         durable: bool = True,
+        prune_bodies: bool = True,
+        snapshots: bool = True,
     ) -> None:
         if config.chain_id != app.chain_id:
             raise ValueError(f"config chain {config.chain_id!r} is not {app.chain_id!r}")
@@ -279,7 +295,15 @@ class Node:
         self.port = LedgerPort(self.app, self.mempool, self.cstore, key, self._gossip_tx)
         # Light members: header feed + proof answers (docs/spec/light.md).
         self.proofs = ProofService(app, key, self._send, valset_of=self._valset_powers)
-        self.port.on_commit = self.proofs.on_commit
+        retention = app.store.genesis.dispute_window_ms is not None
+        self.bodies = BodyPruner(self.store) if prune_bodies and retention else None
+        self.snapshots = SnapshotServer(self.store, key, self._send) if snapshots else None
+        self._joiner: SnapshotJoiner | None = None
+        self._join_after_s = 0.0
+        self._directory = directory
+        self._tasks: asyncio.TaskGroup | None = None
+        self._guarded: _GuardedClock | None = None
+        self.port.on_commit = self._on_commit
         self._config = config
         self._clock = clock
         self._crash = crash
@@ -321,21 +345,12 @@ class Node:
 
     async def run(self) -> None:
         """Run until :meth:`close`; raises if a consensus invariant breaks."""
-        clock = _GuardedClock(self._clock or LoopClock(), self._fail)
-        self.engine = Engine(
-            self._config,
-            self.port,
-            clock,
-            self._send,
-            self.cstore,
-            key=self.key,
-            sign_state=self.sign_state,
-            crash=self._crash,
-        )
-        self.engine.start()
+        self._guarded = _GuardedClock(self._clock or LoopClock(), self._fail)
+        self._start_engine()
         name = self.transport.node_id
         try:
             async with asyncio.TaskGroup() as tg:
+                self._tasks = tg
                 tg.create_task(self._read(), name=f"{name}-read")
                 tg.create_task(self._consume(), name=f"{name}-consensus")
                 tg.create_task(self._publish(), name=f"{name}-publish")
@@ -344,8 +359,34 @@ class Node:
             # Surface the error itself (ForkError, StoreError, …): callers and logs name it.
             raise group.exceptions[0] from group
         finally:
-            self.engine.stop()
+            if self.engine is not None:
+                self.engine.stop()
+            if self.snapshots is not None:
+                self.snapshots.close()
             self._close_stores()
+
+    def _start_engine(self) -> None:
+        """A fresh engine over the current stores (at start, and after a snapshot join)."""
+        assert self._guarded is not None
+        self.engine = Engine(
+            self._config,
+            self.port,
+            self._guarded,
+            self._send,
+            self.cstore,
+            key=self.key,
+            sign_state=self.sign_state,
+            crash=self._crash,
+        )
+        self.engine.start()
+
+    def _on_commit(self, block: bytes, commit: Commit) -> None:
+        """After each committed block: header feed, snapshot views, bounded body pruning."""
+        self.proofs.on_commit(block, commit)
+        if self.snapshots is not None:
+            self.snapshots.on_commit()
+        if self.bodies is not None:
+            self.bodies.step()
 
     async def close(self) -> None:
         """Stop the tasks of :meth:`run` and close the transport."""
@@ -446,6 +487,13 @@ class Node:
                     self.engine.sync_now()
 
     def _handle(self, message: Message) -> None:
+        if message.channel in ("sync_req", "sync_resp") and is_snapshot_message(message.payload):
+            self._on_snapshot_message(message)
+            return
+        if self._joiner is not None:
+            if message.channel == "proof_resp":
+                self._joiner.feed(message)
+            return  # no engine while the state is being replaced
         assert self.engine is not None
         if message.channel == "tx":
             self._admit_all(self._tx_payloads(message.payload))
@@ -455,6 +503,9 @@ class Node:
             self.engine.receive(message.channel, message.sender, message.payload)
 
     def _admit_all(self, raws: list[bytes]) -> None:
+        if self._joiner is not None:
+            self.stats["tx_dropped_joining"] += len(raws)
+            return  # checked against a state about to be replaced; gossip repeats them
         admitted = 0
         for raw in raws:
             try:
@@ -490,6 +541,73 @@ class Node:
             self._outbox.put_nowait((channel, payload, to))
         except asyncio.QueueFull:
             self.stats["outbox_full"] += 1
+
+    # ----------------------------------------------------------------- snapshot sync
+
+    def _on_snapshot_message(self, message: Message) -> None:
+        """Snapshot requests go to the server, answers to a running join; a ``sync_pruned``
+        answer for this node's height starts one (docs/spec/consensus.md §5b)."""
+        if message.channel == "sync_req":
+            if self.snapshots is not None and self._joiner is None:
+                self.snapshots.handle(message)
+            return
+        if self._joiner is not None:
+            self._joiner.feed(message)
+            return
+        try:
+            value = decode_snapshot(self.app.chain_id, message.payload)
+        except SnapshotError:
+            self.stats["snapshot_malformed"] += 1
+            return
+        if value[0] == "sync_pruned" and len(value) == 4:
+            self._maybe_join(int(value[2]), int(value[3]), message.sender)
+
+    def _maybe_join(self, from_height: int, tip: int, sender: str) -> None:
+        engine = self.engine
+        if engine is None or engine.height != from_height or tip < from_height:
+            return  # an answer to an older request, or no further tip: keep syncing blocks
+        if self.key is None or self.snapshots is None or self._tasks is None:
+            self.stats["sync_pruned_cannot_join"] += 1
+            return
+        if asyncio.get_running_loop().time() < self._join_after_s:
+            return
+        log.warning(
+            "blocks from height %d are body-pruned at %s (its tip %d): cannot replay them, "
+            "switching to state-snapshot sync",
+            from_height,
+            sender,
+            tip,
+        )
+        engine.stop()
+        self.engine = None
+        workdir = self._directory / "snapshot-join"
+        self._joiner = SnapshotJoiner(
+            self.store, self.cstore, self.key, self.transport.node_id, self._send, workdir
+        )
+        self._tasks.create_task(self._join(), name=f"{self.transport.node_id}-snapshot")
+
+    async def _join(self) -> None:
+        """Run one snapshot join, then block sync from the restored height (or from where the
+        node stood, after a failure: the next ``sync_pruned`` answer retries later)."""
+        assert self._joiner is not None
+        try:
+            height = await self._joiner.join()
+        except SnapshotError as exc:
+            self.stats["snapshot_failed"] += 1
+            log.error("state-snapshot sync failed, back to block sync: %s", exc)
+            self._join_after_s = asyncio.get_running_loop().time() + JOIN_RETRY_S
+        else:
+            self.stats["snapshot_joined"] += 1
+            self.mempool.update([], [])  # re-check what waits against the restored state
+            log.info(
+                "state snapshot restored at height %d (app hash %s…), block sync continues",
+                height,
+                self.app.app_hash.hex()[:16],
+            )
+        finally:
+            self._joiner = None
+        if not self._closed:
+            self._start_engine()
 
     def _valset_powers(self, height: int) -> dict[bytes, int] | None:
         valset = self.cstore.load_valset(height)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from ledger import codec
 from ledger.consensus import wire
 from ledger.consensus.app import ConsensusApp
 from ledger.consensus.clock import Clock
@@ -30,6 +31,13 @@ MAX_PENDING_BLOCKS = 64
 MAX_PROPOSER_ROUNDS = 64
 """Rounds searched for a re-proposed or decided block's named proposer (the core ignores
 messages more than 64 rounds ahead, so a decision beyond cannot come from this node's set)."""
+
+
+def encode_pruned(chain_id: str, from_height: int, tip: int) -> bytes:
+    """``["sync_pruned", chain, from_height, tip]``: this node cannot send block
+    ``from_height`` whole; its decided tip is ``tip`` (an unsigned hint: the snapshot it leads
+    to is verified, so a forged one costs only a detour)."""
+    return codec.encode(["sync_pruned", chain_id, from_height, tip])
 
 
 class BlockFollower:
@@ -260,6 +268,13 @@ class BlockFollower:
         for height in range(from_height, last):
             block = self.app.block(height)
             commit = self.store.load_commit(height)
+            if block is None and height == from_height:
+                # Body-pruned here (or below a restored snapshot): the requester cannot replay
+                # it and should join by snapshot (docs/spec/consensus.md §5b).
+                self.stats["sync_pruned"] += 1
+                payload = encode_pruned(self._config.chain_id, height, self.height - 1)
+                self._send("sync_resp", payload, requester)
+                return
             if block is None or commit is None:
                 break
             self.stats["sync_served"] += 1

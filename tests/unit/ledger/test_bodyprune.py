@@ -13,9 +13,8 @@ from ledger import tx as txm
 from ledger.bodyprune import BodyPruner
 from ledger.keys import sha256
 from ledger.store import PrunedTx, Store
-from tests.unit.ledger.helpers import commit
+from tests.unit.ledger.helpers import SLOT, commit
 from tests.unit.ledger.test_privacy_retention import (
-    SLOT,
     SOLVED_AT,
     T0,
     WINDOW_MS,

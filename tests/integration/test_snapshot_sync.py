@@ -1,0 +1,188 @@
+"""Snapshot sync over the in-memory transport (docs/spec/consensus.md §5b): four validators
+prune a settled period's measurements and their block bodies; a node that joins later cannot
+replay those blocks, falls back to a verified state snapshot, and then follows every block with
+the same app hash as the validators — without ever holding a raw SetMeasure of the pruned day."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ledger import block as blk
+from ledger import state
+from ledger import tx as txm
+from ledger.consensus.clock import LoopClock, TimerHandle
+from ledger.consensus.core import TimeoutConfig
+from ledger.consensus.engine import EngineConfig
+from ledger.genesis import Genesis
+from ledger.keys import SigningKey, sha256
+from ledger.node import Node
+from ledger.transport.memory import LinkFaults, MemoryNetwork
+from tests.unit.ledger.helpers import ADMIN, N1, N2, Signer, genesis, measure, period
+
+VALIDATORS = [SigningKey(sha256(f"snap-validator-{i}".encode())) for i in range(4)]
+FAST = TimeoutConfig(300, 100, 200, 100, 200, 100)
+SLOT = 900_000
+
+
+class JumpClock:
+    """The loop's wall clock plus an offset the test moves forward (slots end, periods close)."""
+
+    def __init__(self) -> None:
+        self._loop = LoopClock()
+        self.offset_ms = 0
+
+    def now_ms(self) -> int:
+        return self._loop.now_ms() + self.offset_ms
+
+    def call_later(self, delay_ms: int, fn: Callable[[], None]) -> TimerHandle:
+        return self._loop.call_later(delay_ms, fn)
+
+
+class Chain:
+    """Four validators with retention on (dispute window 0) on one in-memory network."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.genesis: Genesis = genesis(
+            validators=tuple((k.public_key, 10) for k in VALIDATORS),
+            meters={"M1": N1.public_key, "M2": N2.public_key},
+            dispute_window_ms=0,
+        )
+        self.clock = JumpClock()
+        self.network = MemoryNetwork(
+            self.clock, seed=3, faults=LinkFaults(min_delay_ms=1, max_delay_ms=2)
+        )
+        self.nodes: dict[str, Node] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.admin = Signer(ADMIN, self.genesis.chain_id)
+        self.n1 = Signer(N1, self.genesis.chain_id)
+        self.n2 = Signer(N2, self.genesis.chain_id)
+
+    def start(self, node_id: str, key: SigningKey | None) -> Node:
+        node = Node.open(
+            self.root / node_id,
+            self.genesis,
+            self.network.transport(node_id),
+            key=key,
+            config=EngineConfig(
+                self.genesis.chain_id, timeouts=FAST, republish_ms=300, sync_retry_ms=300
+            ),
+            durable=False,
+            clock=self.clock,
+        )
+        self.nodes[node_id] = node
+        self.tasks[node_id] = asyncio.create_task(node.run(), name=f"node-{node_id}")
+        return node
+
+    async def until(self, predicate: Callable[[], bool], what: str, timeout_s: float = 20) -> None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not predicate():
+                    for task in self.tasks.values():
+                        if task.done():
+                            task.result()
+                    await asyncio.sleep(0.02)
+        except TimeoutError:
+            raise AssertionError(f"timed out waiting for {what}") from None
+
+    async def commit(self, *raws: bytes) -> None:
+        """Submit at v0 and wait until every validator has every tx in a block."""
+        for raw in raws:
+            self.nodes["v0"].submit_tx(raw)
+        hashes = [sha256(r) for r in raws]
+        validators = [self.nodes[f"v{i}"] for i in range(4)]
+        await self.until(
+            lambda: all(n.store.tx_location(h) is not None for n in validators for h in hashes),
+            f"{len(raws)} txs committed",
+        )
+
+    async def close(self) -> None:
+        for node in self.nodes.values():
+            await node.close()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+
+async def _settle_and_prune(c: Chain) -> tuple[int, list[bytes]]:
+    """One period of two slots measured by two meters, solved and pruned; returns the period
+    start and the measured SetMeasure envelopes."""
+    now = c.clock.now_ms()
+    start = now - now % SLOT + SLOT
+    await c.commit(c.admin("SetMarketParameters", period("p", start, start + 2 * SLOT)))
+    sent = []
+    for i in range(2):
+        c.clock.offset_ms = start + (i + 1) * SLOT - c.clock._loop.now_ms()
+        raws = [
+            c.n1("SetMeasure", measure("M1", start + i * SLOT, 400 + i, 0)),
+            c.n2("SetMeasure", measure("M2", start + i * SLOT, 0, 300 + i)),
+        ]
+        await c.commit(*raws)
+        sent += raws
+    c.clock.offset_ms += 60_000
+    await c.commit(c.admin("SolveMarkets", {"period_id": "p"}))
+    await c.commit(c.admin("PruneMeasurements", {"period_id": "p"}))
+    return start, sent
+
+
+def _holds_raw(node: Node, raws: list[bytes]) -> bool:
+    for h in range(1, node.store.height + 1):
+        whole = node.store.block(h)
+        if whole is not None and set(blk.decode(whole).txs) & set(raws):
+            return True
+    return False
+
+
+@pytest.mark.timeout(60)
+async def test_late_joiner_restores_a_snapshot_and_follows(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Validators body-prune the pruned day's blocks (same block hashes and app hashes as
+    before); a fresh member gets 'sync_pruned', logs the fallback, restores a verified
+    snapshot, then follows later blocks with the validators' app hash at every height; none of
+    its stored blocks holds a measured SetMeasure and its state has no meas/ row of the period."""
+    caplog.set_level(logging.INFO)
+    c = Chain(tmp_path)
+    try:
+        for i, key in enumerate(VALIDATORS):
+            c.start(f"v{i}", key)
+        start, sent = await _settle_and_prune(c)
+        v0 = c.nodes["v0"]
+        await c.until(lambda: not _holds_raw(v0, sent), "v0 body-pruned")
+        validators = [c.nodes[f"v{i}"] for i in range(4)]
+        await c.until(
+            lambda: not any(_holds_raw(n, sent) for n in validators), "every validator pruned"
+        )
+        tip = v0.store.height
+        hashes = {h: (v0.store.header(h), v0.store.app_hash_at(h)) for h in range(1, tip + 1)}
+        assert all(
+            len({c.nodes[f"v{i}"].store.app_hash_at(h) for i in range(4)}) == 1
+            for h in range(1, tip + 1)
+        )
+
+        joiner = c.start("j", N1)
+        await c.until(lambda: joiner.stats["snapshot_joined"] == 1, "snapshot join", 30)
+        restored = joiner.store.height
+        assert restored >= tip - 1
+        assert "switching to state-snapshot sync" in caplog.text
+        assert joiner.store.app_hash_at(restored) == v0.store.app_hash_at(restored)
+
+        await c.commit(c.admin("AddMeter", {"meter_id": "M3", "account": N2.public_key}))
+        await c.commit(c.admin("AddMeter", {"meter_id": "M4", "account": N2.public_key}))
+        await c.until(lambda: joiner.store.height == v0.store.height, "joiner follows")
+        for h in range(restored, v0.store.height + 1):
+            assert joiner.store.app_hash_at(h) == v0.store.app_hash_at(h), h
+        for h in range(1, tip + 1):  # body pruning moved no header, no app hash
+            assert (v0.store.header(h), v0.store.app_hash_at(h)) == hashes[h]
+        assert not _holds_raw(joiner, sent)
+        with joiner.store.state_reader() as base:
+            rows = list(
+                base.scan(state.k_measure(start, ""), state.k_measure(start + 2 * SLOT, ""))
+            )
+        assert rows == []
+        assert all(txm.decode(r).kind == "SetMeasure" for r in sent)
+    finally:
+        await c.close()
