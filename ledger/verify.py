@@ -63,6 +63,9 @@ def verify_height(store: Store, replay: App, height: int) -> str | None:
         None when it verifies, else what is wrong.
     """
     raw = store.block(height)
+    if raw is None and store.is_body_pruned(height):
+        # docs/spec/privacy.md §3.1: the raw SetMeasure txs are gone, so no replay from here.
+        return "block body pruned: cannot replay (a node joins such a chain by snapshot)"
     if raw is None:
         return "block missing"
     try:

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ledger import block as blk
 from ledger.errors import LedgerError
 from ledger.registry import EvidenceVerifier
 from ledger.store import Store
@@ -118,8 +117,11 @@ def _block_info(store: Store, height: int) -> dict[str, Any]:
     if height == 0:
         block_hash, time_ms, n_txs = store.genesis.hash, store.genesis.genesis_time_ms, 0
     else:
-        block = blk.decode(store.block(height) or b"")
-        block_hash, time_ms, n_txs = block.hash, block.header.time_ms, len(block.txs)
+        stored = store.stored_block(height)  # also a body-pruned block (privacy.md §3.1)
+        if stored is None:
+            raise LedgerError(f"no block stored at height {height} (below a restored snapshot)")
+        header = stored.header
+        block_hash, time_ms, n_txs = header.hash, header.time_ms, len(stored.txs)
     when = dt.datetime.fromtimestamp(time_ms / 1000, tz=dt.UTC).isoformat()
     return {
         "chain_id": store.genesis.chain_id,

@@ -13,6 +13,7 @@ from ledger import tx as txm
 from ledger.bodyprune import BodyPruner
 from ledger.keys import sha256
 from ledger.store import PrunedTx, Store
+from ledger.verify import verify_store
 from tests.unit.ledger.helpers import SLOT, commit
 from tests.unit.ledger.test_privacy_retention import (
     SOLVED_AT,
@@ -147,3 +148,15 @@ def test_measurement_bytes_leave_the_file_after_compaction(c: Community, tmp_pat
     assert compacted.app_hash == store.app_hash
     assert compacted.is_body_pruned(2)
     compacted.close()
+
+
+def test_verify_names_a_body_pruned_block(c: Community) -> None:
+    """lemctl ledger verify cannot replay a body-pruned chain and says why at the first
+    pruned height (not 'block missing')."""
+    commit(c.app, [c.prune_tx(c.n2)], SOLVED_AT + WINDOW_MS)
+    commit(c.app, [c.prune_tx(c.n2)], SOLVED_AT + WINDOW_MS + 1)
+    BodyPruner(c.app.store).step()
+    report = verify_store(c.app.store)
+    assert not report.ok
+    assert report.verified_height == 1
+    assert "block body pruned" in str(report.problems)
