@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ledger import block as blk
-from ledger import state
+from ledger import codec, state
 from ledger import tx as txm
 from ledger.consensus.clock import LoopClock, TimerHandle
 from ledger.consensus.core import TimeoutConfig
@@ -134,6 +136,76 @@ def _holds_raw(node: Node, raws: list[bytes]) -> bool:
         if whole is not None and set(blk.decode(whole).txs) & set(raws):
             return True
     return False
+
+
+def _failed(node: Node, count: int) -> bool:
+    return node.stats["snapshot_failed"] == count
+
+
+class Tamper:
+    """Rewrites the validators' snapshot and header answers while ``mode`` is set (a lying
+    server); remembers the chunk it spoiled."""
+
+    def __init__(self, nodes: list[Node]) -> None:
+        self.mode: str | None = None
+        self.chunk = -1
+        for node in nodes:
+            assert node.snapshots is not None
+            node.snapshots._send = self._wrap(node.snapshots._send)
+            node.proofs._send = self._wrap(node.proofs._send)
+
+    def _wrap(self, send: Callable[[str, bytes, str | None], None]) -> Any:
+        def tampered(channel: str, payload: bytes, to: str | None) -> None:
+            send(channel, self._spoil(payload), to)
+
+        return tampered
+
+    def _spoil(self, payload: bytes) -> bytes:
+        value = codec.decode(payload)
+        if self.mode == "header" and value[0] == "headers" and len(value[1]) > 1:
+            value[1][-1][1][3] = bytes(32)  # app_hash field of the last header update
+        elif self.mode == "manifest" and value[0] == "snap_manifest":
+            value[4][0] = bytes(32)
+        elif self.mode == "chunk" and value[0] == "snap_chunk" and value[6]:
+            value[6][0][1] += b"!"
+            self.chunk = value[3]
+            self.mode = None  # one spoiled piece
+        else:
+            return payload
+        return codec.encode(value)
+
+
+@pytest.mark.timeout(60)
+async def test_lying_servers_are_refused_by_name(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A forged header (app hash changed), a manifest whose roots do not give the signed app
+    hash, and a spoiled chunk each fail the join with an error naming what was wrong (the chunk
+    by number); nothing is written; the node then joins from honest answers."""
+    caplog.set_level(logging.INFO)
+    c = Chain(tmp_path)
+    try:
+        for i, key in enumerate(VALIDATORS):
+            c.start(f"v{i}", key)
+        await _settle_and_prune(c)
+        tamper = Tamper([c.nodes[f"v{i}"] for i in range(4)])
+        joiner = c.start("j", N1)
+        expected = {
+            "header": "header chain: header",
+            "manifest": "its roots do not give the app hash of verified header",
+            "chunk": "of the snapshot at height",
+        }
+        for failures, mode in enumerate(("header", "manifest", "chunk"), start=1):
+            tamper.mode = mode
+            await c.until(partial(_failed, joiner, failures), mode, 30)
+            assert expected[mode] in caplog.text, mode
+            assert joiner.store.height < 3  # nothing restored
+            joiner._join_after_s = 0.0  # retry now, not after JOIN_RETRY_S
+        assert f"chunk {tamper.chunk} of the snapshot at height" in caplog.text
+        await c.until(lambda: joiner.stats["snapshot_joined"] == 1, "honest join", 30)
+        assert joiner.app.app_hash == c.nodes["v0"].store.app_hash_at(joiner.app.height)
+    finally:
+        await c.close()
 
 
 @pytest.mark.timeout(60)
