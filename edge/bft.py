@@ -224,6 +224,7 @@ async def open_bft(
         config=engine
         or EngineConfig(app.chain_id, heartbeat_ms=int(config.ledger.block_heartbeat_s * 1000)),
         clock=ScaledLoopClock(clock),
+        prune_bodies=not config.ledger.keep_block_bodies,
     )
     ledger = BftLedger(node, transport, health, clock)
     log.info("BFT node", extra={"height": app.height, "role": ledger.role})

@@ -78,6 +78,10 @@ class LedgerConfig:
     # A non-validator: "full" replays every block (needs validator read rights on the broker);
     # "light" follows verified headers and proves its own state (docs/spec/light.md).
     member_mode: str = "full"
+    # On a chain with retention (genesis dispute_window_ms) this node removes the raw
+    # SetMeasure txs of pruned days from its block store; true keeps them (an archive node that
+    # can replay from genesis; docs/spec/privacy.md §3.1).
+    keep_block_bodies: bool = False
 
     def __post_init__(self) -> None:
         _choice("ledger.member_mode", self.member_mode, ("full", "light"))
