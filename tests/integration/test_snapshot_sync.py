@@ -23,6 +23,7 @@ from ledger.consensus.engine import EngineConfig
 from ledger.genesis import Genesis
 from ledger.keys import SigningKey, sha256
 from ledger.node import Node
+from ledger.transport.base import Transport
 from ledger.transport.memory import LinkFaults, MemoryNetwork
 from tests.unit.ledger.helpers import ADMIN, N1, N2, Signer, genesis, measure, period
 
@@ -65,11 +66,13 @@ class Chain:
         self.n1 = Signer(N1, self.genesis.chain_id)
         self.n2 = Signer(N2, self.genesis.chain_id)
 
-    def start(self, node_id: str, key: SigningKey | None) -> Node:
+    def start(
+        self, node_id: str, key: SigningKey | None, transport: Transport | None = None
+    ) -> Node:
         node = Node.open(
             self.root / node_id,
             self.genesis,
-            self.network.transport(node_id),
+            transport or self.network.transport(node_id),
             key=key,
             config=EngineConfig(
                 self.genesis.chain_id, timeouts=FAST, republish_ms=300, sync_retry_ms=300
