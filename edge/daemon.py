@@ -291,6 +291,18 @@ class Daemon:
                 await result
 
 
+def _runs_light(config: Config, key: SigningKey) -> bool:
+    """``member_mode = "light"`` (the default) applies to non-validators: a key in the
+    genesis validator set runs the full node, which it needs to vote. Without brokers (a
+    single-validator chain, an offline node) there is nothing to be light against."""
+    from edge.node_factory import load_genesis
+
+    genesis = load_genesis(config.node.genesis_file)
+    if genesis is None or not config.ledger.brokers:
+        return False
+    return all(pk != key.public_key for pk, _ in genesis.validators)
+
+
 def _log_unhealthy(stale: list[str], lag_s: float) -> None:
     log.warning(
         "watchdog not petted", extra={"stale": ",".join(stale), "loop_lag_s": round(lag_s, 3)}
@@ -317,13 +329,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _run(config: Config) -> int:
     if config.ledger.member_mode == "light":  # headers + proofs only (docs/spec/light.md)
-        from edge.light_daemon import LightDaemon
-
         try:
             key = load_or_create_key(config.key_file)
+            light = _runs_light(config, key)
         except (OSError, LedgerError) as exc:
             raise StartupError(f"node key {config.key_file}: {exc}") from exc
-        return await LightDaemon(config, key).run()
+        if light:
+            from edge.light_daemon import LightDaemon
+
+            return await LightDaemon(config, key).run()
     daemon = Daemon(config)
     try:
         await daemon.open()

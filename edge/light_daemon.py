@@ -6,11 +6,12 @@ submits its SetMeasure and learns their commitment from tx-inclusion proofs
 (:class:`edge.light_submitter.LightSubmitter`). Its MQTT link carries the ``header`` feed and its
 own inbox only, so the broker ACL can keep other members' txs from it (light.md §5).
 
-What it serves: ``GET /status`` on ``api.listen`` (height, hash, app_hash of the newest verified
-header, role "member", outbox, light-client counters), read by ``lemctl status``. It does not
-run the period or retention schedulers (validators and full members submit SolveMarkets and
-PruneMeasurements) nor the full REST API: the member reads its own data with
-``lemctl ledger prove``.
+What it serves on ``api.listen``: the REST API of a prosumer (edge/light_api.py; docs/spec/api.md
+§Light members): ``/status`` from the newest verified header, ``/balance``, ``/measure``,
+``/params``, ``/totals``, ``/meters`` from Merkle proofs checked against verified headers,
+``/outbox``, ``/key``, ``/metrics`` locally, and the writes through the light submitter. It does
+not run the period or retention schedulers (validators and full members submit SolveMarkets and
+PruneMeasurements).
 """
 
 from __future__ import annotations
@@ -28,19 +29,22 @@ from edge.clock import DaemonClock
 from edge.config import Config, ConfigError
 from edge.health import Health, watchdog_loop
 from edge.http import Request, Response, Router, serve
+from edge.light_api import LightParts, build_light_router
 from edge.light_submitter import LightSubmitter
 from edge.meter import HEALTH_NAME as METER_HEALTH
 from edge.meter import SIM_STATE_KEY, MeterLoop, build_driver
-from edge.metrics import Metrics
+from edge.metrics import CONTENT_TYPE, Metrics
 from edge.node_factory import load_genesis
 from edge.outbox import Outbox
-from edge.privacy import pseudonymising_driver
+from edge.privacy import ADMISSION_FILE, Admission, pseudonymising_driver
 from edge.sdnotify import Notifier
 from edge.status import resources
 from edge.submitter import HEALTH_NAME as SUBMITTER_HEALTH
+from ledger import privacy
 from ledger.keys import SigningKey
 from ledger.light import LightClient
 from ledger.light_node import LightNode
+from ledger.light_reader import ProvenReader
 from ledger.transport.base import LIGHT_CHANNELS
 from ledger.transport.mqtt import MqttTransport
 
@@ -89,6 +93,7 @@ class LightDaemon:
         self.outbox = Outbox(config.node.data_dir / "outbox")
         self.light = LightClient(config.node.data_dir / "light", genesis)
         self.node = LightNode(self.light, self.transport, key)
+        self.reader = ProvenReader(self.node)
         self.submitter = LightSubmitter(
             self.outbox,
             self.node,
@@ -130,7 +135,7 @@ class LightDaemon:
             "clock": {"now_ms": self.clock.now_ms(), "speed": self.clock.speed},
             "peers": len(self.node.peers),
             "mempool": {"txs": 0, "bytes": 0},
-            "ledger": self.node.status(),
+            "ledger": {**self.node.status(), "reads": dict(self.reader.stats)},
             "meter": self._meter(),
             "outbox": {
                 "depth": self.outbox.depth(),
@@ -172,17 +177,45 @@ class LightDaemon:
         return out
 
     def _router(self) -> Router:
-        router = Router()
+        parts = LightParts(
+            config=self.config,
+            key=self.key,
+            genesis=self.genesis,
+            reader=self.reader,
+            submitter=self.submitter,
+            outbox=self.outbox,
+            metrics=self.metrics,
+            status=self.status,
+            meter_id=self._ledger_meter_id(),
+        )
+        return build_light_router(parts)
 
-        async def status(_: Request) -> Response:
-            return Response.json(self.status())
+    def _ledger_meter_id(self) -> str:
+        """The meter id this node writes on the ledger: the configured one on an open chain,
+        the admission's pseudonym on a pseudonymous chain (never the serial: proof requests
+        go to a validator)."""
+        if self.genesis.privacy != privacy.Mode.PSEUDONYMOUS:
+            return self.config.meter.meter_id
+        path = self.config.node.data_dir / ADMISSION_FILE
+        return Admission.load(path).pseudonym if path.exists() else ""
 
-        router.add("GET", "/status", status)
-        return router
+    async def _serve(self) -> list[asyncio.Server]:
+        """The API, and the metrics endpoint when it has its own address (as the full node)."""
+        servers = [await serve(self._router(), self.config.api.listen)]
+        listen = self.config.metrics.listen
+        if listen and listen != self.config.api.listen:
+            router = Router()
+
+            async def metrics(_: Request) -> Response:
+                return Response(200, self.metrics.render(), CONTENT_TYPE)
+
+            router.add("GET", "/metrics", metrics)
+            servers.append(await serve(router, listen))
+        return servers
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT (or :attr:`stop_event`); returns the exit status 0."""
-        server = await serve(self._router(), self.config.api.listen)
+        servers = await self._serve()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -207,7 +240,8 @@ class LightDaemon:
                 for task in tasks:
                     task.cancel()
         finally:
-            server.close()
+            for server in servers:
+                server.close()
             await self.close()
         return 0
 

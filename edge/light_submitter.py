@@ -8,6 +8,11 @@ from a proof of ``seq/<own key>``. A record whose tx is still not included after
 sequence is proven again and the pending records are re-signed (a tx refused by the validators'
 mempool — stale sequence after a crash, say — is never included). A record not committed after
 ``give_up_rounds`` re-signs is set aside in the outbox as rejected (kept, never lost).
+
+Txs the REST API signs (``POST /measure``, ``/solve``, …: :meth:`LightSubmitter.submit_tx`) share
+the sequence and the inclusion proofs; they are not persisted: after ``give_up_rounds`` re-signs
+(or a restart) such a tx is dropped and counted (``api_given_up``), as the API's 202 only said
+"published".
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from edge.health import Health
 from edge.outbox import Outbox, OutboxRecord
@@ -35,10 +41,28 @@ PROOF_BATCH = 16
 
 @dataclass
 class Pending:
-    record: OutboxRecord
+    """A signed tx waiting for its inclusion proof: an outbox record's, or an API tx's
+    (``record`` None, ``kind`` and ``body`` kept to re-sign it)."""
+
+    record: OutboxRecord | None
     raw: bytes
     tx_hash: bytes
     sent_s: float
+    kind: str = "SetMeasure"
+    body: dict[str, Any] | None = None
+
+    @property
+    def ref(self) -> bytes:
+        if self.record is not None:
+            return self.record.key
+        return b"api/" + self.tx_hash
+
+
+@dataclass
+class ApiTx:
+    kind: str
+    body: dict[str, Any]
+    rounds: int = 0
 
 
 class LightSubmitter:
@@ -80,6 +104,7 @@ class LightSubmitter:
         self.inflight: dict[bytes, Pending] = {}
         self._sends: Counter[bytes] = Counter()
         self._rounds: Counter[bytes] = Counter()
+        self._api_queue: list[ApiTx] = []
         self.committed = 0
         self.stats: Counter[str] = Counter()
 
@@ -114,9 +139,40 @@ class LightSubmitter:
             return 0  # no tx of this key committed yet (absence is not provable: light.md §8)
         raise value
 
+    async def submit_tx(self, kind: str, body: dict[str, Any]) -> bytes:
+        """Sign ``kind``/``body`` with this key's next sequence, publish it and track its
+        inclusion like an outbox record's (not persisted: module docstring); returns the tx hash.
+
+        Raises:
+            TimeoutError, ProofError: the sequence could not be proven yet.
+            LedgerError: the body is not a valid tx of ``kind`` (nothing was sent).
+        """
+        if self.sequence is None:
+            self.sequence = await self._proven_sequence()
+        raw = txm.make(self.key, self.node.chain_id, self.sequence, kind, body)
+        self.sequence += 1
+        tx = await self.node.submit(raw)
+        self.inflight[tx.hash] = Pending(None, raw, tx.hash, time.monotonic(), kind, body)
+        self.stats["api_sent"] += 1
+        return tx.hash
+
+    async def _send_api(self) -> None:
+        """Re-sign API txs that a re-sign round took back (they keep their rounds)."""
+        assert self.sequence is not None
+        while self._api_queue and len(self.inflight) < self.max_inflight:
+            item = self._api_queue.pop(0)
+            raw = txm.make(self.key, self.node.chain_id, self.sequence, item.kind, item.body)
+            self.sequence += 1
+            tx = await self.node.submit(raw)
+            self.inflight[tx.hash] = Pending(
+                None, raw, tx.hash, time.monotonic(), item.kind, item.body
+            )
+            self._rounds[b"api/" + tx.hash] = item.rounds
+
     async def _send_new(self) -> None:
         assert self.sequence is not None
-        flying = {p.record.key for p in self.inflight.values()}
+        await self._send_api()
+        flying = {p.record.key for p in self.inflight.values() if p.record is not None}
         for record in self.outbox.pending(self.max_inflight):
             if len(self.inflight) >= self.max_inflight:
                 break
@@ -142,7 +198,10 @@ class LightSubmitter:
                 del self.inflight[tx_hash]
                 # Per-tx retry counts end with the tx, so they never grow with the ledger.
                 self._sends.pop(tx_hash, None)
-                self._rounds.pop(pending.record.key, None)
+                self._rounds.pop(pending.ref, None)
+                if pending.record is None:
+                    self.stats["api_committed"] += 1
+                    continue
                 self.outbox.mark_committed(pending.record.meter_id, pending.record.slot_start_s)
                 self.committed += 1
                 continue
@@ -161,12 +220,20 @@ class LightSubmitter:
     def _resign_all(self) -> None:
         """Forget the in-flight txs and prove the sequence again (next step re-signs)."""
         for pending in self.inflight.values():
-            ref = pending.record.key
-            self._rounds[ref] += 1
-            if self._rounds[ref] >= self.give_up_rounds:
+            ref = pending.ref
+            rounds = self._rounds.pop(ref, 0) + 1
+            if pending.record is None:
+                assert pending.body is not None
+                if rounds >= self.give_up_rounds:
+                    self.stats["api_given_up"] += 1
+                    log.warning("API tx never included; dropped", extra={"kind": pending.kind})
+                else:
+                    self._api_queue.append(ApiTx(pending.kind, pending.body, rounds))
+            elif rounds >= self.give_up_rounds:
                 self.outbox.mark_rejected(pending.record, "not committed (light member re-signs)")
-                del self._rounds[ref]
                 self.stats["set_aside"] += 1
+            else:
+                self._rounds[ref] = rounds
         self.inflight.clear()
         self._sends.clear()
         self.sequence = None

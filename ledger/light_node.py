@@ -20,7 +20,14 @@ from typing import Any
 
 from ledger import tx as txm
 from ledger.keys import SigningKey
-from ledger.light import ForkDetected, HeaderRejected, HeaderUpdate, LightClient, read_update
+from ledger.light import (
+    ForkDetected,
+    HeaderRejected,
+    HeaderUpdate,
+    LightClient,
+    TrustedHeader,
+    read_update,
+)
 from ledger.proofs import (
     Answer,
     HeadersAnswer,
@@ -30,6 +37,7 @@ from ledger.proofs import (
     make_proof_request,
     parse_response,
     verify_key_answer,
+    verify_list_answer,
     verify_tx_answer,
 )
 from ledger.transport.base import Message, Transport, TransportError
@@ -173,8 +181,9 @@ class LightNode:
         await self._publish("proof_req", payload, node_id)
         self.stats["headers_requested"] += 1
 
-    async def wait_height(self, height: int, timeout_s: float) -> None:
-        """Wait until a header of ``height`` is verified (asking for headers meanwhile).
+    async def wait_height(self, height: int, timeout_s: float, *, ask: bool = True) -> None:
+        """Wait until a header of ``height`` is verified (asking for headers meanwhile, unless
+        ``ask`` is False: then only the feed and the prober bring it).
 
         Raises:
             TimeoutError: not within ``timeout_s``.
@@ -184,21 +193,15 @@ class LightNode:
                 event = self._advanced
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), 2.0)
-                if self.light.height < height:
+                if self.light.height < height and ask:
                     await self.request_headers()
 
-    async def prove(
-        self, queries: list[tuple[str, bytes]], timeout_s: float = 30.0
-    ) -> tuple[ProofResponse, list[Any]]:
-        """Ask a validator for proofs and verify each against verified headers.
-
-        Returns:
-            The answer and per query the verified result: the value bytes of a ``key``, the
-            height of the block holding a ``tx``, or the :class:`ProofError` of a refused or
-            unverifiable one.
+    async def ask(self, queries: list[tuple[str, bytes]], timeout_s: float) -> ProofResponse:
+        """Send one signed proof request and return the validator's (unverified) answer.
 
         Raises:
-            TimeoutError: no answer (or no header to check it with) within ``timeout_s``.
+            TimeoutError: no answer within ``timeout_s``.
+            ProofError: the request cannot be made (too many queries).
         """
         node_id, target = self._validator()
         nonce = self._nonce()
@@ -213,17 +216,55 @@ class LightNode:
                 answer = await fut
         finally:
             self._waiting.pop(nonce, None)
-        # Key proofs are against the state after block H: header H + 1 carries that app hash.
-        await self.wait_height(answer.height + 1, timeout_s)
-        return answer, [self._check(a, answer.height) for a in answer.answers]
+        self.stats["proof_answers"] += 1
+        return answer
 
-    def _check(self, answer: Answer, height: int) -> Any:
+    async def prove(
+        self, queries: list[tuple[str, bytes]], timeout_s: float = 30.0
+    ) -> tuple[ProofResponse, list[Any]]:
+        """Ask a validator for proofs and verify each against verified headers.
+
+        Returns:
+            The answer and per query the verified result: the value bytes of a ``key``, the
+            height of the block holding a ``tx``, or the :class:`ProofError` of a refused or
+            unverifiable one.
+
+        Raises:
+            TimeoutError: no answer (or no header to check it with) within ``timeout_s``.
+        """
+        answer = await self.ask(queries, timeout_s)
+        if any(a.kind == "key" for a in answer.answers) and self.key_header(answer) is None:
+            # Key proofs are against the state after block H: header H + 1 carries that app hash.
+            await self.wait_height(answer.height + 1, timeout_s)
+        return answer, [self.check(a, answer) for a in answer.answers]
+
+    def key_header(self, answer: ProofResponse) -> TrustedHeader | None:
+        """The verified header whose app hash the answer's key proofs can be checked with.
+
+        Proofs are made against the state after block H (answer.height), the app hash of
+        header H + 1. When block H left the state unchanged (an empty heartbeat block), that
+        equals header H's app hash, so header H serves too: whichever verifies is a committed
+        state. None while neither is verified (or the proofs match neither).
+        """
+        h = answer.height
+        keyed = [a for a in answer.answers if a.kind == "key" and a.status == "ok"]
+        for header in (self.light.header(h + 1), self.light.header(h)):
+            if header is None:
+                continue
+            if not keyed or _verifies(keyed[0], header.app_hash):
+                return header
+        return None
+
+    def check(self, answer: Answer, response: ProofResponse) -> Any:
+        """The verified result of one query of ``response`` (see :meth:`prove`)."""
         try:
             if answer.kind == "tx":
                 return verify_tx_answer(answer, self.light)
-            header = self.light.header(height + 1)
+            if answer.kind == "list":
+                return verify_list_answer(answer)
+            header = self.key_header(response)
             if header is None:
-                raise ProofError(f"header {height + 1} is pruned or unknown")
+                raise ProofError(f"header {response.height + 1} is pruned or unknown")
             return verify_key_answer(answer, header.app_hash)
         except ProofError as exc:
             return exc
@@ -254,3 +295,11 @@ class LightNode:
             "stored_headers": self.light.stored_heights(),
             "light_stats": dict(self.stats),
         }
+
+
+def _verifies(answer: Answer, app_hash: bytes) -> bool:
+    try:
+        verify_key_answer(answer, app_hash)
+    except ProofError:
+        return False
+    return True

@@ -11,12 +11,21 @@ direct channel ``proof_resp``, two requests it receives on ``proof_req``:
   nonce_ms, [[kind, arg], …], target])`` signed by the requester's key (sign kind
   ``proof_req``): per query an inclusion proof — ``kind`` ``"key"``: a state key, proven
   against the app hash after the answer's height, served only when seed 000 Fig. 4 lets the
-  requester read it (:meth:`ledger.access.Queries.prove`); ``"tx"``: a tx hash, proven
-  against its block's ``txs_hash``, served only for the requester's own txs.
+  requester read it (:meth:`ledger.access.Queries.prove`, plus the requester's own
+  ``own/<key>/<meter>`` rows); ``"tx"``: a tx hash, proven against its block's ``txs_hash``,
+  served only for the requester's own txs; ``"list"``: the keys under a prefix the requester
+  may enumerate (``period/``, its own ``own/<key>/``), at most :data:`MAX_LISTED`, not proven
+  (each listed key is then proven on its own; completeness is not: light.md §4).
 
 ``target`` is the public key of the validator that should answer (a member learns it with the
 node id from the headers that validator published); b"" (a broadcast on ``proof_req``) lets the
 nonce choose one, so a member that knows no validator's node id yet still gets one answer.
+
+Key proofs come from the state *before* the newest block (a read view pinned at each commit, as
+the snapshot server does): the state after block H − 1 is what header H — already committed and
+on every member's feed — names by its app hash, so the member checks the answer at once instead
+of waiting for the next block (up to ``block_heartbeat_s`` on an idle chain). The answer's
+height is H − 1. Reads therefore lag the chain by one block.
 
 Replay protection: the nonce is a time [ms] within ±:data:`NONCE_WINDOW_MS` of the validator's
 clock and greater than the last nonce it answered for that key; the answer goes only to the
@@ -34,28 +43,38 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger import block as blk
-from ledger import codec, keys, merkle
+from ledger import codec, keys, merkle, state
 from ledger import tx as txm
 from ledger.access import Queries
 from ledger.app import App
 from ledger.consensus.messages import Commit
 from ledger.errors import AccessDenied, CodecError, LedgerError, SignatureError
 from ledger.light import HeaderUpdate, LightClient, Valset, decode_update, encode_update
-from ledger.store import PrunedTx
+from ledger.store import PrunedTx, StateView
 from ledger.transport.base import Message
 
 HEADERS_PER_ANSWER = 32
-MAX_QUERIES = 16
+MAX_QUERIES = 96
+"""Queries per request: one day of 15-min slots, so a day of own measurements is one round."""
+MAX_LISTED = 256
+"""Keys in one ``list`` answer (the rest is cut; the answer says so)."""
 NONCE_WINDOW_MS = 300_000
 """A request's nonce (its time) may differ this much from the validator's clock [ms]."""
 MAX_REQUESTERS = 4096
 SIGN_KIND = "proof_req"
+MAX_REQUEST_BYTES = 32 << 10
+"""Largest request read: MAX_QUERIES keys of up to ~140 B (own/<64 hex>/<meter>) ≈ 15 kB."""
 
 Send = Callable[[str, bytes, str | None], None]
 
 
 class ProofError(LedgerError):
     """A proof answer that does not verify, or a request that cannot be made."""
+
+
+def own_prefix(account: bytes) -> bytes:
+    """Prefix of the ``own/<account hex>/<meter>`` rows: the meters ``account`` owns."""
+    return b"own/" + account.hex().encode() + b"/"
 
 
 # requests (member side) -----------------------------------------------------------------------
@@ -146,6 +165,25 @@ def verify_key_answer(answer: Answer, app_hash: bytes) -> bytes:
     return proof.value
 
 
+def verify_list_answer(answer: Answer) -> tuple[list[bytes], bool]:
+    """The keys of a ``list`` answer and whether the validator cut the list. Not proven: a
+    validator can leave keys out; each listed key is proven on its own.
+
+    Raises:
+        ProofError: not ok, or a key outside the asked prefix.
+    """
+    if answer.status != "ok":
+        raise ProofError(f"list {answer.arg[:40]!r}: {answer.status}: {answer.data}")
+    try:
+        found, cut = answer.data
+        listed = [bytes(k) for k in found]
+    except (TypeError, ValueError) as exc:
+        raise ProofError(f"list {answer.arg[:40]!r}: malformed answer") from exc
+    if any(not k.startswith(answer.arg) for k in listed) or len(listed) > MAX_LISTED:
+        raise ProofError(f"list {answer.arg[:40]!r}: keys outside the prefix")
+    return sorted(set(listed)), bool(cut)
+
+
 def verify_tx_answer(answer: Answer, light: LightClient) -> int:
     """Height of the block that includes the tx hash ``answer.arg``.
 
@@ -197,6 +235,9 @@ class ProofService:
         self._nonces: OrderedDict[bytes, int] = OrderedDict()
         self.stats: Counter[str] = Counter()
         self._remember_set()
+        self._served: StateView | None = None  # state after the block before the newest
+        self._candidate: StateView | None = None  # state after the newest block
+        self._served_top: merkle.TopTree | None = None
 
     def _remember_set(self) -> None:
         vals = tuple(self.app.validators())
@@ -210,7 +251,13 @@ class ProofService:
         )
 
     def on_commit(self, block: bytes, commit: Commit) -> None:
-        """After a commit: publish the header if this node proposed it (one copy per block)."""
+        """After a commit: rotate the pinned state views (module docstring); publish the
+        header if this node proposed it (one copy per block)."""
+        if self._is_validator():
+            if self._served is not None:
+                self._served.close()
+            self._served, self._served_top = self._candidate, None
+            self._candidate = self.app.store.view()
         header = blk.decode(block).header
         self._remember_set()
         if self.key is None or header.proposer != self.key.public_key:
@@ -230,7 +277,7 @@ class ProofService:
         if message.channel != "proof_req" or not self._is_validator():
             return
         try:
-            value = codec.decode(message.payload, max_bytes=16 << 10)
+            value = codec.decode(message.payload, max_bytes=MAX_REQUEST_BYTES)
             if not isinstance(value, list) or value[1:2] != [self.app.chain_id]:
                 raise ValueError("not a request of this chain")
             if value[0] == "headers_req":
@@ -303,7 +350,8 @@ class ProofService:
         self._nonces.move_to_end(requester)
         if len(self._nonces) > MAX_REQUESTERS:
             self._nonces.popitem(last=False)
-        height = self.app.height
+        view = self._served
+        height = self.app.height if view is None else view.height
         answers = [self._answer(requester, str(kind), bytes(arg)) for kind, arg in queries]
         self._send("proof_resp", codec.encode(["proof_resp", nonce, height, answers]), sender)
         self.stats["proofs_answered"] += 1
@@ -311,7 +359,7 @@ class ProofService:
     def _answer(self, requester: bytes, kind: str, arg: bytes) -> list[codec.Value]:
         if kind == "key":
             try:
-                proof = self._queries.prove(requester, arg)
+                proof = self._prove(requester, arg)
             except AccessDenied as exc:
                 self.stats["proof_denied"] += 1
                 return [kind, arg, "denied", str(exc)]
@@ -320,7 +368,59 @@ class ProofService:
             return [kind, arg, "ok", proof.to_value()]
         if kind == "tx":
             return self._answer_tx(requester, arg)
+        if kind == "list":
+            return self._answer_list(requester, arg)
         return [kind, arg, "denied", f"unknown query kind {kind!r}"]
+
+    def _prove(self, requester: bytes, key: bytes) -> merkle.Proof | None:
+        """Fig. 4 rules (ledger.access, on the current state), plus the requester's own meter
+        rows: ``own/<its key>/<meter>`` says only that this key owns that meter, which it knows
+        itself. The proof is from the served view when there is one (module docstring).
+
+        Raises:
+            AccessDenied: the requester may not read ``key``.
+        """
+        if not key.startswith(own_prefix(requester)):
+            current = self._queries.prove(requester, key)  # raises AccessDenied
+            if self._served is None:
+                return current
+        elif self._served is None:
+            return self.app.store.prove(key)
+        return self._view_proof(self._served, key)
+
+    def _view_proof(self, view: StateView, key: bytes) -> merkle.Proof | None:
+        """Inclusion proof of ``key`` in the pinned state ``view`` (None: absent there)."""
+        bucket = merkle.bucket_of(key)
+        entries, _ = view.entries(bucket, bucket + 1, b"", max_bytes=1 << 30)
+        index = next((i for i, (k, _) in enumerate(entries) if k == key), None)
+        if index is None:
+            return None
+        if self._served_top is None:
+            # One per view and only when asked: 2 × 4,096 hashes (≈ 10 ms on x86).
+            self._served_top = merkle.TopTree(view.bucket_hashes())
+        leaves = [merkle.leaf_hash(k, v) for k, v in entries]
+        return merkle.make_proof(key, entries[index][1], leaves, index, self._served_top)
+
+    def close(self) -> None:
+        """Release the pinned views (their LMDB read transactions)."""
+        for view in (self._served, self._candidate):
+            if view is not None:
+                view.close()
+        self._served = self._candidate = None
+
+    def _answer_list(self, requester: bytes, prefix: bytes) -> list[codec.Value]:
+        """Keys under ``period/`` (public) or the requester's own ``own/<key>/``; anything
+        else is denied (a listing of ``meas/`` or ``bal/`` would name other members)."""
+        if prefix not in (b"period/", own_prefix(requester)):
+            self.stats["proof_denied"] += 1
+            return ["list", prefix, "denied", "only period/ and the requester's own/ are listed"]
+        with self.app.store.state_reader() as base:
+            found: list[codec.Value] = []
+            for key, _ in base.scan(prefix, state.prefix_end(prefix)):
+                if len(found) == MAX_LISTED:
+                    return ["list", prefix, "ok", [found, True]]
+                found.append(bytes(key))
+        return ["list", prefix, "ok", [found, False]]
 
     def _answer_tx(self, requester: bytes, tx_hash: bytes) -> list[codec.Value]:
         where = self.app.store.tx_location(tx_hash)

@@ -139,6 +139,10 @@ async def test_members_follow_headers_and_prove_their_own_state(
                 return base.get(account) is not None
 
         await c.until(solved)
+        solved_at = v0.app.height
+        # Proofs come from the state before a validator's newest block (light.md §4): the
+        # settlement is readable once one more block (here the 1 s heartbeat) is committed.
+        await c.until(lambda: v0.app.height > solved_at)
         answer, (balance, measure) = await m1.node.prove([("key", account), ("key", key1)])
         assert codec.decode(balance) == -45_500_000
         assert codec.decode(measure)[:2] == [2500, 0]
