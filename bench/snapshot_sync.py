@@ -6,7 +6,7 @@ Usage: .venv/bin/python bench/snapshot_sync.py [--members 19] [--slots 2976]
 Builds the month of bench/privacy_prune.py (one block of ``--members`` SetMeasure per 15-min
 slot, no fsync), solves and prunes it (one UTC day per block), then:
 
-- body-prunes the block store in steps of 64 blocks (what a node does after each commit) and
+- body-prunes the block store in steps of 16 blocks (what a node does after each commit) and
   prints the time per step, the ``blocks`` pages in use and the size of a compacted copy of the
   whole LMDB file before and after (LMDB reuses freed pages but never shrinks the file), and
   whether a pruned SetMeasure's signature bytes are still in the live file / in the copy;
@@ -29,7 +29,7 @@ from bench.privacy_prune import PARAMS, SLOT, T0, _commit, _ids, _pages
 from ledger import codec, privacy, state
 from ledger import tx as txm
 from ledger.app import App
-from ledger.bodyprune import BodyPruner
+from ledger.bodyprune import MAX_BLOCKS_PER_STEP, BodyPruner
 from ledger.genesis import Genesis, Period
 from ledger.keys import SigningKey
 from ledger.snapshot import (
@@ -115,8 +115,8 @@ def _body_prune(app: App, tmp: Path, marker: bytes) -> None:
     live = (store.path / "data.mdb").read_bytes()
     print(
         f"body pruning: {pruner.pruned_blocks:,} blocks, {pruner.pruned_txs:,} SetMeasure bodies "
-        f"removed in {len(steps)} steps of <= 64 blocks: slowest {max(steps) * 1000:.0f} ms, "
-        f"{sum(steps):.2f} s in all"
+        f"removed in {len(steps)} steps of <= {MAX_BLOCKS_PER_STEP} blocks: "
+        f"slowest {max(steps) * 1000:.0f} ms, {sum(steps):.2f} s in all"
     )
     print(
         f"  blocks pages in use: {before_pages:,} -> {after_pages:,} "

@@ -118,6 +118,8 @@ class SnapshotJoiner:
         self._chain = store.genesis.chain_id
         self._inbox: asyncio.Queue[Message] = asyncio.Queue(maxsize=INBOX)
         self._last_nonce = 0
+        self._turn = int.from_bytes(key.public_key[:4], "big")  # spreads joiners over servers
+        self._light: LightClient | None = None
         self.stats: dict[str, int] = {"headers": 0, "pieces": 0, "entries": 0, "bytes": 0}
 
     def feed(self, message: Message) -> None:
@@ -125,6 +127,19 @@ class SnapshotJoiner:
         dropped when the inbox is full (the request is repeated)."""
         with contextlib.suppress(asyncio.QueueFull):
             self._inbox.put_nowait(message)
+
+    def _target(self) -> bytes:
+        """The next validator to ask, in turn, never this node itself (a restarting validator
+        would otherwise ask itself — it answers nothing while joining — one time in n):
+        keys of the newest verified header's set."""
+        light = self._light
+        assert light is not None
+        latest = light.validators(light.latest.validators_hash) or ()
+        keys = sorted(pk for pk, _ in latest if pk != self._key.public_key)
+        if not keys:
+            return b""
+        self._turn += 1
+        return keys[self._turn % len(keys)]
 
     def _nonce(self) -> int:
         self._last_nonce = max(self._last_nonce + 1, time.time_ns() // 1_000_000)
@@ -152,7 +167,7 @@ class SnapshotJoiner:
                 answer); nothing was written to the stores.
         """
         shutil.rmtree(self._workdir, ignore_errors=True)
-        light = LightClient(self._workdir, self._store.genesis, durable=False)
+        light = self._light = LightClient(self._workdir, self._store.genesis, durable=False)
         try:
             tracker = PriorityTracker()
             await self._headers(light, tracker, need=None)
@@ -186,7 +201,7 @@ class SnapshotJoiner:
         stalls = 0
         while need is None or light.height < need:
             before = light.height
-            payload = make_headers_request(self._chain, before + 1, self._nonce())
+            payload = make_headers_request(self._chain, before + 1, self._nonce(), self._target())
             self._send("proof_req", payload, None)
             answer = await self._receive(_headers_answer)
             updates = () if answer is None else answer.updates
@@ -206,7 +221,8 @@ class SnapshotJoiner:
     async def _manifest(self) -> Manifest:
         for _ in range(MAX_TRIES):
             nonce = self._nonce()
-            self._send("sync_req", make_request(self._key, self._chain, self._node_id, nonce), None)
+            request = make_request(self._key, self._chain, self._node_id, nonce, self._target())
+            self._send("sync_req", request, None)
             found = await self._receive(functools.partial(self._manifest_answer, nonce=nonce))
             if isinstance(found, Manifest):
                 return found

@@ -261,3 +261,41 @@ async def test_late_joiner_restores_a_snapshot_and_follows(
         assert all(txm.decode(r).kind == "SetMeasure" for r in sent)
     finally:
         await c.close()
+
+
+@pytest.mark.timeout(60)
+async def test_a_validator_that_lost_its_disk_rejoins_by_snapshot_and_votes(
+    tmp_path: Path,
+) -> None:
+    """Three of four validators settle and prune a period while the fourth is down with an
+    empty disk; it joins by snapshot and then votes with the right proposer priorities: with
+    another validator stopped, the chain only progresses if the restored one takes part."""
+    c = Chain(tmp_path)
+    try:
+        for i, key in enumerate(VALIDATORS[:3]):
+            c.start(f"v{i}", key)
+        c.commit = partial(_commit_at, c, ["v0", "v1", "v2"])  # type: ignore[method-assign]
+        await _settle_and_prune(c)
+        late = c.start("v3", VALIDATORS[3])
+        await c.until(lambda: late.stats["snapshot_joined"] == 1, "validator snapshot join", 30)
+        await c.nodes["v2"].close()
+        c.tasks.pop("v2")
+        c.commit = partial(_commit_at, c, ["v0", "v1", "v3"])  # type: ignore[method-assign]
+        await c.commit(c.admin("AddMeter", {"meter_id": "M7", "account": N1.public_key}))
+        assert late.engine is not None
+        assert late.engine.is_validator
+        assert late.app.app_hash == c.nodes["v0"].app.app_hash
+    finally:
+        await c.close()
+
+
+async def _commit_at(c: Chain, names: list[str], *raws: bytes) -> None:
+    """Submit at the first node and wait until every named node has every tx in a block."""
+    for raw in raws:
+        c.nodes[names[0]].submit_tx(raw)
+    hashes = [sha256(r) for r in raws]
+    nodes = [c.nodes[n] for n in names]
+    await c.until(
+        lambda: all(n.store.tx_location(h) is not None for n in nodes for h in hashes),
+        f"{len(raws)} txs committed at {names}",
+    )
