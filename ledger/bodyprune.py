@@ -78,11 +78,13 @@ class BodyPruner:
             return 0
         cursor = start = self.cursor
         records: dict[int, bytes] = {}
+        examined = 0
         with self._store.state_reader() as base:
             st = state.Overlay(base)
-            while cursor <= self._store.height and cursor - start < self._max_blocks:
+            while cursor <= self._store.height and examined < self._max_blocks:
                 raw = self._store.block(cursor)
                 if raw is not None:  # None: already pruned, or below a restored snapshot
+                    examined += 1  # (those cost one lookup each and do not count)
                     block = decode_block(raw)
                     drop, waiting = _measurements_to_drop(st, block)
                     if waiting is not None:

@@ -469,7 +469,8 @@ class Store:
                     f"{top.root.hex()[:16]}…, expected {app_hash.hex()[:16]}…"
                 )
             txn.put(K_SNAPSHOT_BASE, codec.encode(list(base)), db=self._db["meta"])
-            txn.put(K_BODY_CURSOR, codec.encode([height + 1]), db=self._db["meta"])
+            if self.height == 0:  # no block below: the body pruner starts after the snapshot
+                txn.put(K_BODY_CURSOR, codec.encode([height + 1]), db=self._db["meta"])
             self._write_tip(txn, height, block_hash, time_ms, app_hash)
         self._top = self._pending_top = top
         self.height, self.last_block_hash, self.last_time_ms, self.app_hash = base
