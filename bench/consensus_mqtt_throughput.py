@@ -17,6 +17,8 @@ committed there (wall clock, same machine). Printed:
 * MQTT link bytes (both directions, from each worker's proxy) per committed block and the
   share of consensus messages: bytes per vote = consensus-channel payload / votes sent.
 
+``LEM_BENCH_PROFILE=DIR`` runs validator 0 under cProfile (``DIR/v0.prof``).
+
 Figures vary with the other load on this shared 2-core machine; run it twice.
 """
 
@@ -24,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import functools
 import json
 import os
 import statistics
@@ -31,7 +35,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -40,7 +46,7 @@ from ledger.consensus import wire
 from ledger.consensus.engine import EngineConfig
 from ledger.consensus.errors import MessageError
 from ledger.keys import SigningKey, sha256
-from ledger.node import Node
+from ledger.node import CommitInfo, Node
 from ledger.transport.base import CHANNELS
 from ledger.transport.mqtt import MqttTransport
 from ledger.transport.mqtt_settings import MqttSettings
@@ -69,8 +75,44 @@ def _genesis(n: int):  # type: ignore[no-untyped-def]
 # ----------------------------------------------------------------------------- worker
 
 
+CPU_SPLIT_ENV = "LEM_BENCH_CPU_SPLIT"
+"""Set to 1: each worker reports the CPU time spent inside the main ledger stages."""
+
+_SPLIT: dict[str, float] = {}
+
+
+def _time_stages() -> None:
+    """Wrap the main per-tx stages with CPU-time accumulators."""
+    from ledger.app import App
+    from ledger.consensus.engine import Engine
+    from ledger.mempool import Mempool
+    from ledger.store import Store
+
+    stages = [
+        (Mempool, "add_many", "admission"),
+        (Mempool, "update", "mempool_update"),
+        (App, "prepare", "prepare"),
+        (App, "validate_block", "validate"),
+        (Store, "commit", "store_commit"),
+        (Engine, "receive", "engine_receive"),
+    ]
+    for cls, name, label in stages:
+        original = getattr(cls, name)
+
+        def wrapped(*a: Any, _o: Any = original, _l: str = label, **k: Any) -> Any:
+            start = time.process_time()
+            try:
+                return _o(*a, **k)
+            finally:
+                _SPLIT[_l] = _SPLIT.get(_l, 0.0) + time.process_time() - start
+
+        setattr(cls, name, wrapped)
+
+
 async def worker(index: int, n: int, port: int, root: Path, out: Path, durable: bool) -> None:
     """One validator: run until the parent writes ``root/stop``, then dump its records."""
+    if os.environ.get(CPU_SPLIT_ENV):
+        _time_stages()
     g = _genesis(n)
     proxy = FaultProxy("127.0.0.1", port)
     await proxy.start()
@@ -88,23 +130,19 @@ async def worker(index: int, n: int, port: int, root: Path, out: Path, durable: 
         config=EngineConfig(g.chain_id),
         durable=durable,
     )
-    task = asyncio.create_task(node.run())
     commits: list[tuple[int, float, list[str]]] = []
-    seen = 0
+
+    def record(info: CommitInfo) -> None:  # called in the consensus task right after a commit
+        commits.append((info.height, time.time(), [sha256(t)[:8].hex() for t in info.txs]))
+
+    node.add_commit_listener(record)
+    task = asyncio.create_task(node.run())
     (root / f"ready{index}").touch()
     cpu_at_ready = time.process_time()
     while not (root / "stop").exists():
         if task.done():
             task.result()
-        height = node.app.height
-        if height > seen:
-            now = time.time()
-            for h in range(seen + 1, height + 1):
-                raw = node.app.block(h)
-                txs = blk.decode(raw).txs if raw is not None else ()
-                commits.append((h, now, [sha256(t)[:8].hex() for t in txs]))
-            seen = height
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(0.1)
     stats = transport.stats
     record = {
         "commits": commits,
@@ -116,6 +154,7 @@ async def worker(index: int, n: int, port: int, root: Path, out: Path, durable: 
         "engine": dict(node.engine.stats) if node.engine else {},
         "hash": node.app.last_block_hash.hex(),
         "cpu_s": time.process_time() - cpu_at_ready,
+        "cpu_split": dict(_SPLIT),
         "height": node.app.height,
     }
     await node.close()
@@ -273,6 +312,14 @@ def report(root: Path, n: int, args: argparse.Namespace) -> None:
         f" {2e6 / per_tx_us:.0f} tx/s (broker and load generator not counted)"
     )
     print(f"  load average during the run: {os.getloadavg()[0]:.1f} (2 cores, shared)")
+    split = recs[0].get("cpu_split") or {}
+    if split:
+        committed = max(1, len(everywhere))
+        parts = ", ".join(f"{k} {v / committed * 1e6:.0f}" for k, v in sorted(split.items()))
+        print(
+            f"  v0 CPU by stage [µs per committed tx, nested stages overlap]: {parts};"
+            f" whole process {recs[0]['cpu_s'] / committed * 1e6:.0f}"
+        )
     total_blocks = max(rec["height"] for rec in recs)
     for i, rec in enumerate(recs):
         per_block = rec["link_bytes"] / max(1, total_blocks)
@@ -283,6 +330,22 @@ def report(root: Path, n: int, args: argparse.Namespace) -> None:
         )
         if args.verbose:
             print(f"    node {rec['node']}\n    engine {rec['engine']}\n    mqtt {rec['mqtt']}")
+
+
+PROFILE_ENV = "LEM_BENCH_PROFILE"
+"""Set to a directory: validator 0 runs under cProfile and writes ``v0.prof`` there (read it
+with ``python -m pstats``); the other validators run unprofiled."""
+
+
+def _profiled(fn: Callable[[], None], out: Path) -> None:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        fn()
+    finally:
+        profiler.disable()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        profiler.dump_stats(str(out))
 
 
 def main() -> None:
@@ -301,7 +364,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker is not None:
         out = args.root / f"w{args.worker}.json"
-        asyncio.run(worker(args.worker, args.validators, args.port, args.root, out, args.durable))
+        run_worker = functools.partial(
+            worker, args.worker, args.validators, args.port, args.root, out, args.durable
+        )
+        profile_dir = os.environ.get(PROFILE_ENV)
+        if profile_dir and args.worker == 0:
+            _profiled(lambda: asyncio.run(run_worker()), Path(profile_dir) / "v0.prof")
+        else:
+            asyncio.run(run_worker())
     elif args.load:
         asyncio.run(
             load(

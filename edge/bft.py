@@ -28,7 +28,7 @@ from ledger.consensus.engine import EngineConfig
 from ledger.errors import Reason, TxRejected
 from ledger.keys import SigningKey
 from ledger.mempool import Mempool
-from ledger.node import Node
+from ledger.node import CommitInfo, Node
 from ledger.transport.base import CHANNELS, Transport, TransportError
 from ledger.transport.mqtt import MqttTransport
 from ledger.transport.mqtt_settings import MqttSettings, MqttSettingsError
@@ -108,6 +108,22 @@ class BftLedger:
         self.clock = clock
         self._regossip: set[asyncio.Task[None]] = set()
         self.regossiped = 0
+        self.on_commit: Callable[[float], None] | None = None
+        """Called with each block's commit latency [s]: height start to durable commit at this
+        node (the daemon observes ``lem_ledger_commit_seconds`` with it)."""
+        self._woken: list[Callable[[], None]] = []
+        node.add_commit_listener(self._committed)
+
+    def add_commit_listener(self, wake: Callable[[], None]) -> None:
+        """Call ``wake()`` right after every commit (the submitter settles and signs at once
+        instead of waiting for its next poll)."""
+        self._woken.append(wake)
+
+    def _committed(self, info: CommitInfo) -> None:
+        if self.on_commit is not None:
+            self.on_commit(info.commit_seconds)
+        for wake in self._woken:
+            wake()
 
     @property
     def role(self) -> str:

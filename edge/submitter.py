@@ -234,6 +234,11 @@ class Submitter:
         self.wake = asyncio.Event()
         self.committed_records = 0
         self.rejected_records = 0
+        # A ledger node that reports its commits (BFT mode) wakes us right after each one:
+        # committed records leave the outbox and the next ones are signed without a poll delay.
+        listen = getattr(signer.node, "add_commit_listener", None)
+        if callable(listen):
+            listen(self.wake.set)
 
     async def run(self) -> None:
         while True:

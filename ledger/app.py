@@ -7,6 +7,8 @@ PrepareProposal, ProcessProposal, FinalizeBlock + Commit folded into ``commit_bl
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,6 +22,64 @@ from ledger.store import Store
 from ledger.tx import Tx
 
 _CACHE_BLOCKS = 8  # validated proposals kept per height (one per round is typical)
+_DECODED_BLOCKS = 4  # decoded blocks kept by their bytes (each up to 1 MiB)
+
+
+class CachedReader:
+    """A read-through cache over one state snapshot (an LMDB read transaction).
+
+    Executing a block or admitting a batch reads the same few keys (``cfg/chain``,
+    ``cfg/admins``, …) for every tx; inside one snapshot the value of a key cannot change,
+    so each is read from LMDB once (docs/spec/consensus.md §11). Scans pass through.
+    """
+
+    __slots__ = ("_base", "_cache")
+
+    def __init__(self, base: state.StateReader) -> None:
+        self._base = base
+        self._cache: dict[bytes, bytes | None] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        try:
+            return self._cache[key]
+        except KeyError:
+            value = self._cache[key] = self._base.get(key)
+            return value
+
+    def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        return self._base.scan(start, end)
+
+
+class Admission:
+    """Mempool admission of a batch of txs against one snapshot of the committed state.
+
+    Obtained from :meth:`App.admission`; valid only inside its ``with`` block. Admission
+    only reads (``check_tx`` never applies a tx), so one overlay and one context serve the
+    whole batch, and each account's committed sequence is read once.
+    """
+
+    def __init__(self, app: App, reader: CachedReader) -> None:
+        self._overlay = state.Overlay(reader)
+        self._ctx = app._ctx(self._overlay, app.height + 1, app.last_block_time_ms, True)
+        self._sequences: dict[bytes, int] = {}
+
+    def sequence(self, account: bytes) -> int:
+        """The next sequence ``account`` must use in the committed state."""
+        seq = self._sequences.get(account)
+        if seq is None:
+            seq = self._sequences[account] = self._overlay.get_int(state.k_seq(account))
+        return seq
+
+    def admit(self, raw: bytes, expected_sequence: int | None = None) -> Tx:
+        """:meth:`App.admit_tx` on this batch's snapshot.
+
+        Raises:
+            TxRejected: the first rule broken.
+        """
+        tx, _, _ = admit(self._ctx, raw, expected_sequence)
+        if self._overlay.writes:  # a handler wrote during validation: never share that
+            raise AssertionError("a tx kind's validate() wrote state")
+        return tx
 
 
 class Application(Protocol):
@@ -66,6 +126,7 @@ class App:
         self.store = store
         self.evidence_verifier = evidence_verifier
         self._validated: OrderedDict[bytes, dict[bytes, bytes | None]] = OrderedDict()
+        self._decoded: OrderedDict[bytes, blk.Block] = OrderedDict()
 
     @property
     def chain_id(self) -> str:
@@ -114,10 +175,15 @@ class App:
     def admit_tx(self, tx_bytes: bytes, expected_sequence: int | None = None) -> Tx:
         """:meth:`check_tx` that returns the decoded tx; the mempool passes the sequence it
         expects after the signer's pending txs."""
+        with self.admission() as batch:
+            return batch.admit(tx_bytes, expected_sequence)
+
+    @contextmanager
+    def admission(self) -> Iterator[Admission]:
+        """Admit many txs against one snapshot of the committed state (one LMDB read
+        transaction, each state key read once): the mempool's batch path."""
         with self.store.state_reader() as base:
-            ctx = self._ctx(state.Overlay(base), self.height + 1, self.last_block_time_ms, True)
-            tx, _, _ = admit(ctx, tx_bytes, expected_sequence)
-        return tx
+            yield Admission(self, CachedReader(base))
 
     def sequence(self, account: bytes) -> int:
         """The next sequence number ``account`` must use, in the committed state."""
@@ -133,7 +199,7 @@ class App:
         self._check_next(height, time_ms)
         budget = blk.MAX_BLOCK_BYTES - 4096  # header, commit and framing stay well below this
         with self.store.state_reader() as base:
-            overlay = state.Overlay(base)
+            overlay = state.Overlay(CachedReader(base))
             ctx = self._ctx(overlay, height, time_ms, False)
             kept, dropped = select_txs(ctx, _fit(txs, budget))
         header = blk.Header(
@@ -150,7 +216,9 @@ class App:
         )
         block = blk.Block(header, tuple(kept), last_commit)
         self._remember(block.hash, overlay.writes)
-        return Prepared(block.encode(), dropped)
+        block_bytes = block.encode()
+        self._keep_decoded(block_bytes, block)
+        return Prepared(block_bytes, dropped)
 
     def prepare_block(
         self, height: int, time_ms: int, proposer: bytes, txs: list[bytes], last_commit: codec.Value
@@ -170,8 +238,27 @@ class App:
         """
         self._validate(block_bytes)
 
+    def decode_block(self, block_bytes: bytes) -> blk.Block:
+        """:func:`ledger.block.decode`, remembered for the last few blocks by their bytes: a
+        proposal is decoded for its id, its proposer, validation and the commit, and each
+        decode re-checks the canonical form and the txs hash of the whole block.
+
+        Raises:
+            BlockInvalid: as :func:`ledger.block.decode` (failures are not remembered).
+        """
+        hit = self._decoded.get(block_bytes)
+        if hit is None:
+            hit = blk.decode(block_bytes)
+            self._keep_decoded(block_bytes, hit)
+        return hit
+
+    def _keep_decoded(self, block_bytes: bytes, block: blk.Block) -> None:
+        self._decoded[block_bytes] = block
+        while len(self._decoded) > _DECODED_BLOCKS:
+            self._decoded.popitem(last=False)
+
     def _validate(self, block_bytes: bytes) -> blk.Block:
-        block = blk.decode(block_bytes)
+        block = self.decode_block(block_bytes)
         if block.hash in self._validated:
             return block
         h = block.header
@@ -188,7 +275,7 @@ class App:
         if all(pk != h.proposer for pk, _ in self.validators()):
             raise BlockInvalid(f"block {h.height}: proposer is not a validator")
         with self.store.state_reader() as base:
-            overlay = state.Overlay(base)
+            overlay = state.Overlay(CachedReader(base))
             try:
                 execute_block(self._ctx(overlay, h.height, h.time_ms, False), block.txs)
             except TxRejected as exc:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter, OrderedDict
+import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,9 +49,6 @@ log = logging.getLogger("ledger.node")
 
 LINK_POLL_S = 0.5
 """How often the node looks at the transport's connect counter [s]."""
-
-DECODED_BLOCKS = 4
-"""Decoded blocks kept by the consensus port (one per round is typical; each ≤ 1 MiB)."""
 
 MAX_PROPOSAL_TXS_BYTES = 192 * 1024
 """Bound on the txs of one proposed block [bytes]: the proposal, the announcement and sync
@@ -92,7 +90,6 @@ class LedgerPort:
         self._key = key
         self._gossip = gossip
         self._dropped: dict[bytes, list[tuple[bytes, TxRejected]]] = {}
-        self._blocks: OrderedDict[bytes, blk.Block] = OrderedDict()
         self.rejections: Counter[str] = Counter()
         self.on_commit: Callable[[bytes, Commit], None] | None = None
         """Called after each committed block (the light members' header feed)."""
@@ -101,15 +98,10 @@ class LedgerPort:
         return self.app.height
 
     def _decoded(self, block: bytes) -> blk.Block:
-        """Decode ``block`` once: consensus asks for its id, proposer and contents several
-        times per height, and decoding re-checks the canonical form of every tx."""
-        hit = self._blocks.get(block)
-        if hit is None:
-            hit = blk.decode(block)  # raises BlockInvalid / CodecError: not cached
-            self._blocks[block] = hit
-            while len(self._blocks) > DECODED_BLOCKS:
-                self._blocks.popitem(last=False)
-        return hit
+        """Decode ``block`` once (the app's cache, shared with validation and the commit):
+        consensus asks for its id, proposer and contents several times per height, and
+        decoding re-checks the canonical form and txs hash of the whole block."""
+        return self.app.decode_block(block)  # raises BlockInvalid / CodecError: not cached
 
     def block_id(self, block: bytes) -> bytes:
         """The header hash (what headers, proofs and ``prev_block_hash`` use)."""
@@ -187,7 +179,7 @@ class LedgerPort:
         if self._key is None:
             return
         me = self._key.public_key
-        pending = sum(1 for raw in self.mempool.reap() if txm.decode(raw).signer == me)
+        pending = self.mempool.pending_of(me)
         vote_a, vote_b = evidence.encode_pair()
         body = {"vote_a": vote_a, "vote_b": vote_b}
         raw = txm.make(
@@ -199,6 +191,32 @@ class LedgerPort:
             self.rejections[f"evidence_{exc.reason}"] += 1
             return
         self._gossip(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class CommitInfo:
+    """One committed block, as commit listeners see it (:meth:`Node.add_commit_listener`).
+
+    Attributes:
+        height: the committed height.
+        block_hash: its header hash [32 bytes].
+        app_hash: the state root after it [32 bytes].
+        n_txs: txs in the block.
+        commit_seconds: real time from the start of the height's consensus at this node
+            (round 0 began, or the height was entered when the block came by sync) to the
+            durable commit [s] (``lem_ledger_commit_seconds``).
+        txs: the block's tx envelopes.
+    """
+
+    height: int
+    block_hash: bytes
+    app_hash: bytes
+    n_txs: int
+    commit_seconds: float
+    txs: tuple[bytes, ...]
+
+
+CommitListener = Callable[[CommitInfo], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +322,7 @@ class Node:
         self._tasks: asyncio.TaskGroup | None = None
         self._guarded: _GuardedClock | None = None
         self.port.on_commit = self._on_commit
+        self._commit_listeners: list[CommitListener] = []
         self._config = config
         self._clock = clock
         self._crash = crash
@@ -387,6 +406,7 @@ class Node:
             self.snapshots.on_commit()
         if self.bodies is not None:
             self.bodies.step()
+        self._notify_commit_listeners(block)
 
     async def close(self) -> None:
         """Stop the tasks of :meth:`run` and close the transport."""
@@ -503,19 +523,17 @@ class Node:
             self.engine.receive(message.channel, message.sender, message.payload)
 
     def _admit_all(self, raws: list[bytes]) -> None:
+        """Admit gossiped txs as one batch (one state snapshot); a tx ahead of its account's
+        sequence is held until its predecessor arrives (ledger/mempool.py)."""
         if self._joiner is not None:
             self.stats["tx_dropped_joining"] += len(raws)
             return  # checked against a state about to be replaced; gossip repeats them
-        admitted = 0
-        for raw in raws:
-            try:
-                self.mempool.add(raw)
-            except TxRejected as exc:
-                self.stats[f"tx_rejected_{exc.reason}"] += 1
-                continue
-            admitted += 1
-        self.stats["tx_admitted"] += admitted
-        if admitted and self.engine is not None:
+        result = self.mempool.add_many(raws, hold=True)
+        for _, exc in result.rejected:
+            self.stats[f"tx_rejected_{exc.reason}"] += 1
+        self.stats["tx_held"] += len(result.held)
+        self.stats["tx_admitted"] += len(result.admitted)
+        if result.admitted and self.engine is not None:
             self.engine.notify_tx()
 
     def _send(self, channel: str, payload: bytes, to: str | None) -> None:
@@ -618,7 +636,38 @@ class Node:
         if self.engine is not None:
             self.engine.notify_tx()
 
+    def _notify_commit_listeners(self, block: bytes) -> None:
+        """Tell the commit listeners (metrics, the edge submitter) about a durable commit."""
+        if not self._commit_listeners:
+            return
+        decoded = self.app.decode_block(block)  # cached: the block was just validated
+        started = self.engine.height_started if self.engine is not None else time.monotonic()
+        info = CommitInfo(
+            decoded.header.height,
+            decoded.hash,
+            self.app.app_hash,
+            len(decoded.txs),
+            max(0.0, time.monotonic() - started),
+            decoded.txs,
+        )
+        for listener in list(self._commit_listeners):
+            try:
+                listener(info)
+            except Exception:  # a listener (metrics, a waking submitter) must not stop consensus
+                self.stats["commit_listener_errors"] += 1
+                log.exception("commit listener failed", extra={"height": info.height})
+
     # ----------------------------------------------------------------- API
+
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        """Call ``listener`` with a :class:`CommitInfo` after every committed block (from the
+        consensus task, synchronously: keep it short; errors are logged and counted)."""
+        self._commit_listeners.append(listener)
+
+    def remove_commit_listener(self, listener: CommitListener) -> None:
+        """Stop calling ``listener`` (no error if it was not registered)."""
+        if listener in self._commit_listeners:
+            self._commit_listeners.remove(listener)
 
     def submit_tx(self, raw: bytes) -> bytes:
         """Admit a locally submitted tx and gossip it; returns its hash.
@@ -646,7 +695,15 @@ class Node:
         }
 
 
-__all__ = ["LedgerPort", "Node", "NodeDirs", "Vote", "ledger_verifier"]
+__all__ = [
+    "CommitInfo",
+    "CommitListener",
+    "LedgerPort",
+    "Node",
+    "NodeDirs",
+    "Vote",
+    "ledger_verifier",
+]
 
 
 def _within(raws: list[bytes], budget: int) -> list[bytes]:

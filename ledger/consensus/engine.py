@@ -11,6 +11,7 @@ persists → WAL records → publish → the core counts it.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -127,6 +128,9 @@ class Engine(BlockFollower):
         self._replaying = False
         self._republish_timer: TimerHandle | None = None
         self._last_tip_ms = self._clock.now_ms()
+        self.height_started = time.monotonic()
+        """Real time [s, monotonic] at which this height's round 0 began here (or the height was
+        entered, until it begins): for the commit-latency metric only, never for a decision."""
         self.core = self._new_core()
 
     # ----------------------------------------------------------------- lifecycle
@@ -391,6 +395,7 @@ class Engine(BlockFollower):
     def entered_height(self) -> None:
         """Called by the follower after a block is applied: fresh core, buffered messages."""
         self.store.wal_prune(self.height)
+        self.height_started = time.monotonic()
         self._own.clear()
         # Per-height state: digests of the decided height's messages are no longer needed.
         self._seen.clear()
@@ -426,6 +431,8 @@ class Engine(BlockFollower):
         self._perform(self._start_actions())
 
     def _start_actions(self) -> list[Action]:
+        if not self.core.started:
+            self.height_started = time.monotonic()
         if not self._replaying:
             self.store.wal_append(self.height, ["start"], sync=False)  # re-derivable, like timeouts
         return self.core.start()

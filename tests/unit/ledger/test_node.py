@@ -39,3 +39,38 @@ async def test_node_refuses_a_config_of_another_chain(tmp_path: Path) -> None:
             config=EngineConfig("other-chain"),
             durable=False,
         )
+
+
+async def test_commit_listeners_get_each_block_and_cannot_stop_consensus(tmp_path: Path) -> None:
+    """Every commit reaches the listeners with its height, hashes, tx count and a latency;
+    a listener that raises is logged and counted, and the next listener still runs."""
+    from ledger.node import CommitInfo
+    from tests.unit.ledger.helpers import ADMIN, N1, Signer
+
+    network = MemoryNetwork(LoopClock())
+    g = genesis()
+    node = Node.open(
+        tmp_path, g, network.transport("v"), key=VAL, config=EngineConfig(g.chain_id), durable=False
+    )
+    seen: list[CommitInfo] = []
+
+    def broken(info: CommitInfo) -> None:
+        raise RuntimeError("metrics exporter down")
+
+    node.add_commit_listener(broken)
+    node.add_commit_listener(seen.append)
+    task = asyncio.create_task(node.run())
+    raw = Signer(ADMIN)("AddMeter", {"meter_id": "M9", "account": N1.public_key})
+    await asyncio.sleep(0)
+    node.submit_tx(raw)
+    for _ in range(200):
+        if seen:
+            break
+        await asyncio.sleep(0.01)
+    await node.close()
+    await task
+    assert [(i.height, i.n_txs, i.txs) for i in seen] == [(1, 1, (raw,))]
+    assert seen[0].block_hash == node.app.last_block_hash
+    assert seen[0].app_hash == node.app.app_hash
+    assert 0.0 <= seen[0].commit_seconds < 60.0
+    assert node.stats["commit_listener_errors"] == 1
