@@ -132,10 +132,10 @@ async def worker(index: int, n: int, port: int, root: Path, out: Path, durable: 
     )
     commits: list[tuple[int, float, list[str]]] = []
 
-    def record(info: CommitInfo) -> None:  # called in the consensus task right after a commit
+    def on_commit(info: CommitInfo) -> None:  # called in the consensus task right after a commit
         commits.append((info.height, time.time(), [sha256(t)[:8].hex() for t in info.txs]))
 
-    node.add_commit_listener(record)
+    node.add_commit_listener(on_commit)
     task = asyncio.create_task(node.run())
     (root / f"ready{index}").touch()
     cpu_at_ready = time.process_time()
