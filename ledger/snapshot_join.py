@@ -172,6 +172,11 @@ class SnapshotJoiner:
             tracker = PriorityTracker()
             await self._headers(light, tracker, need=None)
             manifest = await self._manifest()
+            if manifest.height <= self._store.height:
+                raise SnapshotError(
+                    f"the snapshot offered is at height {manifest.height}, not above this "
+                    f"node's {self._store.height}: nothing to restore"
+                )
             await self._headers(light, tracker, need=manifest.height + 1)
             base, successor = light.header(manifest.height), light.header(manifest.height + 1)
             commit = light.commit(manifest.height)

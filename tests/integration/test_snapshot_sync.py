@@ -20,10 +20,11 @@ from ledger import tx as txm
 from ledger.consensus.clock import LoopClock, TimerHandle
 from ledger.consensus.core import TimeoutConfig
 from ledger.consensus.engine import EngineConfig
+from ledger.consensus.sync import encode_pruned
 from ledger.genesis import Genesis
 from ledger.keys import SigningKey, sha256
 from ledger.node import Node
-from ledger.transport.base import Transport
+from ledger.transport.base import Message, Transport
 from ledger.transport.memory import LinkFaults, MemoryNetwork
 from tests.unit.ledger.helpers import ADMIN, N1, N2, Signer, genesis, measure, period
 
@@ -299,3 +300,27 @@ async def _commit_at(c: Chain, names: list[str], *raws: bytes) -> None:
         lambda: all(n.store.tx_location(h) is not None for n in nodes for h in hashes),
         f"{len(raws)} txs committed at {names}",
     )
+
+
+@pytest.mark.timeout(60)
+async def test_forged_pruned_answer_costs_a_detour_only(tmp_path: Path) -> None:
+    """A forged 'sync_pruned' for a validator's current height makes it try a join; the
+    offered snapshot is not ahead of it, so the join fails by name and the validator goes on
+    deciding blocks with the others."""
+    c = Chain(tmp_path)
+    try:
+        for i, key in enumerate(VALIDATORS):
+            c.start(f"v{i}", key)
+        await c.commit(c.admin("AddMeter", {"meter_id": "M5", "account": N1.public_key}))
+        await c.commit(c.admin("AddMeter", {"meter_id": "M6", "account": N1.public_key}))
+        v1 = c.nodes["v1"]
+        assert v1.engine is not None
+        height = v1.engine.height
+        forged = encode_pruned(c.genesis.chain_id, height, height)
+        v1._handle(Message("sync_resp", "forger", forged))
+        await c.until(partial(_failed, v1, 1), "the detour ends")
+        await c.commit(c.admin("AddMeter", {"meter_id": "M8", "account": N1.public_key}))
+        assert v1.app.app_hash == c.nodes["v0"].app.app_hash
+        assert v1.engine is not None
+    finally:
+        await c.close()
