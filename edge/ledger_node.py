@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from edge.clock import DaemonClock
 from edge.health import Health
 from ledger.app import App
+from ledger.bodyprune import BodyPruner
 from ledger.keys import SigningKey
 from ledger.mempool import Mempool
 from ledger.single import SingleNode
@@ -83,6 +84,8 @@ class SingleLedger:
         health: beaten every loop turn.
         heartbeat_s: an empty block at least this often [real s].
         batch_delay_s: wait after a first pending tx to gather more [real s].
+        prune_bodies: on a chain with retention, remove pruned days' SetMeasure bodies from the
+            block store after each block (docs/spec/privacy.md §3.1).
     """
 
     mode = "single"
@@ -96,8 +99,11 @@ class SingleLedger:
         *,
         heartbeat_s: float = 300.0,
         batch_delay_s: float = 0.2,
+        prune_bodies: bool = True,
     ) -> None:
         self.app = app
+        retention = app.store.genesis.dispute_window_ms is not None
+        self._bodies = BodyPruner(app.store) if prune_bodies and retention else None
         self.node = SingleNode(
             app, key, heartbeat_s=heartbeat_s, batch_delay_s=batch_delay_s, clock_ms=clock.now_ms
         )
@@ -107,6 +113,7 @@ class SingleLedger:
         self.batch_delay_s = batch_delay_s
         self._wake = asyncio.Event()
         self._making: asyncio.Task[bytes] | None = None
+        self._pruning: asyncio.Future[int] | None = None
         self.on_commit: Callable[[float], None] | None = None
         """Called with each block's build + durable commit time [s] (the daemon's metric)."""
 
@@ -161,6 +168,12 @@ class SingleLedger:
         self._making = asyncio.ensure_future(self.node.make_block())
         await asyncio.shield(self._making)
         self._making = None
+        if self._bodies is not None:
+            # Like the commit: bounded LMDB work in a worker thread, shielded so close() waits
+            # for it before the store is closed.
+            self._pruning = asyncio.ensure_future(asyncio.to_thread(self._bodies.step))
+            await asyncio.shield(self._pruning)
+            self._pruning = None
         if self.on_commit is not None:
             self.on_commit(time.perf_counter() - started)
 
@@ -170,3 +183,8 @@ class SingleLedger:
                 await self._making
             except Exception as exc:  # reported by run(); here we only wait for the write
                 log.error("last block failed during shutdown", exc_info=exc)
+        if self._pruning is not None:
+            try:
+                await self._pruning
+            except Exception as exc:  # the cursor did not move: the next start redoes the step
+                log.error("block-body pruning failed during shutdown", exc_info=exc)

@@ -78,7 +78,14 @@ async def open_ledger(
     validators = [pk for pk, _ in app.validators()]
     if validators == [key.public_key] and not config.ledger.brokers:
         log.info("single-validator mode", extra={"height": app.height})
-        node = SingleLedger(app, key, clock, health, heartbeat_s=config.ledger.block_heartbeat_s)
+        node = SingleLedger(
+            app,
+            key,
+            clock,
+            health,
+            heartbeat_s=config.ledger.block_heartbeat_s,
+            prune_bodies=not config.ledger.keep_block_bodies,
+        )
         return node, None, [store.close]
     if not config.ledger.brokers:
         store.close()
