@@ -316,6 +316,11 @@ class ProofService:
             )
             last_vhash = header.validators_hash
             updates.append(codec.decode(update))
+        if not updates and max(1, from_height) <= self.app.height:
+            # Below the snapshot this node was restored from (docs/spec/consensus.md §5b): no
+            # answer, so the member asks another validator instead of this one again at once.
+            self.stats["headers_unavailable"] += 1
+            return
         self._send("proof_resp", codec.encode(["headers", updates]), to)
         self.stats["headers_answered"] += 1
 

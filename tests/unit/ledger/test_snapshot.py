@@ -226,3 +226,28 @@ def test_view_is_consistent_while_the_node_commits(tmp_path: Path) -> None:
     assert view.height == height
     assert merkle.TopTree(view.bucket_hashes()).root == app_hash
     view.close()
+
+
+def test_restored_validator_stays_silent_on_headers_it_never_had(tmp_path: Path) -> None:
+    """A validator restored from a snapshot at S answers a headers request for heights up to S
+    with nothing (the member then asks another one instead of spinning on empty answers) and a
+    request beyond its tip with the usual empty answer."""
+    from ledger.app import App
+    from ledger.proofs import ProofService, make_headers_request
+
+    app = _app_with_meters(tmp_path / "a", 3)
+    height, roots, chunks = _all_entries(app.store)
+    target = Store(tmp_path / "b", genesis(), durable=False)
+    base = (height, app.last_block_hash, app.last_block_time_ms, manifest_root(roots))
+    target.restore(base, [e for chunk in chunks for e in chunk])
+    out = _Outbox()
+    service = ProofService(App(target), VAL, out)
+    request = make_headers_request(CHAIN, 1, 5, VAL.public_key)
+    service.handle(Message("proof_req", "m1", request))
+    assert out.sent == []
+    assert service.stats["headers_unavailable"] == 1
+    service.handle(
+        Message("proof_req", "m1", make_headers_request(CHAIN, height + 1, 6, VAL.public_key))
+    )
+    assert codec.decode(out.sent[-1][1]) == ["headers", []]
+    target.close()
