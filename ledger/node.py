@@ -613,7 +613,10 @@ class Node:
         except SnapshotError as exc:
             self.stats["snapshot_failed"] += 1
             log.error("state-snapshot sync failed, back to block sync: %s", exc)
-            self._join_after_s = asyncio.get_running_loop().time() + JOIN_RETRY_S
+            loop = asyncio.get_running_loop()
+            self._join_after_s = loop.time() + JOIN_RETRY_S
+            # Ask again then (an idle chain would otherwise tell nothing until its next tip).
+            loop.call_later(JOIN_RETRY_S + 0.1, self._sync_again)
         else:
             self.stats["snapshot_joined"] += 1
             self.mempool.update([], [])  # re-check what waits against the restored state
@@ -626,6 +629,10 @@ class Node:
             self._joiner = None
         if not self._closed:
             self._start_engine()
+
+    def _sync_again(self) -> None:
+        if self.engine is not None and not self._closed:
+            self.engine.sync_now()
 
     def _valset_powers(self, height: int) -> dict[bytes, int] | None:
         valset = self.cstore.load_valset(height)

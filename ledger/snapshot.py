@@ -44,6 +44,9 @@ NONCE_WINDOW_MS = 300_000
 """A snapshot request's nonce (its wall time) may differ this much from the server's [ms]."""
 LEASE_S = 120.0
 """A view a joiner is fetching is kept this long after its last request [s]."""
+MAX_VIEW_AGE_S = 900.0
+"""A served view is replaced after this long even while leased [s]: a steady trickle of
+joiners must not pin old pages (LMDB cannot reuse what a reader still sees) for ever."""
 SIGN_KIND = "snap_req"
 KINDS = ("snap_req", "snap_manifest", "snap_none", "snap_chunk_req", "snap_chunk", "sync_pruned")
 _TOP = b"\x02"  # docs/spec/ledger.md §6: inner node of the top tree
@@ -200,6 +203,7 @@ class SnapshotServer:
         self._served: StateView | None = None
         self._roots: list[bytes] | None = None
         self._lease_until = 0.0
+        self._served_since = 0.0
         self._sessions: dict[str, int] = {}
         self._nonces: dict[bytes, int] = {}
         self.stats: Counter[str] = Counter()
@@ -213,11 +217,14 @@ class SnapshotServer:
         unless a joiner is still fetching the one served; a fresh view is opened."""
         if self._key is None:
             return
-        leased = self._served is not None and self._now_s() < self._lease_until
+        now = self._now_s()
+        leased = self._served is not None and now < self._lease_until
+        leased = leased and now - self._served_since < MAX_VIEW_AGE_S
         if not leased and self._candidate is not None:
             if self._served is not None:
                 self._served.close()
             self._served, self._roots, self._sessions = self._candidate, None, {}
+            self._served_since = now
         elif self._candidate is not None:
             self._candidate.close()
         self._candidate = self._store.view()
