@@ -18,7 +18,7 @@ from ledger.app import App
 from ledger.errors import LedgerError
 from ledger.keys import sha256
 from ledger.registry import EvidenceVerifier
-from ledger.store import Store
+from ledger.store import K_SNAPSHOT_BASE, Store
 
 
 @dataclass
@@ -66,6 +66,9 @@ def verify_height(store: Store, replay: App, height: int) -> str | None:
     if raw is None and store.is_body_pruned(height):
         # docs/spec/privacy.md §3.1: the raw SetMeasure txs are gone, so no replay from here.
         return "block body pruned: cannot replay (a node joins such a chain by snapshot)"
+    base = store.meta_value(K_SNAPSHOT_BASE)
+    if raw is None and base is not None and height <= int(base[0]):
+        return f"the store was restored from a snapshot at height {base[0]}: no block to replay"
     if raw is None:
         return "block missing"
     try:

@@ -27,6 +27,7 @@ from ledger.snapshot import (
 )
 from ledger.store import Store
 from ledger.transport.base import Message
+from ledger.verify import verify_store
 from tests.unit.ledger.helpers import ADMIN, CHAIN, OUTSIDER, VAL, Signer, commit, genesis, open_app
 
 Entries = list[tuple[bytes, bytes]]
@@ -231,7 +232,8 @@ def test_view_is_consistent_while_the_node_commits(tmp_path: Path) -> None:
 def test_restored_validator_stays_silent_on_headers_it_never_had(tmp_path: Path) -> None:
     """A validator restored from a snapshot at S answers a headers request for heights up to S
     with nothing (the member then asks another one instead of spinning on empty answers) and a
-    request beyond its tip with the usual empty answer."""
+    request beyond its tip with the usual empty answer; ledger verify says why it cannot
+    replay."""
     from ledger.app import App
     from ledger.proofs import ProofService, make_headers_request
 
@@ -250,4 +252,7 @@ def test_restored_validator_stays_silent_on_headers_it_never_had(tmp_path: Path)
         Message("proof_req", "m1", make_headers_request(CHAIN, height + 1, 6, VAL.public_key))
     )
     assert codec.decode(out.sent[-1][1]) == ["headers", []]
+    report = verify_store(target)
+    assert not report.ok
+    assert f"restored from a snapshot at height {height}" in str(report.problems)
     target.close()
