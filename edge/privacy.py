@@ -136,13 +136,19 @@ class IdentityStore:
     # opening ------------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, directory: Path, chain_id: str) -> IdentityStore:
-        """A new, empty store with a fresh pseudonymisation secret and store key."""
+    def create(cls, directory: Path, chain_id: str, secret: bytes | None = None) -> IdentityStore:
+        """A new, empty store with a fresh pseudonymisation secret and store key.
+
+        ``secret`` (32 bytes) is for generated demo testnets only, whose every key derives
+        from a seed (edge/testnet.py); a real community draws it here."""
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         if any(directory.iterdir()):
             raise PrivacyStoreError(f"{directory}: not empty; refusing to create a store there")
         directory.chmod(0o700)
-        _write_private(directory / "pseudonym.key", _hex_key(nacl.utils.random(32)))
+        secret = nacl.utils.random(32) if secret is None else secret
+        if len(secret) != 32:
+            raise PrivacyStoreError("the pseudonymisation secret must be 32 bytes")
+        _write_private(directory / "pseudonym.key", _hex_key(secret))
         store = cls(directory, chain_id, {})
         with store._lock():
             store._write_generation(0)
@@ -171,16 +177,24 @@ class IdentityStore:
     # admin operations ---------------------------------------------------------------------
 
     def admit(
-        self, member: str, serial: str, account: bytes, now_ms: int | None = None
+        self,
+        member: str,
+        serial: str,
+        account: bytes,
+        now_ms: int | None = None,
+        salt: bytes | None = None,
     ) -> Admission:
         """Admit ``serial`` for ``member`` with ledger account ``account``; returns the member's
-        admission (give it to the member node; do not keep a copy)."""
+        admission (give it to the member node; do not keep a copy). ``salt``: demo testnets
+        only (seed-derived, for reproducible genesis files); drawn at random otherwise."""
         serial = privacy.normalise_serial(serial)
         if not member.strip() or len(account) != 32:
             raise PrivacyStoreError("member must be non-empty and account a 32-byte public key")
         if any(r.serial == serial for r in self._records.values()):
             raise PrivacyStoreError("this meter serial is already admitted; erase it first")
-        salt = nacl.utils.random(privacy.SALT_BYTES)
+        salt = nacl.utils.random(privacy.SALT_BYTES) if salt is None else salt
+        if len(salt) != privacy.SALT_BYTES:
+            raise PrivacyStoreError(f"the admission salt must be {privacy.SALT_BYTES} bytes")
         member_key = privacy.member_key(self._secret(), self.chain_id, salt)
         pseudonym = privacy.pseudonym(member_key, serial)
         when = int(time.time() * 1000) if now_ms is None else now_ms

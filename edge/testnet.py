@@ -11,6 +11,12 @@ Spec: docs/spec/testnet.md. ``lemctl testnet init`` and the community demo (edge
     DIR/nodeK/lemd.toml       node K's config (relative paths: the folder can move)
     DIR/nodeK/node.key        node K's ed25519 key (0600)
 
+With ``privacy = "pseudonymous"`` (docs/spec/privacy.md, docs/spec/testnet.md §1) the genesis
+lists pseudonyms, not meter ids, and also::
+
+    DIR/admin/identity/       the admin's encrypted identity store (pseudonym → serial → member)
+    DIR/nodeK/data/admission.json  node K's admission: its pseudonym and member key (0600)
+
 Node K runs the K-th meter of the Lugaggia pilot (meters/sim/community.py); the first N nodes
 are validators (equal power), the others members. With ``deterministic_keys`` (the default)
 every key is derived from the seed and the chain id, so the same command gives byte-identical
@@ -29,6 +35,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from edge.privacy import ADMISSION_FILE, Admission, IdentityStore
+from ledger import privacy
 from ledger.genesis import Genesis, Period
 from ledger.keys import SigningKey, sha256
 from meters.sim.community import pilot_community
@@ -99,6 +107,7 @@ class TestnetPlan:
         mqtt_version: 5, or 4 (MQTT 3.1.1) for a broker without MQTT 5 such as amqtt.
         deterministic_keys: derive keys from the seed (demo only) instead of os.urandom.
         params: market parameters of every period.
+        privacy: "open" (meter ids on the ledger) or "pseudonymous" (docs/spec/privacy.md §1).
     """
 
     __test__ = False  # not a pytest test class despite the name
@@ -119,9 +128,12 @@ class TestnetPlan:
     mqtt_version: int = 5
     deterministic_keys: bool = True
     params: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PARAMS))
+    privacy: str = "open"
 
     def check(self) -> None:
         """Raise :class:`TestnetError` naming the first impossible option."""
+        if self.privacy not in ("open", "pseudonymous"):
+            raise TestnetError(f"--privacy {self.privacy!r}: must be open or pseudonymous")
         if not 1 <= self.members <= 999:
             raise TestnetError(f"--members {self.members}: must be 1..999")
         if not 1 <= self.validators <= self.members:
@@ -200,6 +212,7 @@ class Manifest:
     periods: tuple[dict[str, Any], ...]
     admin_public_key: str
     nodes: tuple[NodeEntry, ...]
+    privacy: str = "open"
 
     def config_path(self, node: NodeEntry) -> Path:
         return self.root / node.dir / "lemd.toml"
@@ -265,6 +278,36 @@ def _ms_of(delta: timedelta) -> int:
     return delta // timedelta(milliseconds=1)
 
 
+def derive_secret(plan: TestnetPlan, label: str, size: int = 32) -> bytes:
+    """A secret ``label`` of this testnet: derived like :func:`derive_key`, or random."""
+    if not plan.deterministic_keys:
+        return os.urandom(size)
+    return sha256(f"lem-edge/testnet-demo-secret/{plan.chain_id}/{plan.seed}/{label}".encode())[
+        :size
+    ]
+
+
+def admit_members(
+    plan: TestnetPlan, meters: list[str], node_keys: list[SigningKey]
+) -> list[Admission]:
+    """Pseudonymous testnet: create the admin's identity store under ``DIR/admin/identity`` and
+    admit each node's meter (the simulated meter id plays the serial); returns the admissions,
+    in node order (docs/spec/privacy.md §2, §5)."""
+    store = IdentityStore.create(
+        plan.out_dir / "admin" / "identity", plan.chain_id, derive_secret(plan, "pseudonym")
+    )
+    return [
+        store.admit(
+            f"member-{k}",
+            serial,
+            key.public_key,
+            now_ms=_ms(_start_or_now(plan)),
+            salt=derive_secret(plan, f"salt-{k}", privacy.SALT_BYTES),
+        )
+        for k, (serial, key) in enumerate(zip(meters, node_keys, strict=True))
+    ]
+
+
 def build_genesis(
     plan: TestnetPlan,
     node_keys: list[SigningKey],
@@ -287,6 +330,7 @@ def build_genesis(
         periods=periods,
         clock_skew_ms=plan.clock_skew_ms,
         settle_grace_ms=plan.grace_s * 1000,
+        privacy=plan.privacy,
     )
 
 
@@ -310,26 +354,33 @@ def init_testnet(plan: TestnetPlan, *, check_ports: bool = True) -> Manifest:
     node_keys = [derive_key(plan, f"node{k}") for k in range(plan.members)]
     admin = derive_key(plan, "admin")
     governors = [derive_key(plan, f"gov-{k + 1}") for k in range(GOVERNANCE_KEYS)]
-    genesis = build_genesis(plan, node_keys, admin, governors, [m for m, _ in meters])
+    serials = [m for m, _ in meters]
+    admissions = admit_members(plan, serials, node_keys) if plan.privacy != "open" else []
+    ledger_ids = [a.pseudonym for a in admissions] or serials
+    genesis = build_genesis(plan, node_keys, admin, governors, ledger_ids)
     root.mkdir(parents=True, exist_ok=True)
     (root / "genesis.json").write_text(genesis.to_json() + "\n")
     _save_key(admin, root / "admin" / "admin.key")
     for k, gov in enumerate(governors):
         _save_key(gov, root / "governance" / f"gov-{k + 1}.key")
     nodes = []
-    for k, ((meter_id, options), key) in enumerate(zip(meters, node_keys, strict=True)):
+    for k, ((serial, options), key) in enumerate(zip(meters, node_keys, strict=True)):
         node = NodeEntry(
             index=k,
-            name=meter_id,
+            # Pseudonymous: node names (MQTT client ids, topics, metrics labels) carry no serial.
+            name=serial if not admissions else f"node{k}",
             dir=f"node{k}",
             role="validator" if k < plan.validators else "member",
-            meter_id=meter_id,
+            meter_id=ledger_ids[k],
             public_key=key.public_key.hex(),
             api=f"127.0.0.1:{plan.base_port + 2 * k}",
             metrics=f"127.0.0.1:{plan.base_port + 2 * k + 1}",
         )
         _save_key(key, root / node.dir / "node.key")
-        (root / node.dir / "lemd.toml").write_text(node_config(plan, node, options))
+        (root / node.dir / "lemd.toml").write_text(node_config(plan, node, options, serial))
+        if admissions:
+            (root / node.dir / "data").mkdir(mode=0o700, exist_ok=True)
+            admissions[k].save(root / node.dir / "data" / ADMISSION_FILE)
         nodes.append(node)
     manifest = Manifest(
         root=root,
@@ -351,6 +402,7 @@ def init_testnet(plan: TestnetPlan, *, check_ports: bool = True) -> Manifest:
         ),
         admin_public_key=admin.public_key.hex(),
         nodes=tuple(nodes),
+        privacy=plan.privacy,
     )
     save_manifest(manifest)
     (root / "prometheus-targets.json").write_text(prometheus_targets(manifest))
@@ -370,8 +422,14 @@ def prometheus_targets(manifest: Manifest) -> str:
     return json.dumps(groups, indent=1) + "\n"
 
 
-def node_config(plan: TestnetPlan, node: NodeEntry, meter_options: dict[str, Any]) -> str:
-    """The ``lemd.toml`` text of ``node`` (edge/config.py schema; paths relative to it)."""
+def node_config(
+    plan: TestnetPlan, node: NodeEntry, meter_options: dict[str, Any], serial: str = ""
+) -> str:
+    """The ``lemd.toml`` text of ``node`` (edge/config.py schema; paths relative to it).
+
+    ``serial``: the simulated meter's own id (default: the node's ledger meter id). On a
+    pseudonymous testnet it differs from the ledger's: lemd hashes each reading's id with the
+    admission in ``data/admission.json`` and refuses a meter that does not match."""
     lines = [
         f"# node {node.index} of testnet {plan.chain_id!r}, generated by `lemctl testnet init`"
         f" (seed {plan.seed}).",
@@ -395,7 +453,7 @@ def node_config(plan: TestnetPlan, node: NodeEntry, meter_options: dict[str, Any
         "[meter]",
         'driver = "sim"',
         f"poll_interval_s = {plan.poll_s!r}",
-        f"meter_id = {_toml(node.meter_id)}",
+        f"meter_id = {_toml(serial or node.meter_id)}",
         f"options = {_toml_inline(meter_options)}",
         "",
         "[ledger]",
@@ -435,6 +493,8 @@ def save_manifest(manifest: Manifest) -> None:
         "admin_public_key": manifest.admin_public_key,
         "nodes": [n.__dict__ for n in manifest.nodes],
     }
+    if manifest.privacy != "open":  # absent for open: manifests stay as they were
+        value["privacy"] = manifest.privacy
     (manifest.root / MANIFEST).write_text(json.dumps(value, indent=1, sort_keys=True) + "\n")
 
 
@@ -459,6 +519,7 @@ def load_manifest(root: Path) -> Manifest:
             periods=tuple(v["periods"]),
             admin_public_key=v["admin_public_key"],
             nodes=tuple(NodeEntry(**n) for n in v["nodes"]),
+            privacy=v.get("privacy", "open"),
         )
     except OSError as exc:
         raise TestnetError(f"{path}: cannot read: {exc.strerror}") from exc

@@ -68,6 +68,13 @@ def register(subparsers: Any) -> None:
         "--mqtt-version", type=int, default=5, help="5, or 4 = MQTT 3.1.1 (e.g. for amqtt)"
     )
     init.add_argument("--random-keys", action="store_true", help="keys from os.urandom")
+    init.add_argument(
+        "--privacy",
+        choices=("open", "pseudonymous"),
+        default="open",
+        help="open: meter ids on the ledger; pseudonymous: keyed-hash pseudonyms, the admin's "
+        "identity store in DIR/admin/identity, each node's admission in DIR/nodeK/data",
+    )
     init.add_argument("--json", action="store_true", help="print the manifest as JSON")
     init.set_defaults(func=_init)
     anchor = sub.add_parser(
@@ -97,6 +104,7 @@ def _init(args: argparse.Namespace) -> int:
         poll_interval_s=args.poll_interval,
         mqtt_version=args.mqtt_version,
         deterministic_keys=not args.random_keys,
+        privacy=args.privacy,
     )
     try:
         manifest = init_testnet(plan)
@@ -107,6 +115,8 @@ def _init(args: argparse.Namespace) -> int:
         print((manifest.root / "testnet.json").read_text(), end="")
         return 0
     print(f"testnet {manifest.chain_id!r} in {manifest.root}: {len(manifest.nodes)} nodes")
+    if plan.privacy != "open":
+        print(f"privacy: {plan.privacy}; identity store {manifest.root}/admin/identity")
     print(f"{'node':<7} {'name':<9} {'role':<10} {'api':<16} {'metrics':<16} public key")
     for n in manifest.nodes:
         print(

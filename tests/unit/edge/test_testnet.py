@@ -247,3 +247,49 @@ def test_readme_testnet_lines_run(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert len(manifest.nodes) == 19
     assert manifest.anchor
     assert "lemd --config /tmp/lugaggia/node0/lemd.toml" in readme
+
+
+def test_pseudonymous_testnet_keeps_serials_off_genesis_names_and_targets(tmp_path: Path) -> None:
+    """--privacy pseudonymous: the genesis lists pseudonyms (no serial anywhere in it, nor in
+    node names, the manifest or the Prometheus targets); the admin's store maps each back; each
+    node's admission recomputes its own pseudonym from its meter; the same seed gives the same
+    genesis."""
+    from edge.privacy import Admission, IdentityStore
+    from ledger import privacy
+
+    a = init_testnet(plan(tmp_path, "a", members=6, privacy="pseudonymous"), check_ports=False)
+    b = init_testnet(plan(tmp_path, "b", members=6, privacy="pseudonymous"), check_ports=False)
+    serials = ["lic-h01", "lic-h02", "lic-h03", "lic-h04", "lic-h05", "lic-h06"]
+    genesis = Genesis.from_json((a.root / "genesis.json").read_text())
+    assert genesis.privacy == "pseudonymous"
+    assert all(privacy.is_pseudonym(m) for m in genesis.meters)
+    public = "".join(
+        (a.root / f).read_text()
+        for f in ("genesis.json", "testnet.json", "prometheus-targets.json")
+    )
+    assert [s for s in serials if s in public] == []
+    assert [n.name for n in a.nodes] == [f"node{k}" for k in range(6)]
+    assert (a.root / "genesis.json").read_bytes() == (b.root / "genesis.json").read_bytes()
+    store = IdentityStore.open(a.root / "admin" / "identity")
+    for node, serial in zip(a.nodes, serials, strict=True):
+        ident = store.lookup(node.meter_id)
+        assert (ident.serial, ident.account) == (serial, node.public_key)
+        assert genesis.meters[node.meter_id].hex() == node.public_key
+        admission = Admission.load(a.root / node.dir / "data" / "admission.json")
+        assert admission.pseudonym_of(serial) == node.meter_id
+        config = load_config(a.config_path(node))
+        assert config.meter.meter_id == serial  # the simulated meter's own id, in its own config
+    assert load_manifest(a.root).privacy == "pseudonymous"
+
+
+def test_cli_privacy_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """lemctl testnet init --privacy pseudonymous writes a pseudonymous genesis; a bad value is
+    refused by the parser (exit 2)."""
+    base = str(free_port_block(8, first=33000))
+    args = ["testnet", "init", "--validators", "1", "--members", "2", "--base-port", base]
+    assert main([*args, "--dir", str(tmp_path / "p"), "--privacy", "pseudonymous"]) == 0
+    assert "privacy: pseudonymous" in capsys.readouterr().out
+    assert Genesis.from_json((tmp_path / "p/genesis.json").read_text()).privacy == "pseudonymous"
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--dir", str(tmp_path / "q"), "--privacy", "secret"])
+    assert exit_info.value.code == 2
