@@ -267,24 +267,44 @@ def _get(status: dict[str, Any], section: str, key: str) -> int:
 def report(manifest: Manifest, period_id: str, outcome: dict[str, Any], workdir: Path) -> int:
     """Agreement check over every node's store, the member table and the audit."""
     height = int(outcome["solved_height"])
-    hashes = set()
+    hashes, lights = set(), 0
     for k in range(len(manifest.nodes)):
+        if not ledger_dir(manifest, k).exists():  # a light member: its verified header
+            lights += 1
+            hashes.add(_light_hash(manifest, k, height))
+            continue
         store = Store(ledger_dir(manifest, k), readonly=True)
         try:
-            block = store.block(height)
-            hashes.add((None if block is None else block, store.app_hash_at(height)))
+            header = store.header(height)
+            hashes.add(None if header is None else header.hash)
         finally:
             store.close()
     period = read_period(manifest, period_id)
     result = audit(period, workdir)
     print()
     print(format_report(period, result))
-    agree = len(hashes) == 1
+    agree = len(hashes) == 1 and None not in hashes
     print(
         f"consensus: {len(manifest.nodes)} nodes hold "
-        f"{'the same' if agree else 'DIFFERENT'} block {height} and app hash"
+        f"{'the same' if agree else 'DIFFERENT'} block {height} "
+        f"({len(manifest.nodes) - lights} block stores, {lights} light members' verified headers)"
     )
     return EXIT_OK if result.ok and agree else EXIT_FAILED
+
+
+def _light_hash(manifest: Manifest, k: int, height: int) -> bytes | None:
+    """The hash of the header at ``height`` that light member ``k`` verified (None: not
+    verified, or pruned from its store)."""
+    from ledger.genesis import Genesis
+    from ledger.light import LightClient
+
+    genesis = Genesis.from_json((manifest.root / "genesis.json").read_text())
+    light = LightClient(ledger_dir(manifest, k).parent / "light", genesis)
+    try:
+        header = light.header(height)
+        return None if header is None else header.hash
+    finally:
+        light.close()
 
 
 if __name__ == "__main__":

@@ -104,14 +104,16 @@ def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Any:
 
 def _proof(entries: list[Proven], tip: int) -> dict[str, Any]:
     """How the answer's values are known: the headers whose app hashes proved them, whether
-    each is the newest verified one, and how many keys only a validator's word says absent."""
+    each is the newest verified one, and how many keys only a validator's word says are absent
+    (or not readable: a prosumer's slot without a row of its own answers "denied")."""
     ok = [e for e in entries if e.status == "ok"]
     headers = sorted({e.header_height for e in ok})
     return {
         "tip": tip,
         "headers": headers,
         "current": all(h >= tip for h in headers),
-        "absent_unproven": sum(1 for e in entries if e.status == "absent"),
+        # absent or denied: a validator's word, not a proof (there are no absence proofs)
+        "unproven": sum(1 for e in entries if e.status != "ok"),
     }
 
 

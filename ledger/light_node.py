@@ -44,6 +44,8 @@ from ledger.transport.base import Message, Transport, TransportError
 
 PROBE_S = 90.0
 """Ask for headers when none arrived for this long [s] (above the 60 s heartbeat)."""
+RESEND_S = 5.0
+"""A proof request without an answer is sent again after this long [s]."""
 
 
 class LightNode:
@@ -72,6 +74,7 @@ class LightNode:
         self._heard: list[str] = []
         self._keys: dict[str, bytes] = {}
         self._rr = itertools.count()
+        self._rr_skip: str | None = None
         self._waiting: dict[int, asyncio.Future[ProofResponse]] = {}
         self._advanced = asyncio.Event()
         self._last_nonce = 0
@@ -164,6 +167,8 @@ class LightNode:
         """(node id, public key) of a validator to ask; (None, b"") when none is known: a
         broadcast, and the nonce picks the validator that answers."""
         pool = [prefer] if prefer in self._keys else self._heard[-2:]
+        if self._rr_skip in pool and len(pool) > 1:
+            pool.remove(self._rr_skip)  # it left the last request unanswered
         if not pool:
             return None, b""
         node_id = pool[next(self._rr) % len(pool)]
@@ -199,25 +204,38 @@ class LightNode:
     async def ask(self, queries: list[tuple[str, bytes]], timeout_s: float) -> ProofResponse:
         """Send one signed proof request and return the validator's (unverified) answer.
 
+        A request lost on the way (the validator not yet subscribed, a broker restart) is sent
+        again, with a fresh nonce, every :data:`RESEND_S` until ``timeout_s``; the next one may
+        go to another validator.
+
         Raises:
             TimeoutError: no answer within ``timeout_s``.
             ProofError: the request cannot be made (too many queries).
         """
-        node_id, target = self._validator()
-        nonce = self._nonce()
-        fut: asyncio.Future[ProofResponse] = asyncio.get_running_loop().create_future()
-        self._waiting[nonce] = fut
-        payload = make_proof_request(
-            self.key, self.chain_id, self.transport.node_id, nonce, queries, target
-        )
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[ProofResponse] = loop.create_future()
+        nonces: list[int] = []
         try:
             async with asyncio.timeout(timeout_s):
-                await self._publish("proof_req", payload, node_id)
-                answer = await fut
+                while True:
+                    node_id, target = self._validator()
+                    nonce = self._nonce()
+                    nonces.append(nonce)
+                    self._waiting[nonce] = fut
+                    payload = make_proof_request(
+                        self.key, self.chain_id, self.transport.node_id, nonce, queries, target
+                    )
+                    await self._publish("proof_req", payload, node_id)
+                    done, _ = await asyncio.wait({fut}, timeout=RESEND_S)
+                    if done:
+                        break
+                    self.stats["proof_resent"] += 1
+                    self._rr_skip = node_id
         finally:
-            self._waiting.pop(nonce, None)
+            for nonce in nonces:
+                self._waiting.pop(nonce, None)
         self.stats["proof_answers"] += 1
-        return answer
+        return fut.result()
 
     async def prove(
         self, queries: list[tuple[str, bytes]], timeout_s: float = 30.0

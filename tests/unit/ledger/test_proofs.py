@@ -6,16 +6,22 @@ from pathlib import Path
 
 import pytest
 
+from ledger import block as blk
 from ledger import codec, state
 from ledger.app import App
+from ledger.consensus.messages import Commit
 from ledger.keys import SigningKey
 from ledger.proofs import (
+    MAX_QUERIES,
+    ProofError,
     ProofResponse,
     ProofService,
     make_headers_request,
     make_proof_request,
+    own_prefix,
     parse_response,
     verify_key_answer,
+    verify_list_answer,
 )
 from ledger.transport.base import Message
 from tests.unit.ledger.helpers import (
@@ -131,3 +137,80 @@ def test_a_broadcast_request_is_answered_by_the_validator_the_nonce_picks(app: A
     service, sent = _service(app)
     _ask(service, N1, NOW, [state.k_balance(state.COMMUNITY)], target=b"")
     assert len(sent) == 1
+
+
+def _own(account: SigningKey, meter: str) -> bytes:
+    return state.k_owned(account.public_key, meter)
+
+
+def _rotate(service: ProofService, app: App) -> None:
+    """What the node does after each commit (the header feed part is not under test here)."""
+    raw = app.block(app.height)
+    assert raw is not None
+    service.on_commit(raw, Commit(app.height, 0, blk.decode(raw).hash, ()))
+
+
+def test_proofs_come_from_the_state_before_the_newest_block(app: App) -> None:
+    """After two commits, a key is proven in the state after the previous block (the app hash
+    the newest header carries), so a member can check it at once; a value written by the
+    newest block is not visible yet."""
+    service, sent = _service(app)
+    _rotate(service, app)  # state after block 2 pinned (not yet served)
+    later = Signer(N1, app=app)("SetMeasure", measure("M1", T0 + SLOT, 100, 0))
+    commit(app, [later], T0 + 2 * SLOT)
+    _rotate(service, app)  # serves the state after block 2
+    new_key = state.k_measure(T0 + SLOT, "M1")
+    _ask(service, N1, NOW, [state.k_measure(T0, "M1"), new_key])
+    (_, payload, _), *_ = [s for s in sent if s[0] == "proof_resp"]
+    answer = parse_response(payload)
+    assert isinstance(answer, ProofResponse)
+    assert answer.height == app.height - 1
+    previous_app_hash = app.store.app_hash_at(app.height - 1)
+    assert previous_app_hash is not None
+    assert previous_app_hash != app.app_hash
+    value = verify_key_answer(answer.answers[0], previous_app_hash)
+    assert codec.decode(value)[:2] == [2500, 0]
+    assert answer.answers[1].status == "absent"
+    with pytest.raises(ProofError):
+        verify_key_answer(answer.answers[0], app.app_hash)
+
+
+def test_a_member_lists_periods_and_its_own_meters_and_nothing_else(app: App) -> None:
+    """``list`` answers period/ and the requester's own/ keys; meas/ or another member's own/
+    prefix are denied, so a listing never names another member's rows."""
+    service, sent = _service(app)
+    prefixes = [b"period/", own_prefix(N1.public_key), b"meas/", own_prefix(N2.public_key)]
+    payload = make_proof_request(
+        N1, CHAIN, "m1", NOW, [("list", p) for p in prefixes], VAL.public_key
+    )
+    service.handle(Message("proof_req", "m1", payload))
+    answer = parse_response(sent[-1][1])
+    assert isinstance(answer, ProofResponse)
+    periods, own, meas, other = answer.answers
+    assert verify_list_answer(periods) == ([state.k_period("p")], False)
+    assert verify_list_answer(own) == ([_own(N1, "M1")], False)
+    assert (meas.status, other.status) == ("denied", "denied")
+
+
+def test_own_meter_rows_are_proven_to_their_owner_only(app: App) -> None:
+    """own/<N1>/M1 is proven to N1 (it says only what N1 knows); own/<N2>/M2 is denied to N1."""
+    service, sent = _service(app)
+    _ask(service, N1, NOW, [_own(N1, "M1"), _own(N2, "M2")])
+    answer = parse_response(sent[-1][1])
+    assert isinstance(answer, ProofResponse)
+    verify_key_answer(answer.answers[0], app.app_hash)
+    assert answer.answers[1].status == "denied"
+
+
+def test_a_day_of_keys_is_one_request_and_more_is_refused(app: App) -> None:
+    """96 keys (a day of slots) go in one request and get 96 answers; 97 cannot be made."""
+    service, sent = _service(app)
+    day = [state.k_measure(T0 + i * SLOT, "M1") for i in range(MAX_QUERIES)]
+    _ask(service, N1, NOW, day)
+    answer = parse_response(sent[-1][1])
+    assert isinstance(answer, ProofResponse)
+    assert len(answer.answers) == 96
+    # A slot without a row is "denied" to a prosumer, exactly like another member's row.
+    assert [a.status for a in answer.answers[:2]] == ["ok", "denied"]
+    with pytest.raises(ProofError):
+        make_proof_request(N1, CHAIN, "m1", NOW, [("key", k) for k in [*day, day[0]]])
