@@ -54,6 +54,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(default 5 + 1 per member)",
     )
     p.add_argument("--no-progress", action="store_true", help="no live table, a line every 10 s")
+    p.add_argument(
+        "--privacy",
+        choices=("open", "pseudonymous"),
+        default="open",
+        help="pseudonymous: the ledger holds pseudonyms, the serials only the admin's identity "
+        "store (docs/spec/privacy.md)",
+    )
     return p.parse_args(argv)
 
 
@@ -127,6 +134,7 @@ def init_testnet(
         "--start", start.isoformat(),
         "--base-port", str(base),
         "--mqtt-version", str(mqtt_version),
+        "--privacy", getattr(args, "privacy", "open"),
     ]  # fmt: skip
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):  # its per-node table; the demo shows its own
