@@ -42,6 +42,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ledger import block as blk
+from ledger import codec
 from ledger.consensus import wire
 from ledger.consensus.engine import EngineConfig
 from ledger.consensus.errors import MessageError
@@ -214,6 +215,8 @@ async def _follow(transport: MqttTransport, chain_id: str, committed: set[bytes]
             continue
         if isinstance(ann, wire.BlockAnnouncement):
             committed.update(sha256(t) for t in blk.decode(ann.block).txs)
+        elif isinstance(ann, wire.CompactAnnouncement):  # [header, [tx hash, …], commit]
+            committed.update(codec.decode(ann.compact)[1])
 
 
 # ----------------------------------------------------------------------------- parent

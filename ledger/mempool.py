@@ -123,6 +123,14 @@ class Mempool:
     def is_held(self, tx_hash: bytes) -> bool:
         return tx_hash in self._held_order
 
+    def raw_of(self, tx_hash: bytes) -> bytes | None:
+        """The envelope of a pending or held tx by its hash (rebuilding a compact proposal)."""
+        tx = self._txs.get(tx_hash)
+        if tx is not None:
+            return tx.raw
+        where = self._held_order.get(tx_hash)
+        return None if where is None else self._held[where[0]][where[1]].tx.raw
+
     def pending_of(self, signer: bytes) -> int:
         """Pending (not held) txs of ``signer``."""
         return len(self._chains.get(signer, ()))

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger import block as blk
+from ledger import codec
 from ledger import tx as txm
 from ledger.app import App
 from ledger.bodyprune import BodyPruner
@@ -54,6 +55,9 @@ MAX_PROPOSAL_TXS_BYTES = 192 * 1024
 """Bound on the txs of one proposed block [bytes]: the proposal, the announcement and sync
 answers carry the whole block, and the MQTT transport refuses payloads above 256 KiB
 (docs/spec/transport.md); a block it cannot send would stall every round of its height."""
+
+MAX_COMPACT_BYTES = 128 * 1024
+"""Bound on a compact block [bytes]: 2,000 tx hashes, a header and a commit fit well below."""
 
 ADMIT_BATCH = 512
 """Received txs admitted in one go at most; consensus messages queued meanwhile go first."""
@@ -118,6 +122,43 @@ class LedgerPort:
 
     def last_block_time_ms(self) -> int:
         return self.app.last_block_time_ms
+
+    def compact_block(self, block: bytes) -> bytes | None:
+        """``[header, [sha256 of each tx], last_commit]`` (docs/spec/consensus.md §2b); None
+        for a block without txs (nothing to save) or one that does not decode."""
+        try:
+            decoded = self._decoded(block)
+        except (BlockInvalid, CodecError):
+            return None
+        if not decoded.txs:
+            return None
+        hashes = [sha256(t) for t in decoded.txs]
+        return codec.encode([decoded.header.to_value(), hashes, decoded.last_commit])
+
+    def expand_block(self, compact: bytes) -> bytes | None:
+        """The block bytes of a compact form, its txs taken from the mempool; None when one
+        of them is not there. The result is checked like any received block (its id must be
+        the signed hash, then full validation): a wrong tx cannot hash to the header's root.
+
+        Raises:
+            MessageError: ``malformed``: not ``[header, [32-byte hash, …], last_commit]``.
+        """
+        try:
+            value = codec.decode(compact, max_bytes=MAX_COMPACT_BYTES)
+        except CodecError as exc:
+            raise MessageError("malformed", f"compact block: {exc}") from exc
+        ok = isinstance(value, list) and len(value) == 3 and isinstance(value[1], list)
+        ok = ok and len(value[1]) <= blk.MAX_BLOCK_TXS
+        if not ok or not all(isinstance(h, bytes) and len(h) == 32 for h in value[1]):
+            raise MessageError("malformed", "compact block must be [header, [hash, …], commit]")
+        header, hashes, last_commit = value
+        txs: list[bytes] = []
+        for tx_hash in hashes:
+            raw = self.mempool.raw_of(tx_hash)
+            if raw is None:
+                return None
+            txs.append(raw)
+        return codec.encode([header, txs, last_commit])
 
     def validators(self) -> dict[bytes, int]:
         return dict(self.app.validators())

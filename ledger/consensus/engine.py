@@ -14,7 +14,8 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Protocol, runtime_checkable
 
 from ledger.consensus import wire
 from ledger.consensus.app import ConsensusApp
@@ -48,8 +49,27 @@ MAX_REGOSSIP_TXS = 64
 MAX_REPORTED = 1024
 """Evidence keys remembered as already reported (oldest first out) [count]."""
 
+MAX_PENDING_COMPACT = 8
+"""Compact proposals kept while some of their txs are missing here [count]."""
+
 Send = Callable[[str, bytes, str | None], None]
 """``send(channel, payload, to)``: publish on a transport channel (``to`` None: broadcast)."""
+
+
+@runtime_checkable
+class CompactBlocks(Protocol):
+    """Optional application capability: a compact wire form of blocks (docs/spec/consensus.md
+    §2b). The ledger sends a proposal's txs as hashes; receivers rebuild the block from the
+    txs they already admitted, so each tx crosses a validator's link once, not twice."""
+
+    def compact_block(self, block: bytes) -> bytes | None:
+        """The compact form of ``block`` (None: send it whole)."""
+        ...
+
+    def expand_block(self, compact: bytes) -> bytes | None:
+        """The block bytes rebuilt from a compact form; None while some of its txs are not
+        here. Raises :class:`MessageError` (``malformed``) on a broken compact form."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +94,9 @@ class EngineConfig:
         dedup_size: payload hashes of the current height remembered to drop duplicates (the
             set is emptied when a height is entered: an older height's message is refused by
             one height comparison after decoding, before any signature check).
+        compact_proposals: send proposals in the application's compact form when it has one.
+        compact_wait_ms: a compact proposal whose txs are not all here yet waits this long
+            for them (tx gossip may trail the proposal) before the full one is asked for [ms].
     """
 
     chain_id: str
@@ -86,6 +109,8 @@ class EngineConfig:
     future_heights: int = 2
     future_buffer: int = 1024
     dedup_size: int = 8192
+    compact_proposals: bool = True
+    compact_wait_ms: int = 250
 
 
 class Engine(BlockFollower):
@@ -121,9 +146,13 @@ class Engine(BlockFollower):
         self._sign_state = sign_state
         self._crash = crash
         self._seen: OrderedDict[bytes, None] = OrderedDict()
-        self._future: dict[int, list[bytes]] = {}
+        self._future: dict[int, list[tuple[bytes, str]]] = {}
         self._future_count = 0
         self._own: dict[tuple[int, int, int], bytes] = {}
+        self._own_wire: dict[tuple[int, int, int], bytes] = {}
+        self._compact = app if config.compact_proposals and isinstance(app, CompactBlocks) else None
+        self._pending_compact: dict[bytes, tuple[wire.CompactProposal, str]] = {}
+        self._answered: dict[tuple[str, int], int] = {}
         self._reported: OrderedDict[bytes, None] = OrderedDict()
         self._replaying = False
         self._republish_timer: TimerHandle | None = None
@@ -161,8 +190,13 @@ class Engine(BlockFollower):
         self.stopped = True
 
     def notify_tx(self) -> None:
-        """The mempool admitted a transaction: start the height if it waits."""
-        if self.is_validator and not self.core.started and not self.stopped:
+        """The mempool admitted a transaction: start the height if it waits, and rebuild a
+        compact proposal that was waiting for txs."""
+        if self.stopped:
+            return
+        if self._pending_compact:
+            self._retry_compact()
+        if self.is_validator and not self.core.started:
             self._start_height()
 
     # ----------------------------------------------------------------- input
@@ -187,8 +221,16 @@ class Engine(BlockFollower):
         if isinstance(msg, Vote | Proposal):
             if channel == "consensus":
                 self._on_consensus(msg, payload)
+        elif isinstance(msg, wire.CompactProposal):
+            if channel == "consensus":
+                self._on_compact(msg, payload, sender)
+        elif isinstance(msg, wire.ProposalRequest):
+            if channel == "consensus":
+                self._answer_proposal_request(msg, sender)
         elif isinstance(msg, wire.BlockAnnouncement):
             self.on_block(msg)
+        elif isinstance(msg, wire.CompactAnnouncement):
+            self._on_compact_block(msg)
         elif isinstance(msg, wire.Tip):
             self.on_tip(msg)
         elif self._is_sync_responder(msg.time_ms):
@@ -215,7 +257,7 @@ class Engine(BlockFollower):
             self.stats["old_height"] += 1
             return
         if msg.height > self.height:
-            self._buffer_future(msg.height, payload)
+            self._buffer_future(msg.height, payload, "")
             # Verified first: a forged far height would make this node ask again and again.
             if _signer(msg) in self.valset and self._verified(msg):
                 self.note_peer_height(msg.height - 1)
@@ -257,14 +299,144 @@ class Engine(BlockFollower):
             actions += self._start_actions()
         self._perform(actions)
 
-    def _buffer_future(self, height: int, payload: bytes) -> None:
+    # ----------------------------------------------------------------- compact proposals
+
+    def _on_compact(self, msg: wire.CompactProposal, payload: bytes, sender: str) -> None:
+        """A proposal with its block in compact form: check its signature, rebuild the block
+        from local txs and go on as with a full proposal (docs/spec/consensus.md §2b)."""
+        p = msg.proposal
+        if not self.is_validator or self._compact is None:
+            self.stats["not_validating" if not self.is_validator else "compact_unsupported"] += 1
+            return
+        if p.height < self.height:
+            self.stats["old_height"] += 1
+            return
+        if p.proposer not in self.valset:
+            self.stats["not_validator"] += 1
+            return
+        try:
+            p.verify_signature(self._config.chain_id)
+        except MessageError as exc:
+            self.stats[exc.reason] += 1
+            return
+        if p.height > self.height:
+            self._buffer_future(p.height, payload, sender)
+            self.note_peer_height(p.height - 1)
+            return
+        self._expand(msg, sha256(payload), sender)
+
+    def _expand(self, msg: wire.CompactProposal, key: bytes, sender: str) -> bool:
+        """Rebuild and feed a compact proposal; False while txs are missing (it then waits,
+        and the full proposal is asked for after ``compact_wait_ms``)."""
+        assert self._compact is not None
+        try:
+            block = self._compact.expand_block(msg.compact)
+        except MessageError as exc:
+            self.stats[exc.reason] += 1
+            return True
+        if block is None:
+            if key not in self._pending_compact:
+                self.stats["compact_missing"] += 1
+                if len(self._pending_compact) < MAX_PENDING_COMPACT:
+                    self._pending_compact[key] = (msg, sender)
+                    height = self.height
+                    self._clock.call_later(
+                        self._config.compact_wait_ms, lambda: self._ask_full(key, height)
+                    )
+            return False
+        self._pending_compact.pop(key, None)
+        full = replace(msg.proposal, block=block)
+        full_payload = wire.encode_proposal(self._config.chain_id, full)
+        digest = sha256(full_payload)
+        if digest in self._seen:  # the full proposal came first (asked for, or re-sent)
+            self.stats["duplicate"] += 1
+            return True
+        self._remember(digest)
+        self.stats["compact_rebuilt"] += 1
+        self._on_consensus(full, full_payload)
+        return True
+
+    def _on_compact_block(self, msg: wire.CompactAnnouncement) -> None:
+        """A decision announced in compact form: for a decided height only the fork check
+        (by the commit's hash, nothing to rebuild); else rebuild it from the mempool and
+        follow it like a full announcement, or ask for blocks by sync if txs are missing."""
+        commit = msg.commit
+        if commit.height < self.height:
+            self._fork_if_conflicting(commit, commit.block_hash)
+            return
+        block = None
+        if self._compact is not None:
+            try:
+                block = self._compact.expand_block(msg.compact)
+            except MessageError as exc:
+                self.stats[exc.reason] += 1
+                return
+        if block is None:
+            self.stats["compact_block_missing"] += 1
+            self.note_peer_height(commit.height)
+            return
+        self.on_block(wire.BlockAnnouncement(block, commit))
+
+    def _retry_compact(self) -> None:
+        for key, (msg, sender) in list(self._pending_compact.items()):
+            if self.stopped or msg.proposal.height != self.height:
+                self._pending_compact.pop(key, None)
+                continue
+            self._expand(msg, key, sender)
+
+    def _ask_full(self, key: bytes, height: int) -> None:
+        """Still missing txs after the wait: ask the proposal's sender for the whole block."""
+        pending = self._pending_compact.get(key)
+        if pending is None or self.stopped or self.height != height or not pending[1]:
+            return
+        msg, sender = pending
+        request = wire.encode_proposal_request(
+            self._config.chain_id, height, msg.proposal.round, self._clock.now_ms()
+        )
+        self.stats["proposal_requested"] += 1
+        self._send("consensus", request, sender)
+
+    def _answer_proposal_request(self, req: wire.ProposalRequest, sender: str) -> None:
+        """Send our full proposal of (height, round) to ``sender``: at most once per
+        ``republish_ms`` per requester and round (the request is not signed)."""
+        payload = self._own.get((req.height, req.round, int(Step.PROPOSE)))
+        if not self.is_validator or req.height != self.height or payload is None or not sender:
+            self.stats["proposal_request_ignored"] += 1
+            return
+        now = self._clock.now_ms()
+        last = self._answered.get((sender, req.round))
+        if last is not None and now - last < self._config.republish_ms:
+            self.stats["proposal_request_limited"] += 1
+            return
+        self._answered[(sender, req.round)] = now
+        self.stats["proposal_answered"] += 1
+        self._send("consensus", payload, sender)
+
+    def _wire_form(self, hrs: tuple[int, int, int], payload: bytes) -> bytes:
+        """What an own message looks like on the wire: a proposal in compact form when the
+        application has one (the WAL and answers to requests keep the full payload)."""
+        if self._compact is None or hrs[2] != int(Step.PROPOSE):
+            return payload
+        cached = self._own_wire.get(hrs)
+        if cached is None:
+            msg = wire.decode(self._config.chain_id, payload)
+            assert isinstance(msg, Proposal)
+            compact = self._compact.compact_block(msg.block)
+            cached = payload
+            if compact is not None:
+                cached = wire.encode_compact_proposal(self._config.chain_id, msg, compact)
+                self._remember(sha256(cached))
+            self._own_wire[hrs] = cached
+        return cached
+
+    def _buffer_future(self, height: int, payload: bytes, sender: str) -> None:
         if height > self.height + self._config.future_heights:
             self.stats["far_future"] += 1
             return
         if self._future_count >= self._config.future_buffer:
             self.stats["future_buffer_full"] += 1
             return
-        self._future.setdefault(height, []).append(payload)
+        self._future.setdefault(height, []).append((payload, sender))
         self._future_count += 1
 
     # ----------------------------------------------------------------- actions
@@ -296,7 +468,7 @@ class Engine(BlockFollower):
             self._own[hrs] = payload
             self.store.wal_append(self.height, ["msg", payload], sync=True)
             self._crash.hit(PERSISTED_NOT_SENT)
-        self._send("consensus", payload, None)
+        self._send("consensus", self._wire_form(hrs, payload), None)
         self._remember(sha256(payload))
         sent = wire.decode(self._config.chain_id, payload)
         if isinstance(sent, Vote):
@@ -361,7 +533,11 @@ class Engine(BlockFollower):
         announce = self._is_announcer(action.round)
         self.apply_block(action.block, action.commit)
         if announce:
-            payload = wire.encode_block(self._config.chain_id, action.block, action.commit)
+            compact = self._compact.compact_block(action.block) if self._compact else None
+            if compact is None:
+                payload = wire.encode_block(self._config.chain_id, action.block, action.commit)
+            else:
+                payload = wire.encode_compact_block(self._config.chain_id, compact, action.commit)
             self._send("block", payload, None)
 
     def _is_announcer(self, round_: int) -> bool:
@@ -397,6 +573,9 @@ class Engine(BlockFollower):
         self.store.wal_prune(self.height)
         self.height_started = time.monotonic()
         self._own.clear()
+        self._own_wire.clear()
+        self._pending_compact.clear()
+        self._answered.clear()
         # Per-height state: digests of the decided height's messages are no longer needed.
         self._seen.clear()
         self.core = self._new_core()
@@ -404,12 +583,12 @@ class Engine(BlockFollower):
         self._future_count = 0
         for height, payloads in sorted(future.items()):
             if height == self.height:
-                for payload in payloads:
+                for payload, sender in payloads:
                     self._seen.pop(sha256(payload), None)
-                    self.receive("consensus", "", payload)
+                    self.receive("consensus", sender, payload)
             elif height > self.height:
-                for payload in payloads:
-                    self._buffer_future(height, payload)
+                for payload, sender in payloads:
+                    self._buffer_future(height, payload, sender)
         self._arm_height()
 
     def _arm_height(self) -> None:
@@ -480,7 +659,7 @@ class Engine(BlockFollower):
             rounds |= {p.pol_round for p in core.proposals(core.round)}
             for hrs, payload in sorted(self._own.items()):
                 if hrs[1] in rounds:
-                    self._send("consensus", payload, None)
+                    self._send("consensus", self._wire_form(hrs, payload), None)
                     self.stats["republished"] += 1
             self.announce_latest()
             # Peers may have decided this height long ago while this node missed it (its

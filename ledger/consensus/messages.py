@@ -157,6 +157,12 @@ class Proposal:
         :attr:`block_hash` (``block_id``: the application's block identity)."""
         if block_id(self.block) != self.block_hash:
             raise MessageError("bad_block_hash", "proposal block does not hash to block_hash")
+        self.verify_signature(chain_id)
+
+    def verify_signature(self, chain_id: str) -> None:
+        """Raise :class:`MessageError` unless the signature over :meth:`body` is the
+        proposer's (the block itself is not looked at: a compact proposal checks it once
+        rebuilt)."""
         try:
             verify(self.proposer, chain_id, "proposal", self.body(), self.signature)
         except SignatureError as exc:

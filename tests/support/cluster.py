@@ -478,6 +478,8 @@ class Cluster:
                 msg = wire.decode(CHAIN, payload)
             except Exception:  # noqa: S112 -- a foreign payload is not our concern
                 continue
+            if isinstance(msg, wire.CompactProposal):  # signed like a full one
+                msg = msg.proposal
             if isinstance(msg, Vote):
                 seen.setdefault((msg.validator, *msg.hrs), set()).add(_sans_time(msg))
             elif isinstance(msg, Proposal):

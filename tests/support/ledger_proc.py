@@ -93,6 +93,8 @@ def _twin(node: Node, key: SigningKey, payload: bytes, modes: set[str]) -> bytes
             return None
         other = sha256(b"byzantine" + msg.body()) if msg.block_hash is None else None
         return wire.encode_vote(chain, replace(msg, block_hash=other).signed(key, chain))
+    if isinstance(msg, wire.CompactProposal):  # the same signed proposal, block as hashes
+        msg = msg.proposal
     if isinstance(msg, Proposal) and "propose" in modes and msg.proposer == key.public_key:
         block = node.port.prepare_block(msg.height, node.engine.last_commit, _later(node))  # type: ignore[union-attr]
         if node.port.block_id(block) == msg.block_hash:
