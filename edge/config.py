@@ -75,9 +75,11 @@ class LedgerConfig:
     # link pays for every block, and liveness never waits for it.
     block_heartbeat_s: float = 900.0
     mqtt_version: int = 5  # 5 = MQTT 5.0; 4 = MQTT 3.1.1 (brokers without 5.0, e.g. amqtt)
-    # A non-validator: "full" replays every block (needs validator read rights on the broker);
-    # "light" follows verified headers and proves its own state (docs/spec/light.md).
-    member_mode: str = "full"
+    # A non-validator: "light" (default) follows verified headers and proves its own state
+    # (docs/spec/light.md); "full" replays every block, an audit/archive member (it needs
+    # validator read rights on the broker, so it sees every member's SetMeasure). Validators
+    # and a chain without brokers always run the full node.
+    member_mode: str = "light"
     # On a chain with retention (genesis dispute_window_ms) this node removes the raw
     # SetMeasure txs of pruned days from its block store; true keeps them (an archive node that
     # can replay from genesis; docs/spec/privacy.md §3.1).

@@ -107,9 +107,8 @@ def _get(api: str, path: str) -> Any:
     return value
 
 
-def _own_slots(node: NodeDir) -> list[int]:
-    value = _get(node.api, "/measure?from=0&to=9999999999999")
-    return [s["slot_start_ms"] for s in value["slots"]]
+def _committed(node: NodeDir) -> int:
+    return int(_get(node.api, "/status")["submitter"]["committed_records"])
 
 
 def _wait(predicate: Any, timeout_s: float, what: str) -> None:
@@ -147,7 +146,8 @@ def test_member_process_rides_out_a_stopped_mosquitto(
     ]
     member = nodes[1]
     try:
-        _wait(lambda: len(_own_slots(member)) >= 3, 40, "member slots committed over MQTT")
+        # The member runs light (the default): its records leave the outbox by inclusion proof.
+        _wait(lambda: _committed(member) >= 3, 40, "member slots committed over MQTT")
         assert _get(member.api, "/status")["role"]["consensus"] == "member"
         broker.stop()
         time.sleep(3)  # three simulated hours without a broker
