@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import functools
 import json
@@ -35,11 +36,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import msgpack
 
 from ledger import block as blk
 from ledger import codec
@@ -48,7 +52,7 @@ from ledger.consensus.engine import EngineConfig
 from ledger.consensus.errors import MessageError
 from ledger.keys import SigningKey, sha256
 from ledger.node import CommitInfo, Node
-from ledger.transport.base import CHANNELS
+from ledger.transport.base import CHANNELS, Message
 from ledger.transport.mqtt import MqttTransport
 from ledger.transport.mqtt_settings import MqttSettings
 from ledger.txgossip import encode_batch
@@ -110,6 +114,24 @@ def _time_stages() -> None:
         setattr(cls, name, wrapped)
 
 
+def _count_by_channel(transport: MqttTransport) -> Counter[str]:
+    """Payload bytes received per channel and kind (``consensus:cproposal``, ``tx``, …)."""
+    counts: Counter[str] = Counter()
+    messages = transport.messages
+
+    async def counted() -> AsyncIterator[Message]:
+        async for m in messages():
+            kind = ""
+            if m.channel != "tx":
+                with contextlib.suppress(Exception):
+                    kind = ":" + str(msgpack.unpackb(m.payload)[0])
+            counts[m.channel + kind] += len(m.payload)
+            yield m
+
+    transport.messages = counted  # type: ignore[method-assign]
+    return counts
+
+
 async def worker(index: int, n: int, port: int, root: Path, out: Path, durable: bool) -> None:
     """One validator: run until the parent writes ``root/stop``, then dump its records."""
     if os.environ.get(CPU_SPLIT_ENV):
@@ -123,6 +145,7 @@ async def worker(index: int, n: int, port: int, root: Path, out: Path, durable: 
     transport = MqttTransport(settings)
     await transport.start()
     await transport.wait_connected(10)
+    by_channel = _count_by_channel(transport)
     node = Node.open(
         root / f"v{index}",
         g,
@@ -156,6 +179,7 @@ async def worker(index: int, n: int, port: int, root: Path, out: Path, durable: 
         "hash": node.app.last_block_hash.hex(),
         "cpu_s": time.process_time() - cpu_at_ready,
         "cpu_split": dict(_SPLIT),
+        "in_by_channel": dict(by_channel),
         "height": node.app.height,
     }
     await node.close()
@@ -315,6 +339,13 @@ def report(root: Path, n: int, args: argparse.Namespace) -> None:
         f" {2e6 / per_tx_us:.0f} tx/s (broker and load generator not counted)"
     )
     print(f"  load average during the run: {os.getloadavg()[0]:.1f} (2 cores, shared)")
+    print(
+        "  v0 payload bytes received per block, by channel:kind: "
+        + ", ".join(
+            f"{k} {v / max(1, max(r['height'] for r in recs)) / 1024:.1f} KiB"
+            for k, v in sorted(recs[0]["in_by_channel"].items())
+        )
+    )
     split = recs[0].get("cpu_split") or {}
     if split:
         committed = max(1, len(everywhere))

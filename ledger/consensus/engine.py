@@ -153,6 +153,7 @@ class Engine(BlockFollower):
         self._compact = app if config.compact_proposals and isinstance(app, CompactBlocks) else None
         self._pending_compact: dict[bytes, tuple[wire.CompactProposal, str]] = {}
         self._answered: dict[tuple[str, int], int] = {}
+        self._latest_compact: tuple[int, bytes] | None = None
         self._reported: OrderedDict[bytes, None] = OrderedDict()
         self._replaying = False
         self._republish_timer: TimerHandle | None = None
@@ -376,6 +377,24 @@ class Engine(BlockFollower):
             self.note_peer_height(commit.height)
             return
         self.on_block(wire.BlockAnnouncement(block, commit))
+
+    def announce_latest(self) -> None:
+        """Re-announce the last decided block (re-publication, helps a peer one height
+        behind) in compact form when the application has one: a full block every period
+        would cost every link the block's bytes again (docs/spec/consensus.md §2b)."""
+        commit = self.last_commit
+        if self._compact is None or commit is None:
+            super().announce_latest()
+            return
+        if self._latest_compact is None or self._latest_compact[0] != commit.height:
+            block = self.last_block or self.app.block(self.height - 1)
+            compact = self._compact.compact_block(block) if block is not None else None
+            if compact is None:
+                super().announce_latest()
+                return
+            payload = wire.encode_compact_block(self._config.chain_id, compact, commit)
+            self._latest_compact = (commit.height, payload)
+        self._send("block", self._latest_compact[1], None)
 
     def _retry_compact(self) -> None:
         for key, (msg, sender) in list(self._pending_compact.items()):
