@@ -123,12 +123,12 @@ class _Api:
         if not meter_id:
             raise HttpError(400, "query parameter meter= is required")
         if "slot" in request.query:
-            start = _int_param(request, "slot")
+            start = int_param(request, "slot")
             end = start + state.SLOT_MS
         elif "period" in request.query:
             start, end = self._period(request)
         else:
-            start, end = _int_param(request, "from"), _int_param(request, "to")
+            start, end = int_param(request, "from"), int_param(request, "to")
         try:
             rows = self.p.queries.measurements(self.me, meter_id, start, end)
         except AccessDenied as exc:
@@ -142,7 +142,7 @@ class _Api:
         if "period" in request.query:
             start, end = self._period(request)
         else:
-            start, end = _int_param(request, "from"), _int_param(request, "to")
+            start, end = int_param(request, "from"), int_param(request, "to")
         try:
             rows = self.p.queries.totals(self.me, start, end)
         except AccessDenied as exc:
@@ -151,13 +151,15 @@ class _Api:
         return Response.json({"slots": [dict(zip(keys, r, strict=True)) for r in rows]})
 
     async def outbox(self, request: Request) -> Response:
-        limit = _int_param(request, "limit", 100)
+        limit = int_param(request, "limit", 100)
         pending = self.p.outbox.pending(limit)
         return Response.json(
             {
                 "depth": self.p.outbox.depth(),
-                "pending": [_record(r) for r in pending],
-                "rejected": [{**_record(r), "reason": why} for r, why in self.p.outbox.rejected()],
+                "pending": [outbox_record(r) for r in pending],
+                "rejected": [
+                    {**outbox_record(r), "reason": why} for r, why in self.p.outbox.rejected()
+                ],
                 "inflight": len(self.p.signer.inflight),
             }
         )
@@ -187,7 +189,7 @@ class _Api:
 
     async def add_meter(self, request: Request) -> Response:
         self._require_admin("adding a meter (addMeterFromList)")
-        body = _fields(request, ("meter_id", "account"))
+        body = body_fields(request, ("meter_id", "account"))
         try:
             account = bytes.fromhex(str(body["account"]))
         except ValueError as exc:
@@ -196,16 +198,16 @@ class _Api:
 
     async def remove_meter(self, request: Request) -> Response:
         self._require_admin("removing a meter (removeMeterFromList)")
-        meter_id = request.query.get("meter") or _fields(request, ("meter_id",))["meter_id"]
+        meter_id = request.query.get("meter") or body_fields(request, ("meter_id",))["meter_id"]
         return self._submit("RemoveMeter", {"meter_id": str(meter_id)})
 
     async def set_params(self, request: Request) -> Response:
         self._require_admin("setting market parameters (setMarketParameters)")
-        body = _fields(request, ("period_id", "start_ms", "end_ms", "params"))
+        body = body_fields(request, ("period_id", "start_ms", "end_ms", "params"))
         return self._submit("SetMarketParameters", body)
 
     async def set_measure(self, request: Request) -> Response:
-        body = _fields(request, ("meter_id", "slot_start_ms", "import_wh", "export_wh"))
+        body = body_fields(request, ("meter_id", "slot_start_ms", "import_wh", "export_wh"))
         body.setdefault("quality", 0)
         with self.p.queries.store.state_reader() as base:
             owner = state.meter_owner(state.Overlay(base), str(body["meter_id"]))
@@ -215,11 +217,12 @@ class _Api:
         return self._submit("SetMeasure", body)
 
     async def solve(self, request: Request) -> Response:
-        body = _fields(request, ("period_id",))
+        body = body_fields(request, ("period_id",))
         return self._submit("SolveMarkets", {"period_id": str(body["period_id"])})
 
 
-def _fields(request: Request, names: tuple[str, ...]) -> dict[str, Any]:
+def body_fields(request: Request, names: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON object body of ``request``; 400 naming the fields it misses."""
     body = request.json()
     if not isinstance(body, dict):
         raise HttpError(400, "body must be a JSON object")
@@ -229,7 +232,9 @@ def _fields(request: Request, names: tuple[str, ...]) -> dict[str, Any]:
     return body
 
 
-def _int_param(request: Request, name: str, default: int | None = None) -> int:
+def int_param(request: Request, name: str, default: int | None = None) -> int:
+    """Integer query parameter ``name`` (``default`` when absent); 400 when missing or not an
+    integer."""
     value = request.query.get(name)
     if value is None:
         if default is not None:
@@ -241,7 +246,8 @@ def _int_param(request: Request, name: str, default: int | None = None) -> int:
         raise HttpError(400, f"query parameter {name}={value!r} must be an integer") from exc
 
 
-def _record(r: Any) -> dict[str, Any]:
+def outbox_record(r: Any) -> dict[str, Any]:
+    """An outbox record as ``GET /outbox`` shows it."""
     return {
         "meter_id": r.meter_id,
         "slot_start_s": r.slot_start_s,

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from edge.api import _fields, _int_param, _record
+from edge.api import body_fields, int_param, outbox_record
 from edge.http import HttpError, Request, Response, Router
 from edge.light_submitter import LightSubmitter
 from edge.metrics import CONTENT_TYPE, Metrics
@@ -136,12 +136,14 @@ class _LightApi:
         return Response.json(self.p.status())
 
     async def outbox(self, request: Request) -> Response:
-        limit = _int_param(request, "limit", 100)
+        limit = int_param(request, "limit", 100)
         return Response.json(
             {
                 "depth": self.p.outbox.depth(),
-                "pending": [_record(r) for r in self.p.outbox.pending(limit)],
-                "rejected": [{**_record(r), "reason": why} for r, why in self.p.outbox.rejected()],
+                "pending": [outbox_record(r) for r in self.p.outbox.pending(limit)],
+                "rejected": [
+                    {**outbox_record(r), "reason": why} for r, why in self.p.outbox.rejected()
+                ],
                 "inflight": len(self.p.submitter.inflight),
             }
         )
@@ -210,12 +212,12 @@ class _LightApi:
 
     async def _range(self, request: Request) -> tuple[int, int]:
         if "slot" in request.query:
-            start = _int_param(request, "slot")
+            start = int_param(request, "slot")
             return start, start + state.SLOT_MS
         if "period" in request.query:
             record = await self._period(request.query["period"])
             return int(record["start_ms"]), int(record["end_ms"])
-        return _int_param(request, "from"), _int_param(request, "to")
+        return int_param(request, "from"), int_param(request, "to")
 
     def _slots(self, start: int, end: int) -> list[int]:
         first = start + (-start) % state.SLOT_MS
@@ -325,14 +327,14 @@ class _LightApi:
         )
 
     async def set_measure(self, request: Request) -> Response:
-        body = _fields(request, ("meter_id", "slot_start_ms", "import_wh", "export_wh"))
+        body = body_fields(request, ("meter_id", "slot_start_ms", "import_wh", "export_wh"))
         body.setdefault("quality", 0)
         if str(body["meter_id"]) not in await self._own_meters():
             raise HttpError(403, f"meter {body['meter_id']!r} is not this node's meter")
         return await self._submit("SetMeasure", body)
 
     async def solve(self, request: Request) -> Response:
-        body = _fields(request, ("period_id",))
+        body = body_fields(request, ("period_id",))
         return await self._submit("SolveMarkets", {"period_id": str(body["period_id"])})
 
     async def _require_admin(self, what: str) -> None:
@@ -346,7 +348,7 @@ class _LightApi:
 
     async def add_meter(self, request: Request) -> Response:
         await self._require_admin("adding a meter (addMeterFromList)")
-        body = _fields(request, ("meter_id", "account"))
+        body = body_fields(request, ("meter_id", "account"))
         try:
             account = bytes.fromhex(str(body["account"]))
         except ValueError as exc:
@@ -357,12 +359,12 @@ class _LightApi:
 
     async def remove_meter(self, request: Request) -> Response:
         await self._require_admin("removing a meter (removeMeterFromList)")
-        meter_id = request.query.get("meter") or _fields(request, ("meter_id",))["meter_id"]
+        meter_id = request.query.get("meter") or body_fields(request, ("meter_id",))["meter_id"]
         return await self._submit("RemoveMeter", {"meter_id": str(meter_id)})
 
     async def set_params(self, request: Request) -> Response:
         await self._require_admin("setting market parameters (setMarketParameters)")
-        body = _fields(request, ("period_id", "start_ms", "end_ms", "params"))
+        body = body_fields(request, ("period_id", "start_ms", "end_ms", "params"))
         return await self._submit("SetMarketParameters", body)
 
 
