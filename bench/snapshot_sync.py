@@ -6,7 +6,7 @@ Usage: .venv/bin/python bench/snapshot_sync.py [--members 19] [--slots 2976]
 Builds the month of bench/privacy_prune.py (one block of ``--members`` SetMeasure per 15-min
 slot, no fsync), solves and prunes it (one UTC day per block), then:
 
-- body-prunes the block store in steps of 16 blocks (what a node does after each commit) and
+- body-prunes the block store in steps of 32 blocks (what a node does after each commit) and
   prints the time per step, the ``blocks`` pages in use and the size of a compacted copy of the
   whole LMDB file before and after (LMDB reuses freed pages but never shrinks the file), and
   whether a pruned SetMeasure's signature bytes are still in the live file / in the copy;
