@@ -36,6 +36,7 @@ from ledger.proofs import ProofError
 log = logging.getLogger("lemd.submitter")
 
 TICK_S = 5.0
+API_SEQUENCE_WAIT_S = 8.0
 PROOF_BATCH = 16
 
 
@@ -130,9 +131,9 @@ class LightSubmitter:
         await self._send_new()
         await self._prove_inflight()
 
-    async def _proven_sequence(self) -> int:
+    async def _proven_sequence(self, timeout_s: float = 60.0) -> int:
         key = state.k_seq(self.key.public_key)
-        answer, (value,) = await self.node.prove([("key", key)], timeout_s=60.0)
+        answer, (value,) = await self.node.prove([("key", key)], timeout_s=timeout_s)
         if isinstance(value, bytes):
             return int(codec.decode(value))
         if answer.answers[0].status == "absent":
@@ -148,7 +149,8 @@ class LightSubmitter:
             LedgerError: the body is not a valid tx of ``kind`` (nothing was sent).
         """
         if self.sequence is None:
-            self.sequence = await self._proven_sequence()
+            # An API caller waits: below lemctl's 10 s (the loop's own proof may take longer).
+            self.sequence = await self._proven_sequence(timeout_s=API_SEQUENCE_WAIT_S)
         raw = txm.make(self.key, self.node.chain_id, self.sequence, kind, body)
         self.sequence += 1
         tx = await self.node.submit(raw)

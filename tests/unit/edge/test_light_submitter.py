@@ -95,3 +95,30 @@ async def test_a_tx_never_included_is_resent_then_resigned_then_set_aside(
     await sub.step()  # round 2 reached: set aside
     assert outbox.pending() == []
     assert [r.slot_start_s for r, _ in outbox.rejected()] == [0, 900, 1800]
+
+
+async def test_api_txs_share_the_sequence_and_are_resigned_then_dropped(tmp_path: Path) -> None:
+    """A tx of the REST API takes the next proven sequence after the outbox's records and is
+    acknowledged by proof like them; one never included is re-signed from the newly proven
+    sequence, then dropped and counted (it is not persisted), while no record is lost."""
+    node: Any = ScriptedNode()
+    box = Outbox(tmp_path / "outbox")
+    sub = LightSubmitter(
+        box, node, KEY, Health(), resign_timeout_s=0, max_resigns=1, give_up_rounds=2
+    )
+    solve = {"period_id": "p0"}
+    first = await sub.submit_tx("SolveMarkets", solve)
+    assert node.sent[-1].sequence == 0
+    node.committed = {first}
+    await sub.step()
+    assert sub.stats["api_committed"] == 1
+    lost = await sub.submit_tx("SolveMarkets", solve)
+    assert node.sent[-1].sequence == 1
+    await sub.step()  # not included: a re-sign round (max_resigns 1) takes it back
+    assert lost not in sub.inflight
+    node.sequence = 4
+    await sub.step()  # sequence proven again (4): the API tx is signed anew from it
+    assert (node.sent[-1].kind, node.sent[-1].sequence) == ("SolveMarkets", 4)
+    await sub.step()  # second round: given up
+    assert sub.stats["api_given_up"] == 1
+    assert sub.inflight == {}
