@@ -218,8 +218,9 @@ async def test_late_joiner_restores_a_snapshot_and_follows(
 ) -> None:
     """Validators body-prune the pruned day's blocks (same block hashes and app hashes as
     before); a fresh member gets 'sync_pruned', logs the fallback, restores a verified
-    snapshot, then follows later blocks with the validators' app hash at every height; none of
-    its stored blocks holds a measured SetMeasure and its state has no meas/ row of the period."""
+    snapshot, then follows later blocks with the validators' app hash at every height; no
+    message it received and none of its stored blocks holds a measured SetMeasure, and its state
+    has no meas/ row of the period."""
     caplog.set_level(logging.INFO)
     c = Chain(tmp_path)
     try:
@@ -240,6 +241,14 @@ async def test_late_joiner_restores_a_snapshot_and_follows(
         )
 
         joiner = c.start("j", N1)
+        received: list[bytes] = []
+        handle = joiner._handle  # record every payload the joiner is handed (before it runs)
+
+        def recording(message: Message) -> None:
+            received.append(message.payload)
+            handle(message)
+
+        joiner._handle = recording  # type: ignore[method-assign]
         await c.until(lambda: joiner.stats["snapshot_joined"] == 1, "snapshot join", 30)
         restored = joiner.store.height
         assert restored >= tip - 1
@@ -254,6 +263,8 @@ async def test_late_joiner_restores_a_snapshot_and_follows(
         for h in range(1, tip + 1):  # body pruning moved no header, no app hash
             assert (v0.store.header(h), v0.store.app_hash_at(h)) == hashes[h]
         assert not _holds_raw(joiner, sent)
+        assert len(received) > 10
+        assert not any(raw in payload for payload in received for raw in sent)  # never received
         with joiner.store.state_reader() as base:
             rows = list(
                 base.scan(state.k_measure(start, ""), state.k_measure(start + 2 * SLOT, ""))
