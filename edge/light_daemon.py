@@ -135,7 +135,11 @@ class LightDaemon:
             "clock": {"now_ms": self.clock.now_ms(), "speed": self.clock.speed},
             "peers": len(self.node.peers),
             "mempool": {"txs": 0, "bytes": 0},
-            "ledger": {**self.node.status(), "reads": dict(self.reader.stats)},
+            "ledger": {
+                **self.node.status(),
+                "reads": dict(self.reader.stats),
+                "validator_now": self.made_validator(),
+            },
             "meter": self._meter(),
             "outbox": {
                 "depth": self.outbox.depth(),
@@ -246,9 +250,21 @@ class LightDaemon:
         return 0
 
     async def _beat(self) -> None:
+        warned = False
         while True:
             self.health.beat(LIGHT_HEALTH)
+            if not warned and self.made_validator():
+                warned = True
+                log.error(
+                    "this node's key is in the validator set of the newest verified header; a "
+                    'light member does not vote: set [ledger] member_mode = "full" and restart'
+                )
             await asyncio.sleep(TICK_S)
+
+    def made_validator(self) -> bool:
+        """Governance put this key into the validator set (light.md §7: it must run full)."""
+        valset = self.light.validators(self.light.latest.validators_hash) or ()
+        return any(pk == self.key.public_key for pk, _ in valset)
 
     async def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval_s

@@ -38,7 +38,8 @@ class ScriptedNode:
     async def prove(
         self, queries: list[tuple[str, bytes]], timeout_s: float = 30.0
     ) -> tuple[ProofResponse, list[Any]]:
-        answers, results = [], []
+        answers: list[Answer] = []
+        results: list[Any] = []
         for kind, arg in queries:
             if kind == "key":
                 assert arg == state.k_seq(KEY.public_key)
