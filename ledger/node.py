@@ -361,6 +361,7 @@ class Node:
         self._join_after_s = 0.0
         self._directory = directory
         self._tasks: asyncio.TaskGroup | None = None
+        self._join_task: asyncio.Task[None] | None = None
         self._guarded: _GuardedClock | None = None
         self.port.on_commit = self._on_commit
         self._commit_listeners: list[CommitListener] = []
@@ -456,6 +457,8 @@ class Node:
         self._closed = True
         if self.engine is not None:
             self.engine.stop()
+        if self._join_task is not None:
+            self._join_task.cancel()  # its waits for answers would hold up the shutdown
         await self.transport.close()
         for queue in (self._inbox, self._outbox):
             self._wake_with_none(queue)
@@ -643,7 +646,9 @@ class Node:
         self._joiner = SnapshotJoiner(
             self.store, self.cstore, self.key, self.transport.node_id, self._send, workdir
         )
-        self._tasks.create_task(self._join(), name=f"{self.transport.node_id}-snapshot")
+        self._join_task = self._tasks.create_task(
+            self._join(), name=f"{self.transport.node_id}-snapshot"
+        )
 
     async def _join(self) -> None:
         """Run one snapshot join, then block sync from the restored height (or from where the

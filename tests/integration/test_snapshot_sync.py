@@ -335,3 +335,26 @@ async def test_forged_pruned_answer_costs_a_detour_only(tmp_path: Path) -> None:
         assert v1.engine is not None
     finally:
         await c.close()
+
+
+@pytest.mark.timeout(60)
+async def test_close_during_a_join_does_not_wait_for_its_timeouts(tmp_path: Path) -> None:
+    """A node closed while its join waits for silent servers stops at once: the join task is
+    cancelled (its own waits would take up to 6 x 5 s per phase) and the scratch directory is
+    removed."""
+    c = Chain(tmp_path)
+    try:
+        for i, key in enumerate(VALIDATORS):
+            c.start(f"v{i}", key)
+        await _settle_and_prune(c)
+        for i in range(4):
+            server = c.nodes[f"v{i}"].snapshots
+            assert server is not None
+            server._send = lambda channel, payload, to: None  # silent servers
+        joiner = c.start("j", N1)
+        await c.until(lambda: joiner._joiner is not None, "join under way")
+        await joiner.close()
+        await asyncio.wait_for(c.tasks.pop("j"), 3)
+        assert not (tmp_path / "j" / "snapshot-join").exists()
+    finally:
+        await c.close()
