@@ -14,9 +14,9 @@ sync from S + 1. The app hash is the root of a depth-12 tree over 4,096 buckets
 
 A server answers from an LMDB read transaction opened right after a commit (a consistent view
 while the node keeps committing); a view of height S is served once S + 1 is committed, so its
-app hash is signed. Requests are signed by a community member's key (the snapshot holds the
-unpruned measurements of recent days, like the blocks a full member replays), and one validator
-answers a broadcast request (picked by the nonce, as for proofs: docs/spec/light.md §3).
+app hash is signed. Requests are signed, and only validators and admins are served (the
+snapshot holds every member's unpruned measurements of recent days, which seed 000 Fig. 4 lets
+only the admin read); one validator answers a request (docs/spec/light.md §3).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger import codec, keys, merkle, state
-from ledger.apps.amm import is_member
 from ledger.errors import CodecError, LedgerError, SignatureError
 from ledger.store import StateView, Store
 from ledger.transport.base import Message
@@ -265,11 +264,10 @@ class SnapshotServer:
         ):
             raise ValueError("stale or replayed nonce")
         self._nonces[requester] = nonce
-        with self._store.state_reader() as base:
-            allowed = is_member(state.Overlay(base), requester)
-        if not allowed:
-            self.stats["refused_outsider"] += 1
-            self._send("sync_resp", codec.encode(["snap_none", chain, nonce, "outsider"]), sender)
+        if not self._may_receive(requester):
+            self.stats["refused_not_permitted"] += 1
+            payload = ["snap_none", chain, nonce, "not_permitted"]
+            self._send("sync_resp", codec.encode(payload), sender)
             return
         if self._served is None:
             self.stats["no_view"] += 1
@@ -282,6 +280,14 @@ class SnapshotServer:
         self.stats["manifests"] += 1
         payload = ["snap_manifest", chain, nonce, self._served.height, self._roots]
         self._send("sync_resp", codec.encode(payload), sender)
+
+    def _may_receive(self, requester: bytes) -> bool:
+        """Validators and admins only: a snapshot holds every member's unpruned measurements,
+        which seed 000 Fig. 4 lets only the admin read (validators hold them anyway). A
+        prosumer's node follows as a light member (docs/spec/light.md) instead."""
+        with self._store.state_reader() as base:
+            st = state.Overlay(base)
+            return state.is_validator(st, requester) or state.is_admin(st, requester)
 
     def _answer_chunk(self, value: list[Any], sender: str) -> None:
         _, chain, height, chunk, after, nonce = value

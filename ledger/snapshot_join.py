@@ -231,6 +231,11 @@ class SnapshotJoiner:
             found = await self._receive(functools.partial(self._manifest_answer, nonce=nonce))
             if isinstance(found, Manifest):
                 return found
+            if found == "not_permitted":
+                raise SnapshotError(
+                    "snapshots are served to validators and admins only (they hold every "
+                    "member's recent measurements); follow this chain as a light member"
+                )
             if found is not None:
                 log.info("snapshot refused", extra={"reason": found})
         raise SnapshotError("no validator offered a snapshot manifest")

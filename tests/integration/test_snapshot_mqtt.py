@@ -15,7 +15,7 @@ from ledger.transport.mqtt_settings import MqttSettings
 from tests.integration.test_snapshot_sync import VALIDATORS, Chain, _holds_raw, _settle_and_prune
 from tests.support.mosquitto import Mosquitto
 from tests.support.nodes import FAST
-from tests.unit.ledger.helpers import N1
+from tests.unit.ledger.helpers import ADMIN, N1
 
 
 async def _transport(c: Chain, broker: Mosquitto, node_id: str) -> MqttTransport:
@@ -34,9 +34,9 @@ async def _start(c: Chain, broker: Mosquitto, node_id: str, key: SigningKey) -> 
 async def test_late_joiner_restores_over_mosquitto(
     tmp_path: Path, mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Four validators over mosquitto settle, prune and body-prune a period; a member started
-    later falls back to snapshot sync through the broker, restores the validators' app hash,
-    follows the next block and holds none of the pruned SetMeasure txs."""
+    """Four validators over mosquitto settle, prune and body-prune a period; the admin's full
+    node started later falls back to snapshot sync through the broker, restores the
+    validators' app hash, follows the next block and holds none of the pruned SetMeasure txs."""
     caplog.set_level(logging.INFO)
     c = Chain(tmp_path)
     try:
@@ -45,7 +45,7 @@ async def test_late_joiner_restores_over_mosquitto(
         _, sent = await _settle_and_prune(c)
         v0 = c.nodes["v0"]
         await c.until(lambda: not _holds_raw(v0, sent), "v0 body-pruned")
-        await _start(c, mosquitto, "j", N1)
+        await _start(c, mosquitto, "j", ADMIN)  # the admin's full node
         joiner = c.nodes["j"]
         await c.until(lambda: joiner.stats["snapshot_joined"] == 1, "snapshot join", 30)
         assert "switching to state-snapshot sync" in caplog.text

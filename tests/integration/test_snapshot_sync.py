@@ -193,7 +193,7 @@ async def test_lying_servers_are_refused_by_name(
             c.start(f"v{i}", key)
         await _settle_and_prune(c)
         tamper = Tamper([c.nodes[f"v{i}"] for i in range(4)])
-        joiner = c.start("j", N1)
+        joiner = c.start("j", ADMIN)  # an admin's full node (snapshots: validators, admins)
         expected = {
             "header": "header chain: header",
             "manifest": "its roots do not give the app hash of verified header",
@@ -217,7 +217,7 @@ async def test_late_joiner_restores_a_snapshot_and_follows(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Validators body-prune the pruned day's blocks (same block hashes and app hashes as
-    before); a fresh member gets 'sync_pruned', logs the fallback, restores a verified
+    before); the admin's fresh full node gets 'sync_pruned', logs the fallback, restores a verified
     snapshot, then follows later blocks with the validators' app hash at every height; no
     message it received and none of its stored blocks holds a measured SetMeasure, and its state
     has no meas/ row of the period."""
@@ -240,7 +240,7 @@ async def test_late_joiner_restores_a_snapshot_and_follows(
             for h in range(1, tip + 1)
         )
 
-        joiner = c.start("j", N1)
+        joiner = c.start("j", ADMIN)  # an admin's full node (snapshots: validators, admins)
         received: list[bytes] = []
         handle = joiner._handle  # record every payload the joiner is handed (before it runs)
 
@@ -351,10 +351,32 @@ async def test_close_during_a_join_does_not_wait_for_its_timeouts(tmp_path: Path
             server = c.nodes[f"v{i}"].snapshots
             assert server is not None
             server._send = lambda channel, payload, to: None  # silent servers
-        joiner = c.start("j", N1)
+        joiner = c.start("j", ADMIN)  # an admin's full node (snapshots: validators, admins)
         await c.until(lambda: joiner._joiner is not None, "join under way")
         await joiner.close()
         await asyncio.wait_for(c.tasks.pop("j"), 3)
         assert not (tmp_path / "j" / "snapshot-join").exists()
+    finally:
+        await c.close()
+
+
+@pytest.mark.timeout(60)
+async def test_a_prosumer_full_node_is_refused_by_name(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A prosumer's full node cannot take a snapshot (it would read every member's recent
+    measurements, Fig. 4): the join fails saying so, nothing is restored, and the node stays
+    before the pruned blocks."""
+    caplog.set_level(logging.INFO)
+    c = Chain(tmp_path)
+    try:
+        for i, key in enumerate(VALIDATORS):
+            c.start(f"v{i}", key)
+        await _settle_and_prune(c)
+        joiner = c.start("j", N1)
+        await c.until(partial(_failed, joiner, 1), "refused join")
+        assert "served to validators and admins only" in caplog.text
+        assert joiner.stats["snapshot_joined"] == 0
+        assert joiner.store.height < 3
     finally:
         await c.close()

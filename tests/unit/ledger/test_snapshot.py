@@ -28,7 +28,17 @@ from ledger.snapshot import (
 from ledger.store import Store
 from ledger.transport.base import Message
 from ledger.verify import verify_store
-from tests.unit.ledger.helpers import ADMIN, CHAIN, OUTSIDER, VAL, Signer, commit, genesis, open_app
+from tests.unit.ledger.helpers import (
+    ADMIN,
+    CHAIN,
+    N1,
+    OUTSIDER,
+    VAL,
+    Signer,
+    commit,
+    genesis,
+    open_app,
+)
 
 Entries = list[tuple[bytes, bytes]]
 
@@ -177,7 +187,7 @@ def _server(tmp_path: Path) -> tuple[SnapshotServer, _Outbox, int]:
     server.on_commit()  # candidate at this height
     commit(
         app,
-        [Signer(ADMIN, app=app)("AddMeter", {"meter_id": "X", "account": VAL.public_key})],
+        [Signer(ADMIN, app=app)("AddMeter", {"meter_id": "X", "account": N1.public_key})],
         app.last_block_time_ms + 1,
     )
     server.on_commit()  # the previous view is now servable
@@ -185,9 +195,10 @@ def _server(tmp_path: Path) -> tuple[SnapshotServer, _Outbox, int]:
 
 
 def test_server_answers_members_one_view_in_bounded_pieces(tmp_path: Path) -> None:
-    """The validator answers a member's signed request with the manifest of the view before
-    its last commit, then chunk pieces of at most PIECE_BYTES to that node only; an outsider
-    gets 'snap_none', a bad signature and a chunk request without a session get nothing."""
+    """The validator answers the admin's signed request with the manifest of the view before
+    its last commit, then chunk pieces of at most PIECE_BYTES to that node only; an outsider and
+    a prosumer get 'snap_none' (Fig. 4: only the admin reads every member's measurements), a bad
+    signature and a chunk request without a session get nothing."""
     server, out, served = _server(tmp_path)
     assert server.served_height == served
     server.handle(Message("sync_req", "m1", make_request(ADMIN, CHAIN, "m1", 1_000_001)))
@@ -202,8 +213,10 @@ def test_server_answers_members_one_view_in_bounded_pieces(tmp_path: Path) -> No
     n = len(out.sent)
     server.handle(Message("sync_req", "m2", make_chunk_request(CHAIN, served, 0, b"", 8)))
     assert len(out.sent) == n  # m2 has no session
-    server.handle(Message("sync_req", "o", make_request(OUTSIDER, CHAIN, "o", 1_000_002)))
-    assert decode(CHAIN, out.sent[-1][1])[:4] == ["snap_none", CHAIN, 1_000_002, "outsider"]
+    for i, refused in enumerate((OUTSIDER, N1)):  # N1 is a prosumer: Fig. 4 refuses it too
+        nonce = 1_000_002 + i
+        server.handle(Message("sync_req", "o", make_request(refused, CHAIN, "o", nonce)))
+        assert decode(CHAIN, out.sent[-1][1])[:4] == ["snap_none", CHAIN, nonce, "not_permitted"]
     forged = codec.decode(make_request(ADMIN, CHAIN, "m1", 1_000_003))
     forged[3] = bytes(64)
     server.handle(Message("sync_req", "m1", codec.encode(forged)))
