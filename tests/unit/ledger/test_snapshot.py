@@ -194,7 +194,7 @@ def _server(tmp_path: Path) -> tuple[SnapshotServer, _Outbox, int]:
     return server, out, app.height - 1
 
 
-def test_server_answers_members_one_view_in_bounded_pieces(tmp_path: Path) -> None:
+def test_server_answers_the_admin_one_view_in_bounded_pieces(tmp_path: Path) -> None:
     """The validator answers the admin's signed request with the manifest of the view before
     its last commit, then chunk pieces of at most PIECE_BYTES to that node only; an outsider and
     a prosumer get 'snap_none' (Fig. 4: only the admin reads every member's measurements), a bad
