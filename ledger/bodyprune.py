@@ -2,10 +2,10 @@
 
 Spec: docs/spec/privacy.md §3.1. ``PruneMeasurements`` removes a settled day's ``meas/`` rows from
 the *state* (consensus, identical on every node). The blocks that carried those rows as signed
-``SetMeasure`` txs would still hold them for ever; this module rewrites such stored blocks into
-their body-pruned record (:func:`ledger.store.pruned_record`): header, last commit and every tx
-hash stay (``txs_hash`` still verifies, ``tx_location`` and inclusion proofs by hash still work),
-the SetMeasure envelopes go, every other tx stays whole.
+``SetMeasure`` txs would still hold them for ever; this module rewrites such stored blocks
+into their body-pruned record (:func:`ledger.stored_block.pruned_record`): header, last commit
+and every tx hash stay (``txs_hash`` still verifies, ``tx_location`` and inclusion proofs by
+hash still work), the SetMeasure envelopes go, every other tx stays whole.
 
 This is local storage work, not consensus: no header, block hash or app hash changes, and nodes
 may do it at different times. It runs after a commit, in its own write transaction, over at most
@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 from ledger import codec, privacy, state
 from ledger.block import Block, Header
-from ledger.store import K_BODY_CURSOR, Store, pruned_record
+from ledger.store import K_BODY_CURSOR, Store
+from ledger.stored_block import pruned_record
 
 log = logging.getLogger("ledger.bodyprune")
 

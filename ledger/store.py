@@ -9,9 +9,8 @@ the stored bucket hashes and refuses a store where it differs from the recorded 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,13 @@ import lmdb
 
 from ledger import codec, merkle
 from ledger.block import Block, Header
-from ledger.block import decode as decode_block
-from ledger.errors import BlockInvalid, CodecError, StoreError
+from ledger.errors import StoreError
 from ledger.genesis import Genesis
 from ledger.keys import sha256
 from ledger.pagetrim import RELEASE_EVERY_HEIGHTS, release_file_pages
+from ledger.stored_block import PRUNED_PREFIX, StoredBlock, decode_stored
+from ledger.stored_block import PrunedTx as PrunedTx  # re-exported: part of the store's API
+from ledger.stored_block import pruned_record as pruned_record
 
 
 def map_size_bytes(maxsize: int = sys.maxsize) -> int:
@@ -45,79 +46,11 @@ def _b2(bucket: int) -> bytes:
     return bucket.to_bytes(2, "big")
 
 
-_PRUNED_TAG = "pruned"
-"""First element of a body-pruned block record (a full block's first element is its header)."""
-_PRUNED_PREFIX = codec.encode([_PRUNED_TAG, 0, 0, 0])[:8]
-"""The bytes every body-pruned record starts with (array of 4, then the tag): a cheap test."""
 K_BODY_CURSOR = b"bodyprune"
 """meta key: [next height the body pruner examines] (ledger/bodyprune.py)."""
 K_SNAPSHOT_BASE = b"snapbase"
 """meta key: [height, block hash, time_ms, app hash] of the snapshot this store was restored
 from (ledger/snapshot.py); blocks at or below it were never stored here."""
-
-
-@dataclass(frozen=True, slots=True)
-class PrunedTx:
-    """A tx whose body was removed from the block store (docs/spec/privacy.md §3.1).
-
-    Attributes:
-        hash: sha256 of the original envelope (its leaf in ``header.txs_hash``) [32 bytes].
-        signer: the envelope's signer key (kept so only the signer gets an inclusion proof).
-    """
-
-    hash: bytes
-    signer: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class StoredBlock:
-    """A block as stored: whole, or with some tx bodies pruned (header and hashes kept)."""
-
-    header: Header
-    txs: tuple[bytes | PrunedTx, ...]
-    last_commit: codec.Value
-
-    @property
-    def body_pruned(self) -> bool:
-        return any(isinstance(t, PrunedTx) for t in self.txs)
-
-    @property
-    def tx_hashes(self) -> list[bytes]:
-        return [t.hash if isinstance(t, PrunedTx) else sha256(t) for t in self.txs]
-
-
-def pruned_record(block: Block, drop: Sequence[bytes | None]) -> bytes:
-    """The body-pruned record of ``block``: ``drop[i]`` is the signer of tx ``i`` whose body
-    goes (None: the tx stays whole). Layout: ``["pruned", header, [tx | [hash, signer]…],
-    last_commit]`` (canonical MessagePack; docs/spec/ledger.md §7)."""
-    txs: list[codec.Value] = [
-        raw if signer is None else [sha256(raw), signer]
-        for raw, signer in zip(block.txs, drop, strict=True)
-    ]
-    return codec.encode([_PRUNED_TAG, block.header.to_value(), txs, block.last_commit])
-
-
-def decode_stored(raw: bytes) -> StoredBlock:
-    """A stored block record (whole or body-pruned), checked against its ``txs_hash``.
-
-    Raises:
-        BlockInvalid: not a block record, or the tx hashes do not give ``txs_hash``.
-    """
-    if not raw.startswith(_PRUNED_PREFIX):
-        whole = decode_block(raw)
-        return StoredBlock(whole.header, whole.txs, whole.last_commit)
-    try:
-        _, header_value, entries, last_commit = codec.decode(raw)
-        header = Header(*header_value)  # written by this node from a decoded header
-    except (CodecError, TypeError, ValueError) as exc:
-        raise BlockInvalid(f"body-pruned block record: {exc}") from exc
-    txs: list[bytes | PrunedTx] = []
-    for entry in entries:
-        txs.append(entry if isinstance(entry, bytes) else PrunedTx(entry[0], entry[1]))
-    stored = StoredBlock(header, tuple(txs), last_commit)
-    if merkle.list_root(stored.tx_hashes) != header.txs_hash:
-        raise BlockInvalid(f"body-pruned block {header.height}: tx hashes do not give txs_hash")
-    return stored
 
 
 class LmdbState:
@@ -387,7 +320,7 @@ class Store:
         """The whole block at ``height``; None when absent or body-pruned (see
         :meth:`stored_block`): a caller that replays or relays blocks never gets a partial one."""
         raw = self._get("blocks", _h8(height))
-        return None if raw is None or raw.startswith(_PRUNED_PREFIX) else raw
+        return None if raw is None or raw.startswith(PRUNED_PREFIX) else raw
 
     def stored_block(self, height: int) -> StoredBlock | None:
         """The block at ``height`` as stored: whole or body-pruned (header, tx hashes, commit)."""
@@ -401,7 +334,7 @@ class Store:
 
     def is_body_pruned(self, height: int) -> bool:
         raw = self._get("blocks", _h8(height))
-        return raw is not None and raw.startswith(_PRUNED_PREFIX)
+        return raw is not None and raw.startswith(PRUNED_PREFIX)
 
     # body pruning and snapshots (docs/spec/privacy.md §3.1, docs/spec/consensus.md §5b) ----
 

@@ -12,7 +12,8 @@ from ledger import merkle
 from ledger import tx as txm
 from ledger.bodyprune import BodyPruner
 from ledger.keys import sha256
-from ledger.store import PrunedTx, Store
+from ledger.store import Store
+from ledger.stored_block import PrunedTx
 from ledger.verify import verify_store
 from tests.unit.ledger.helpers import SLOT, commit
 from tests.unit.ledger.test_privacy_retention import (
