@@ -22,7 +22,7 @@ only the admin read); one validator answers a request (docs/spec/light.md §3).
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +47,8 @@ MAX_VIEW_AGE_S = 900.0
 """A served view is replaced after this long even while leased [s]: a steady trickle of
 joiners must not pin old pages (LMDB cannot reuse what a reader still sees) for ever."""
 SIGN_KIND = "snap_req"
+MAX_REQUESTERS = 1024
+"""Requester keys whose last nonce is remembered (oldest first out) [count]."""
 KINDS = ("snap_req", "snap_manifest", "snap_none", "snap_chunk_req", "snap_chunk", "sync_pruned")
 _TOP = b"\x02"  # docs/spec/ledger.md §6: inner node of the top tree
 
@@ -204,7 +206,7 @@ class SnapshotServer:
         self._lease_until = 0.0
         self._served_since = 0.0
         self._sessions: dict[str, int] = {}
-        self._nonces: dict[bytes, int] = {}
+        self._nonces: OrderedDict[bytes, int] = OrderedDict()
         self.stats: Counter[str] = Counter()
 
     @property
@@ -264,6 +266,9 @@ class SnapshotServer:
         ):
             raise ValueError("stale or replayed nonce")
         self._nonces[requester] = nonce
+        self._nonces.move_to_end(requester)
+        while len(self._nonces) > MAX_REQUESTERS:  # signed by anyone: keep memory bounded
+            self._nonces.popitem(last=False)
         if not self._may_receive(requester):
             self.stats["refused_not_permitted"] += 1
             payload = ["snap_none", chain, nonce, "not_permitted"]
