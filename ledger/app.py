@@ -76,9 +76,12 @@ class Admission:
         Raises:
             TxRejected: the first rule broken.
         """
-        tx, _, _ = admit(self._ctx, raw, expected_sequence)
-        if self._overlay.writes:  # a handler wrote during validation: never share that
-            raise AssertionError("a tx kind's validate() wrote state")
+        try:
+            tx, _, _ = admit(self._ctx, raw, expected_sequence)
+        finally:
+            # validate() only reads (ledger/registry.py); should a kind ever write, the next
+            # tx of the batch must not see it.
+            self._overlay.writes.clear()
         return tx
 
 
