@@ -41,8 +41,8 @@ class Light:
 
 @dataclass
 class Node:
-    """Answers key queries from ``app``'s current state at ``app.height``; headers above
-    ``known`` are 'not verified yet'."""
+    """Answers key (and list) queries from ``app``'s current state at ``app.height``; headers
+    above ``known`` are 'not verified yet'."""
 
     app: App
     light: Light = field(default_factory=Light)
@@ -56,7 +56,12 @@ class Node:
             raise TimeoutError
         self.asked.append([arg for _, arg in queries])
         answers = []
-        for _, key in queries:
+        for kind, key in queries:
+            if kind == "list":
+                with self.app.store.state_reader() as base:
+                    found = [k for k, _ in base.scan(key, state.prefix_end(key))]
+                answers.append(Answer("list", key, "ok", [found, False]))
+                continue
             proof = self.app.store.prove(key)
             status = "absent" if proof is None else "ok"
             answers.append(Answer("key", key, status, None if proof is None else proof.to_value()))
