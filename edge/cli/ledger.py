@@ -56,6 +56,12 @@ def _store_dir(args: argparse.Namespace) -> Path:
 
 def _open(args: argparse.Namespace) -> Store:
     path = _store_dir(args)
+    if not (path / "data.mdb").exists() and (path.parent / "light" / "data.mdb").exists():
+        raise LedgerError(
+            f"{path}: no ledger store: this node is a light member (verified headers only, "
+            "docs/spec/light.md); `lemctl ledger show` prints its headers, `lemctl ledger "
+            'prove` its own state; member_mode = "full" keeps a replica'
+        )
     if not (path / "data.mdb").exists():
         raise LedgerError(f"{path}: no ledger store here (data.mdb missing)")
     return Store(path, readonly=True)
@@ -94,11 +100,15 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     try:
-        store = _open(args)
-        try:
-            info = _block_info(store, store.height if args.height is None else args.height)
-        finally:
-            store.close()
+        light = _light_dir(args)
+        if light is not None:
+            info = _header_info(args, light)
+        else:
+            store = _open(args)
+            try:
+                info = _block_info(store, store.height if args.height is None else args.height)
+            finally:
+                store.close()
     except LedgerError as exc:
         print(f"lemctl ledger show: {exc}", file=sys.stderr)
         return 2
@@ -108,6 +118,52 @@ def _show(args: argparse.Namespace) -> int:
         for k, v in info.items():
             print(f"{k}: {v}")
     return 0
+
+
+def _light_dir(args: argparse.Namespace) -> Path | None:
+    """A light member's header store (``<data_dir>/light``) when there is no ledger store."""
+    if args.data_dir is not None:
+        return None
+    path = _store_dir(args)
+    light = path.parent / "light"
+    if (path / "data.mdb").exists() or not (light / "data.mdb").exists():
+        return None
+    return light
+
+
+def _header_info(args: argparse.Namespace, path: Path) -> dict[str, Any]:
+    """``ledger show`` on a light member: the header it verified (docs/spec/light.md §3). The
+    app hash after the block is the next verified header's (None until that one is); the
+    number of txs is not known to a light member."""
+    from edge.config import ConfigError, load_config
+    from edge.node_factory import load_genesis
+    from ledger.light import LightClient
+
+    try:
+        config = load_config(Path(getattr(args, "config", None) or "/etc/lemd/lemd.toml"))
+        genesis = load_genesis(config.node.genesis_file)
+    except ConfigError as exc:
+        raise LedgerError(str(exc)) from exc
+    if genesis is None:
+        raise LedgerError("node.genesis_file is required to open the light member's headers")
+    light = LightClient(path, genesis)
+    try:
+        height = light.height if args.height is None else args.height
+        header, after = light.header(height), light.header(height + 1)
+    finally:
+        light.close()
+    if header is None:
+        raise LedgerError(f"height {height}: no verified header (kept: the newest ones only)")
+    return {
+        "chain_id": genesis.chain_id,
+        "height": height,
+        "hash": header.hash.hex(),
+        "app_hash": None if after is None else after.app_hash.hex(),
+        "time_ms": header.time_ms,
+        "time": dt.datetime.fromtimestamp(header.time_ms / 1000, tz=dt.UTC).isoformat(),
+        "n_txs": None,
+        "light": True,
+    }
 
 
 def _block_info(store: Store, height: int) -> dict[str, Any]:

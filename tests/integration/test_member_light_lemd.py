@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,6 +88,21 @@ async def test_light_lemd_commits_its_slots_by_proof(
         table = capsys.readouterr().out
         assert code == 0
         assert "member, light, light mode" in table
+        # Its own process, as an operator runs it (LMDB: one open per process).
+        show = [sys.executable, "-m", "edge.cli.main", "--config", str(node.config), "ledger",
+                "show", "--height", "2", "--json"]  # fmt: skip
+        root = Path(__file__).resolve().parents[2]
+        done = await asyncio.to_thread(
+            subprocess.run, show, capture_output=True, text=True, cwd=root, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        shown = json.loads(done.stdout)
+        assert shown["light"] is True
+        assert c.nodes["v0"].store.height_of(bytes.fromhex(shown["hash"])) == 2
+        assert shown["app_hash"] == c.nodes["v0"].store.app_hash_at(2).hex()  # type: ignore[union-attr]
+        code = await asyncio.to_thread(lemctl, ["--config", str(node.config), "ledger", "verify"])
+        assert code == 2
+        assert "light member" in capsys.readouterr().err
         daemon.stop_event.set()
         assert await asyncio.wait_for(task, 10) == 0
     finally:
