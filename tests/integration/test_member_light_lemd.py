@@ -26,6 +26,7 @@ from tests.unit.ledger.helpers import ADMIN, N1
 
 pytestmark = pytest.mark.slow
 
+ROOT = Path(__file__).resolve().parents[2]
 METER = "lic-h07"
 START_MS = int(SIM_START.timestamp() * 1000)
 
@@ -91,9 +92,8 @@ async def test_light_lemd_commits_its_slots_by_proof(
         # Its own process, as an operator runs it (LMDB: one open per process).
         show = [sys.executable, "-m", "edge.cli.main", "--config", str(node.config), "ledger",
                 "show", "--height", "2", "--json"]  # fmt: skip
-        root = Path(__file__).resolve().parents[2]
         done = await asyncio.to_thread(
-            subprocess.run, show, capture_output=True, text=True, cwd=root, check=False
+            subprocess.run, show, capture_output=True, text=True, cwd=ROOT, check=False
         )
         assert done.returncode == 0, done.stderr
         shown = json.loads(done.stdout)
