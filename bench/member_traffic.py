@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python bench/member_traffic.py [--members 19] [--slots 12] [--slot-s 3]
        [--idle-s 15] [--heartbeat-ms 1000] [--validators 4] [--day-heartbeat-s 900]
-       [--keepalive-s 60] [--reads-per-day 24]
+       [--keepalive-s 60] [--reads-per-day 24] [--probe-s 960]
 
 One process, one mosquitto on 127.0.0.1 (MQTT 5, QoS 1): ``--validators`` real validators
 (ledger.node.Node, LMDB, production consensus timeouts), two light members (ledger.light_node
@@ -23,7 +23,9 @@ Phases (meter time accelerated: one 15-min slot every ``--slot-s`` real seconds)
 Projection for a real-time day of the community: 96 slots × (blocks per slot headers + the
 slot's own traffic) + heartbeat headers beyond the slots (``--day-heartbeat-s``; 0 with the
 default 900 s, since every slot makes blocks) + MQTT keepalive PINGREQ/PINGRESP while the link
-is otherwise silent (``--keepalive-s``; 3 segments each) + ``--reads-per-day`` balance reads
+is otherwise silent (``--keepalive-s``; 3 segments each) + header probes in the idle gaps
+(``--probe-s``: lemd probes after the heartbeat + 60 s of silence; it used to be 90 s, ≈ 9 probes
+per gap) + ``--reads-per-day`` balance reads
 (each at a new header) + every own measurement row proven once (the cache keeps it).
 TCP/IP headers are estimated at 52 B per segment.
 """
@@ -203,6 +205,16 @@ def _tx_blocks(b: Bench, after: int) -> int:
     return count
 
 
+async def _probe(b: Bench) -> Link:
+    """Bytes of one header probe of an up-to-date member (``headers_req`` and its empty
+    answer): what the prober costs in each idle stretch of ``probe_s``."""
+    m = b.lights[1]
+    before = m.link()
+    await m.node.request_headers()
+    await asyncio.sleep(1.0)
+    return m.link() - before
+
+
 async def _reads(b: Bench) -> tuple[Link, Link, Link]:
     """Bytes of one balance read (3 keys), of the same read repeated 20 times at the same
     header (a dashboard polling: served from the cache), and of proving the light member's own
@@ -239,7 +251,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
         headers = [m.node.light.height - h for m, h in zip(b.lights, h0, strict=True)]
         busy, blocks, tx_blocks, proved = await _busy(b)
         reads = await _reads(b)
-        report(args, b, idle, headers, busy, (blocks, tx_blocks), proved, reads)
+        probe = await _probe(b)
+        report(args, b, idle, headers, busy, (blocks, tx_blocks), proved, reads, probe)
     finally:
         await b.stop()
         broker.kill()
@@ -254,8 +267,16 @@ def report(
     blocks_made: tuple[int, int],
     proved: int,
     reads: tuple[Link, Link, Link],
+    probe: Link,
 ) -> None:
     balance, polled, own_rows = reads
+    # Probes in each ~15-min gap between slot blocks, one per probe_s of header silence.
+    probes = SLOTS_PER_DAY * int((DAY_S / SLOTS_PER_DAY - 1) // args.probe_s)
+    probe_bytes = probes * (probe.payload + probe.reads * TCP_IP_HEADER_BYTES)
+    print(
+        f"header probe of an up-to-date member: {probe.payload} B in {probe.reads} segments; "
+        f"{probes} a day at probe_s {args.probe_s:g} s = {probe_bytes / 1e6:.3f} MB"
+    )
     blocks, tx_blocks = blocks_made
     print(
         f"{args.validators} validators, {args.members} members (2 light ones measured); idle "
@@ -280,8 +301,11 @@ def report(
         per_header_seg = idle[i].reads / max(1, headers[i])
         slot_payload = max(0.0, busy[i].payload - blocks * per_header) / args.slots
         slot_seg = max(0.0, busy[i].reads - blocks * per_header_seg) / args.slots
-        payload = day_headers * per_header + SLOTS_PER_DAY * slot_payload + ping_bytes
-        segments = day_headers * per_header_seg + SLOTS_PER_DAY * slot_seg
+        payload = (
+            day_headers * per_header + SLOTS_PER_DAY * slot_payload + ping_bytes
+            + probes * probe.payload
+        )  # fmt: skip
+        segments = day_headers * per_header_seg + SLOTS_PER_DAY * slot_seg + probes * probe.reads
         tcpip = segments * TCP_IP_HEADER_BYTES + ping_tcpip
         read_bytes = args.reads_per_day * (
             balance.payload + balance.reads * TCP_IP_HEADER_BYTES
@@ -310,6 +334,9 @@ def main() -> None:
     parser.add_argument("--day-heartbeat-s", type=int, default=900, help="production heartbeat")
     parser.add_argument("--keepalive-s", type=int, default=60, help="production keepalive")
     parser.add_argument("--reads-per-day", type=int, default=24)
+    parser.add_argument(
+        "--probe-s", type=float, default=960.0, help="lemd's probe: heartbeat + 60 s (was 90)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(run(args, Path(tmp)))

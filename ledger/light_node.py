@@ -43,7 +43,8 @@ from ledger.proofs import (
 from ledger.transport.base import Message, Transport, TransportError
 
 PROBE_S = 90.0
-"""Ask for headers when none arrived for this long [s] (above the 60 s heartbeat)."""
+"""Ask for headers when none arrived for this long [s]; lemd sets the chain's heartbeat plus a
+margin instead (edge/light_daemon.py), since every probe costs bytes on the member's link."""
 RESEND_S = 5.0
 """A proof request without an answer is sent again after this long [s]."""
 

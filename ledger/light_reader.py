@@ -196,8 +196,9 @@ class ProvenReader:
         return False
 
     async def _await_headers(self, keys: list[bytes], deadline: float) -> None:
-        """Wait (passively: the header feed brings it) for the headers that pending answers
-        of ``keys`` need, until ``deadline``."""
+        """Wait for the headers that pending answers of ``keys`` need, until ``deadline``:
+        the feed normally brings them within moments; after 2 s the node asks for them (a
+        header lost on the way would otherwise wait for the prober)."""
         while True:
             missing = {k for k in keys if not self._fresh(k)}
             needed = [
@@ -207,7 +208,7 @@ class ProvenReader:
             if not needed or remaining <= 0:
                 return
             try:
-                await self.node.wait_height(min(needed), remaining, ask=False)
+                await self.node.wait_height(min(needed), remaining)
             except TimeoutError:
                 return
             self._settle()
