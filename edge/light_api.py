@@ -15,6 +15,7 @@ came but the header that checks it has not (it comes with the next block; ``Retr
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,9 @@ slot is one proof of ≈ 0.6 kB on the metered link."""
 MAX_PERIODS = 96
 """Periods listed by ``GET /params`` and scanned for ``settlements_uect``."""
 RETRY_AFTER_S = 60
+REQUEST_TIMEOUT_S = 9.5
+"""Whole-request bound [s]: an endpoint of several proof rounds answers 504 before lemctl's
+10 s client timeout would report the node as not running."""
 
 
 @dataclass
@@ -85,7 +89,8 @@ def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Any:
 
     async def run(request: Request) -> Response:
         try:
-            return await handler(request)
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                return await handler(request)
         except NotYetProven as exc:
             response = Response.json(
                 {"error": str(exc), "waiting_for_header": exc.header_height}, 503
@@ -205,7 +210,9 @@ class _LightApi:
         period_id = request.query.get("period")
         if period_id is None:
             periods = await self._periods()
-            return Response.json({"periods": periods})
+            keys = [state.k_period(p) for p in periods]
+            entries = list((await self._read(keys)).values()) if keys else []
+            return Response.json({"periods": periods, "proof": _proof(entries, self.tip)})
         record = await self._period(period_id)
         entry = (await self._read([state.k_period(period_id)]))[state.k_period(period_id)]
         return Response.json({"period_id": period_id, **record, "proof": _proof([entry], self.tip)})
@@ -238,7 +245,7 @@ class _LightApi:
         extra = [state.k_period(period_id)] if period_id and "slot" not in request.query else []
         if meter_id not in await self._own_meters(extra):
             raise HttpError(
-                403, f"meter {meter_id!r} is not one of this node's meters (role prosumer)"
+                403, f"meter {meter_id!r} is not one of this node's meters (no proven own/ row)"
             )
         start, end = await self._range(request)
         keys = [state.k_measure(s, meter_id) for s in self._slots(start, end)]
