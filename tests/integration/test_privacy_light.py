@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ from tests.integration.test_privacy_interfaces import (
     SERIAL_OTHER,
     SERIAL_OWN,
     START_MS,
+    Captured,
 )
 from tests.support.lemd import PARAMS, SLOT_MS, make_node, until
 from tests.support.mosquitto import Mosquitto
@@ -107,6 +109,11 @@ async def test_light_prosumer_reads_own_state_by_proof_and_nothing_of_another_me
     if admission is not None:
         admission.save(node.data_dir / "admission.json")  # type: ignore[attr-defined]
     daemon = LightDaemon(load_config(node.config), N1, Notifier({}))
+    logs = Captured()  # the light daemon's own log lines (the validators here log elsewhere)
+    lemd_logger = logging.getLogger("lemd")
+    lemd_logger.addHandler(logs)
+    old_level = lemd_logger.level
+    lemd_logger.setLevel(logging.DEBUG)
     try:
         for i, key in enumerate(VALIDATORS):
             await c.start(f"v{i}", key)
@@ -142,11 +149,15 @@ async def test_light_prosumer_reads_own_state_by_proof_and_nothing_of_another_me
     finally:
         daemon.stop_event.set()
         await c.stop_all()
+        lemd_logger.removeHandler(logs)
+        lemd_logger.setLevel(old_level)
+    assert logs.lines, "the light daemon logged"
+    got["logs"] = (0, "\n".join(logs.lines))
 
     for path in got:
         if path.startswith(f"/measure?meter={other_id}"):
             assert got[path][0] == 403, (path, got[path])
-        elif path.startswith("lemctl"):
+        elif path.startswith("lemctl") or path == "logs":
             assert got[path][0] == 0, (path, got[path])
         else:
             assert got[path][0] == 200, (path, got[path])
