@@ -2,7 +2,7 @@
 docs/spec/light.md §7), in both privacy modes: 4 real validators on mosquitto, the prosumer's
 in-process light lemd (real stores, API, MQTT). Its REST reads are answered from Merkle proofs;
 the walk checks the values against a validator's store and that nothing of another member (its
-measurements, balance, meter or account) reaches any endpoint or lemctl command.
+measurements, balance, meter or account) reaches any endpoint, lemctl command or log line.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ async def test_light_prosumer_reads_own_state_by_proof_and_nothing_of_another_me
 ) -> None:
     """A light prosumer reads its own measurements, balance, meters, the parameters and the
     community totals from proofs (equal to a validator's state); another member's meter
-    answers 403 on every /measure form, and no endpoint or lemctl output names its account,
+    answers 403 on every /measure form, and no endpoint, lemctl output or log line names its account,
     its meter's owner or its energy (outside community totals)."""
     own_id, other_id, admission = _ids(tmp_path, mode)
     c = MqttCommunity(tmp_path, mosquitto, heartbeat_ms=300)
