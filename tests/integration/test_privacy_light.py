@@ -99,8 +99,8 @@ async def test_light_prosumer_reads_own_state_by_proof_and_nothing_of_another_me
 ) -> None:
     """A light prosumer reads its own measurements, balance, meters, the parameters and the
     community totals from proofs (equal to a validator's state); another member's meter
-    answers 403 on every /measure form, and no endpoint, lemctl output or log line names its account,
-    its meter's owner or its energy (outside community totals)."""
+    answers 403 on every /measure form, and no endpoint, lemctl output or log line names its
+    account, its meter's owner or its energy (outside community totals)."""
     own_id, other_id, admission = _ids(tmp_path, mode)
     c = MqttCommunity(tmp_path, mosquitto, heartbeat_ms=300)
     c.genesis = _genesis(mode, own_id, other_id)
