@@ -129,6 +129,11 @@ class TxSigner:
         local mempool (the source of truth for what is pending here) and send those again."""
         committed = self.committed_sequence()
         me = self.key.public_key
+        # Own txs the mempool holds behind a gap (one of ours left it) would collide with the
+        # ones signed from here on: the outbox re-signs their records.
+        forget_held = getattr(self.node.mempool, "forget_held", None)
+        if callable(forget_held):
+            forget_held(me)
         own = [t for t in (txm.decode(raw) for raw in self.node.mempool.reap()) if t.signer == me]
         now = self._monotonic()
         self.inflight = {

@@ -235,6 +235,14 @@ class Mempool:
             del self._held[signer]
         return held.tx
 
+    def forget_held(self, signer: bytes) -> int:
+        """Drop ``signer``'s held txs; returns how many. The node's own submitter calls this
+        when it re-signs from the committed sequence: its new txs replace the held ones."""
+        gone = [t.tx.hash for t in self._held.get(signer, {}).values()]
+        for tx_hash in gone:
+            self._drop_held(tx_hash)
+        return len(gone)
+
     def _evict_old_held(self) -> None:
         horizon = self._monotonic() - self.held_max_age_s
         while self._held_order:

@@ -263,3 +263,18 @@ def test_two_pools_never_lose_a_valid_tx(
     assert len(pools[1]) == 0
     committed = sum(apps[0].sequence(s.key.public_key) for s in signers)
     assert committed == len(everything)
+
+
+def test_forget_held_drops_only_that_accounts_held_txs(tmp_path: Path) -> None:
+    """forget_held (the submitter re-signing from its committed sequence) removes the
+    account's held txs and leaves pending ones and other accounts alone."""
+    g = genesis(admins=(ADMIN.public_key, N1.public_key))
+    app = open_app(tmp_path, g)
+    pool = Mempool(app)
+    ours, theirs = _adds(Signer(ADMIN), 3), _adds(Signer(N1), 2, "N")
+    pool.add_many([ours[0], ours[2], theirs[1]])
+    assert pool.held_count == 2
+    assert pool.forget_held(ADMIN.public_key) == 1
+    assert pool.held_count == 1
+    assert _seqs(pool) == [0]
+    assert pool.is_held(txm.decode(theirs[1]).hash)
