@@ -134,6 +134,8 @@ class Engine(CompactRelay):
         self._replaying = False
         self._republish_timer: TimerHandle | None = None
         self._last_tip_ms = self._clock.now_ms()
+        self._heard_ms = -(1 << 62)
+        """When a peer's verified message of the current height last arrived [ms]."""
         self.height_started = time.monotonic()
         """Real time [s, monotonic] at which this height's round 0 began here (or the height was
         entered, until it begins): for the commit-latency metric only, never for a decision."""
@@ -251,6 +253,8 @@ class Engine(CompactRelay):
         if not self._replaying:
             own = self.key is not None and signer == self.key.public_key
             self.store.wal_append(self.height, ["msg", payload], sync=own)
+            if not own:
+                self._heard_ms = self._clock.now_ms()
         self._feed(msg)
 
     def _named_proposer_ok(self, msg: Proposal) -> bool:
@@ -419,6 +423,7 @@ class Engine(CompactRelay):
         """Called by the follower after a block is applied: fresh core, buffered messages."""
         self.store.wal_prune(self.height)
         self.height_started = time.monotonic()
+        self._heard_ms = -(1 << 62)
         self._own.clear()
         self._reset_compact()
         # Per-height state: digests of the decided height's messages are no longer needed.
@@ -508,8 +513,13 @@ class Engine(CompactRelay):
                     self.stats["republished"] += 1
             self.announce_latest()
             # Peers may have decided this height long ago while this node missed it (its
-            # republished votes are duplicates to them, so they cannot tell): ask, cheaply.
-            self.request_sync()
+            # republished votes are duplicates to them, so they cannot tell): ask, cheaply —
+            # unless a peer was heard working on this very height within the period (under
+            # load every height stays open past a period, and the answers are whole blocks).
+            if self._clock.now_ms() - self._heard_ms >= self._config.republish_ms:
+                self.request_sync()
+            else:
+                self.stats["sync_request_skipped"] += 1
             # A lost tx gossip must only delay too: offer what waits here to the proposers.
             for raw in self.app.pending_tx_payloads(MAX_REGOSSIP_TXS):
                 self._send("tx", raw, None)

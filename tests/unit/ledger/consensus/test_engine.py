@@ -159,3 +159,25 @@ def test_sync_requests_repeat_while_peers_are_known_ahead(tmp_path: Path) -> Non
     clock2.run_until(clock2.now_ms() + 10_000)
     assert [c for c, _, _ in sent2].count("sync_req") == 3  # the start-up probes only
     assert engine2.stats["bad_signature"] == 1
+
+
+def test_open_height_asks_for_blocks_only_when_no_peer_is_heard_on_it(tmp_path: Path) -> None:
+    """Re-publication asks for blocks while the open height is silent (peers may have decided
+    it long ago), but not while a peer's verified messages of this height keep arriving:
+    under load every height outlives a period and the answers are whole blocks."""
+    counts = []
+    for talk in (False, True):
+        engine, sent, clock = _engine(tmp_path / str(talk), me=3)
+        engine.app.add_tx(b"tx")  # type: ignore[attr-defined]
+        engine.notify_tx()
+        start = clock.now_ms()
+        for step in range(1, 21):  # 10 s in steps of 0.5 s
+            if talk:
+                engine.receive("consensus", "v1", _vote_payload(1, height=1, rnd=step))
+            clock.run_until(start + step * 500)
+        counts.append([c for c, _, _ in sent].count("sync_req"))
+        if talk:
+            assert engine.stats["sync_request_skipped"] >= 4
+    silent, talking = counts
+    assert talking < silent
+    assert talking <= 3  # the start-up probes only
