@@ -84,6 +84,10 @@ class LedgerConfig:
     # SetMeasure txs of pruned days from its block store; true keeps them (an archive node that
     # can replay from genesis; docs/spec/privacy.md §3.1).
     keep_block_bodies: bool = False
+    # At start, compact the ledger and consensus stores when pruning left >= 25 % (and >= 4 MiB)
+    # of their files free: LMDB keeps freed pages' old bytes, so raw rows would stay readable in
+    # the file (docs/spec/privacy.md §3.2).
+    compact_on_start: bool = True
 
     def __post_init__(self) -> None:
         _choice("ledger.member_mode", self.member_mode, ("full", "light"))

@@ -36,6 +36,7 @@ from edge.meter import HEALTH_NAME as METER_HEALTH
 from edge.meter import SIM_STATE_KEY, MeterLoop, build_driver
 from edge.metrics import Metrics
 from edge.node_factory import open_ledger
+from edge.node_lock import NodeLock, NodeLocked, compact_stores
 from edge.outbox import Outbox
 from edge.privacy import RetentionScheduler, pseudonymising_driver
 from edge.scheduler import PeriodScheduler
@@ -44,7 +45,7 @@ from edge.status import Parts, status_line, status_loop
 from edge.submitter import HEALTH_NAME as SUBMITTER_HEALTH
 from edge.submitter import Submitter, TxSigner
 from ledger.access import Queries
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, StoreError
 from ledger.keys import SigningKey
 from meters.reading import MeterDriver
 
@@ -102,6 +103,7 @@ class Daemon:
         """Set once the API listens (tests and embedders wait for it)."""
         self.parts: Parts | None = None
         self._closers: list[Any] = []
+        self._lock: NodeLock | None = None
 
     # ----------------------------------------------------------------- build
 
@@ -121,6 +123,7 @@ class Daemon:
             key = load_or_create_key(cfg.key_file)
         except (OSError, LedgerError) as exc:
             raise StartupError(f"node key {cfg.key_file}: {exc}") from exc
+        self._lock_and_compact()
         outbox = Outbox(cfg.node.data_dir / "outbox")
         self._closers.append(outbox.close)
         node, transport_stats, closers = await self._node_factory(cfg, key, clock, health)
@@ -283,12 +286,34 @@ class Daemon:
         log.info("stopped")
 
     async def close_opened(self) -> None:
-        """Close what :meth:`open` opened so far (driver, transport, stores), in order."""
+        """Close what :meth:`open` opened so far (driver, transport, stores), in order; the
+        data directory's lock goes last."""
         closers, self._closers = self._closers, []
-        for close in closers:
-            result = close()
-            if asyncio.iscoroutine(result):
-                await result
+        try:
+            for close in closers:
+                result = close()
+                if asyncio.iscoroutine(result):
+                    await result
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    def _lock_and_compact(self) -> None:
+        """Hold the data directory for this process, then compact its stores if pruning
+        left enough free pages (ledger/compact.py); both before any store is opened."""
+        data_dir = self.config.node.data_dir
+        try:
+            self._lock = NodeLock(data_dir)
+        except NodeLocked as exc:
+            raise StartupError(str(exc)) from exc
+        if not self.config.ledger.compact_on_start:
+            return
+        try:
+            compact_stores(data_dir)
+        except (StoreError, OSError) as exc:
+            # The old file is intact; a node that cannot compact still runs.
+            log.warning("store compaction skipped", extra={"error": str(exc)})
 
 
 def _runs_light(config: Config, key: SigningKey) -> bool:

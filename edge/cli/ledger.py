@@ -1,5 +1,6 @@
-"""``lemctl ledger verify|show|prove``: inspect a node's ledger store (running or stopped);
-``prove`` (edge/cli/ledger_prove.py) fetches own state with a proof as a light member.
+"""``lemctl ledger verify|show|prove|compact``: inspect a node's ledger store (running or
+stopped); ``prove`` (edge/cli/ledger_prove.py) fetches own state with a proof as a light member;
+``compact`` rewrites a stopped node's stores without free pages (docs/spec/privacy.md §3.2).
 
 Spec: docs/spec/ledger.md §10, docs/spec/light.md §4.
 """
@@ -36,6 +37,18 @@ def register(subparsers: Any) -> None:
     show.add_argument("--height", type=int, help="block height (default: the last one)")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=_show)
+    compact = sub.add_parser(
+        "compact",
+        help="rewrite a stopped node's stores without their free pages (pruned bytes go)",
+    )
+    compact.add_argument(
+        "--data-dir", type=Path, help="the node's data directory (default: from --config)"
+    )
+    compact.add_argument(
+        "--force", action="store_true", help="compact even when few pages are free"
+    )
+    compact.add_argument("--json", action="store_true", help="print JSON")
+    compact.set_defaults(func=_compact)
     from edge.cli import ledger_prove
 
     ledger_prove.register(sub)
@@ -188,3 +201,33 @@ def _block_info(store: Store, height: int) -> dict[str, Any]:
         "time": when,
         "n_txs": n_txs,
     }
+
+
+def _compact(args: argparse.Namespace) -> int:
+    """Compact a stopped node's stores: 0 done, 2 the node runs or a store cannot be read."""
+    from edge.node_lock import NodeLock, NodeLocked, compact_stores
+
+    try:
+        data_dir = args.data_dir if args.data_dir is not None else _store_dir(args).parent
+        lock = NodeLock(data_dir)
+    except (LedgerError, NodeLocked, OSError) as exc:
+        print(f"lemctl ledger compact: {exc}", file=sys.stderr)
+        return 2
+    try:
+        done = compact_stores(data_dir, force=args.force)
+    except (LedgerError, OSError) as exc:
+        print(f"lemctl ledger compact: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        lock.release()
+    if args.json:
+        print(
+            json.dumps(
+                {name: {"bytes_before": b, "bytes_after": a} for name, (b, a) in done.items()}
+            )
+        )
+    elif not done:
+        print("nothing to compact (less than 25 % or 4 MiB of each store is free; --force)")
+    for name, (before, after) in () if args.json else done.items():
+        print(f"{name}: {before} -> {after} bytes")
+    return 0
