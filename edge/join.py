@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from edge.join_seal import JoinSealError, open_admission, seal_request
 from edge.privacy import ADMISSION_FILE, Admission, PrivacyStoreError
@@ -190,6 +190,78 @@ class NodeView(Protocol):
     def peers(self) -> int: ...
 
 
+class JoinLedger(Protocol):
+    """The ledger as the join task sees it: the local state of a full node
+    (:class:`LocalLedger`), or values a light node proved (edge/light_join.py)."""
+
+    def height(self) -> int: ...
+
+    def last_block_time_ms(self) -> int: ...
+
+    def peers(self) -> int: ...
+
+    def alone(self) -> bool:
+        """A single-validator chain: this node needs no peer."""
+        ...
+
+    def owns(self, meter_id: str) -> bool | None:
+        """True: this key owns ``meter_id``; False: another key does; None: unknown/nobody."""
+        ...
+
+    def member(self) -> dict[str, Any] | None:
+        """This key's ``join/member/<key>`` record."""
+        ...
+
+    def request(self) -> dict[str, Any] | None:
+        """This key's waiting ``join/req/<key>`` record."""
+        ...
+
+    def admins(self) -> list[bytes]: ...
+
+    async def refresh(self, meter_id: str, measuring: bool) -> None:
+        """Bring the values up to date before a step (a light node's proof round)."""
+        ...
+
+
+class LocalLedger:
+    """:class:`JoinLedger` over a full node's committed state."""
+
+    def __init__(self, node: NodeView, public_key: bytes) -> None:
+        self.node, self.public_key = node, public_key
+
+    def _read(self, read: Callable[[state.Overlay], Any]) -> Any:
+        with self.node.app.store.state_reader() as base:
+            return read(state.Overlay(base))
+
+    def height(self) -> int:
+        return int(self.node.app.height)
+
+    def last_block_time_ms(self) -> int:
+        return int(self.node.app.last_block_time_ms)
+
+    def peers(self) -> int:
+        return self.node.peers()
+
+    def alone(self) -> bool:
+        return bool(getattr(self.node, "mode", "") == "single")
+
+    def owns(self, meter_id: str) -> bool | None:
+        owner = self._read(lambda st: state.meter_owner(st, meter_id))
+        return None if owner is None else owner == self.public_key
+
+    def member(self) -> dict[str, Any] | None:
+        return self._read(lambda st: join_app.member(st, self.public_key))  # type: ignore[no-any-return]
+
+    def request(self) -> dict[str, Any] | None:
+        return self._read(lambda st: join_app.request(st, self.public_key))  # type: ignore[no-any-return]
+
+    def admins(self) -> list[bytes]:
+        return self._read(state.admins)  # type: ignore[no-any-return]
+
+    async def refresh(self, meter_id: str, measuring: bool) -> None:
+        return None  # the local state is always current
+
+
 class Submit(Protocol):
     """edge.submitter.TxSigner.submit."""
 
@@ -231,7 +303,8 @@ class Joiner:
 
     Args:
         data_dir: where ``join.json`` lives.
-        node: the running ledger node.
+        node: the running ledger node (its local state is read), or a :class:`JoinLedger`
+            (a light node's proven reads).
         public_key: this node's key.
         submit: signs and submits a tx (``TxSigner.submit``).
         meter_id, identification, name: from provisioning (the JoinRequest body).
@@ -254,7 +327,7 @@ class Joiner:
     def __init__(
         self,
         data_dir: Path,
-        node: NodeView,
+        node: NodeView | JoinLedger,
         public_key: bytes,
         submit: Submit,
         *,
@@ -275,7 +348,11 @@ class Joiner:
         now_ms: Callable[[], int] | None = None,
         sync_lag_ms: int = 1_800_000,
     ) -> None:
-        self.data_dir, self.node, self.public_key, self._submit = data_dir, node, public_key, submit
+        self.data_dir, self.public_key, self._submit = data_dir, public_key, submit
+        # A full node's view reads its local state; a light node passes its JoinLedger.
+        self.ledger: JoinLedger = (
+            LocalLedger(cast(NodeView, node), public_key) if hasattr(node, "app") else node
+        )
         self.meter_id, self.identification, self.name = meter_id, identification, name
         self.sealed, self.key, self.serial, self.chain_id = sealed, key, serial, chain_id
         if sealed:
@@ -296,12 +373,10 @@ class Joiner:
 
     @property
     def admitted(self) -> bool:
-        with self.node.app.store.state_reader() as base:
-            st = state.Overlay(base)
-            owner = state.meter_owner(st, self.meter_id) if self.meter_id else None
-            record = join_app.member(st, self.public_key) if owner is None else None
-        if owner is not None:
-            return owner == self.public_key
+        owns = self.ledger.owns(self.meter_id) if self.meter_id else None
+        if owns is not None:
+            return owns
+        record = self.ledger.member()
         return self.sealed and record is not None and self._take_admission(record)
 
     def body(self) -> dict[str, Any]:
@@ -312,8 +387,7 @@ class Joiner:
                     "name": self.name}  # fmt: skip
         body: dict[str, Any] = {"meter_id": self.meter_id, "identification": "", "name": ""}
         if not self.meter_id:
-            with self.node.app.store.state_reader() as base:
-                admins = state.admins(state.Overlay(base))
+            admins = self.ledger.admins()
             if not admins:
                 raise TxRejected(Reason.NOT_PERMITTED, "no admin on the ledger to seal to")
             body["sealed"] = seal_request(
@@ -346,15 +420,13 @@ class Joiner:
         self.state.meter_id = admission.pseudonym
         return True
 
-    def _pending(self) -> dict[str, Any] | None:
-        with self.node.app.store.state_reader() as base:
-            return join_app.request(state.Overlay(base), self.public_key)
-
     async def run(self) -> None:
         """Check every ``tick_s`` until cancelled; stays in ``measuring`` once admitted."""
         while True:
-            if self.state.phase == "joining" and self.brokers and self.node.peers() == 0:
+            if self.state.phase == "joining" and self.brokers and self.ledger.peers() == 0:
                 self._link_error = await self._check_link()
+            if self.ledger.peers() > 0:
+                await self.ledger.refresh(self.meter_id, self.state.phase == "measuring")
             self.step()
             await asyncio.sleep(self.tick_s)
 
@@ -368,18 +440,19 @@ class Joiner:
         self._publish(changed)
 
     def _decide(self) -> bool:
-        st, app = self.state, self.node.app
+        st, ledger = self.state, self.ledger
+        height = ledger.height()
         if self.admitted:
             if st.admitted_height is None:
-                st.admitted_height = app.height
-                log.info("admitted: measuring", extra={"height": app.height})
+                st.admitted_height = height
+                log.info("admitted: measuring", extra={"height": height})
             return st.step("measuring", f"meter {self.meter_id} is ours on the ledger")
-        if self.node.peers() == 0 and not self._synced_alone():
+        if ledger.peers() == 0 and not ledger.alone():
             if self._link_error:
                 return st.fail("connecting", self._link_error, phase="joining")
             return st.step("joining", "connecting to the community's broker; no peer heard yet")
-        self._heights = [*self._heights[-self.settle_ticks :], app.height]
-        pending = self._pending()
+        self._heights = [*self._heights[-self.settle_ticks :], height]
+        pending = ledger.request()
         if pending is not None:
             st.request_height = pending["height"]
             self._maybe_repeat()
@@ -390,18 +463,14 @@ class Joiner:
                 f"(lemctl member approve {self.public_key.hex()})",
             )
         if not self._synced():
-            return st.step("syncing", f"following the chain at height {app.height}")
+            return st.step("syncing", f"following the chain at height {height}")
         return self._send()
 
     def _synced(self) -> bool:
         quiet = len(self._heights) > self.settle_ticks and len(set(self._heights)) == 1
         if quiet or self._now_ms is None:
             return quiet
-        return bool(self.node.app.last_block_time_ms >= self._now_ms() - self.sync_lag_ms)
-
-    def _synced_alone(self) -> bool:
-        # A single-validator chain (this node alone) has no peers and needs none.
-        return bool(getattr(self.node, "mode", "") == "single")
+        return self.ledger.last_block_time_ms() >= self._now_ms() - self.sync_lag_ms
 
     def _send(self) -> bool:
         now = self._monotonic()

@@ -5,8 +5,10 @@ full node's (edge/api.py) for what seed 000 Fig. 4 lets a prosumer read; every l
 from a Merkle proof checked against a header this node verified
 (:class:`ledger.light_reader.ProvenReader`), and each answer carries a ``proof`` object saying
 against which header(s) and whether that is the newest one. ``GET /outbox``, ``/key``,
-``/metrics`` and ``/status`` are local. Writes are signed by the node key and published through
-the light submitter (:meth:`edge.light_submitter.LightSubmitter.submit_tx`).
+``/metrics`` and ``/status`` are local. Writes are durable before the 202: ``POST /measure``
+is an outbox record like a meter slot; the other writes go to the light submitter's tx queue
+(:meth:`edge.light_submitter.LightSubmitter.queue_tx`). Both are signed with the proven
+sequence and acknowledged by inclusion proof; a refused one shows in ``GET /outbox``.
 
 Errors beyond the full node's: **504** no validator answered within the wait; **503** an answer
 came but the header that checks it has not (it comes with the next block; ``Retry-After``);
@@ -16,21 +18,23 @@ came but the header that checks it has not (it comes with the next block; ``Retr
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from edge.api import body_fields, int_param, outbox_record
 from edge.http import HttpError, Request, Response, Router
-from edge.light_submitter import LightSubmitter
+from edge.light_submitter import LightSubmitter, QueueFull
 from edge.metrics import CONTENT_TYPE, Metrics
-from edge.outbox import Outbox
+from edge.outbox import Outbox, OutboxRecord
 from ledger import codec, state
 from ledger.errors import LedgerError
 from ledger.genesis import Genesis
 from ledger.keys import SigningKey
 from ledger.light_reader import NotYetProven, Proven, ProvenReader, ReadError, ReadTimeout
 from ledger.proofs import ProofError, own_prefix
+from meters.integrator import Quality
 
 MAX_RANGE_SLOTS = 192
 """Slots one ``/measure`` or ``/totals`` request may span on a light member (two days): each
@@ -55,8 +59,9 @@ class LightParts:
     outbox: Outbox
     metrics: Metrics
     status: Callable[[], dict[str, Any]]
-    meter_id: str
-    """This node's ledger meter id (the pseudonym on a pseudonymous chain; "" unknown)."""
+    meter_id: str | Callable[[], str]
+    """This node's ledger meter id (the pseudonym on a pseudonymous chain; "" unknown), or
+    a function giving it (a joining node learns its pseudonym on admission)."""
 
 
 def build_light_router(parts: LightParts) -> Router:
@@ -129,6 +134,11 @@ class _LightApi:
         self.account = state.account_id(self.me)
 
     @property
+    def meter_id(self) -> str:
+        m = self.p.meter_id
+        return m() if callable(m) else m
+
+    @property
     def tip(self) -> int:
         return self.p.reader.node.light.height
 
@@ -150,6 +160,10 @@ class _LightApi:
                     {**outbox_record(r), "reason": why} for r, why in self.p.outbox.rejected()
                 ],
                 "inflight": len(self.p.submitter.inflight),
+                "queued_txs": [_queued(i) for i in self.p.submitter.queued()],
+                "rejected_txs": [
+                    {**_queued(i), "reason": i["reason"]} for i in self.p.submitter.rejected_txs()
+                ],
             }
         )
 
@@ -174,8 +188,8 @@ class _LightApi:
         ``extra`` keys ride in the same proof round (read them from the cache after)."""
         prefix = own_prefix(self.me)
         listed = await self.p.reader.list_keys(prefix)
-        if self.p.meter_id:
-            listed.append(prefix + self.p.meter_id.encode())
+        if self.meter_id:
+            listed.append(prefix + self.meter_id.encode())
         own = sorted(set(listed))
         got = await self._read(own + (extra or []))
         return sorted(k[len(prefix) :].decode() for k in own if got[k].status == "ok")
@@ -238,7 +252,7 @@ class _LightApi:
         return slots
 
     async def measure(self, request: Request) -> Response:
-        meter_id = request.query.get("meter") or self.p.meter_id
+        meter_id = request.query.get("meter") or self.meter_id
         if not meter_id:
             raise HttpError(400, "query parameter meter= is required")
         period_id = request.query.get("period")
@@ -319,26 +333,46 @@ class _LightApi:
 
     async def _submit(self, kind: str, body: dict[str, Any]) -> Response:
         try:
-            tx_hash = await self.p.submitter.submit_tx(kind, body)
+            api_id = self.p.submitter.queue_tx(kind, body)
+        except QueueFull as exc:
+            return Response.json({"error": str(exc)}, 503)
         except LedgerError as exc:
-            if isinstance(exc, ProofError):
-                raise
             return Response.json({"error": str(exc)}, 400)
         return Response.json(
             {
                 "submitted": kind,
-                "tx_hash": tx_hash.hex(),
-                "note": "published to the validators; its inclusion is proven asynchronously",
+                "queued": api_id,
+                "note": "stored; signed with the proven sequence and sent to the validators, "
+                "its inclusion proven asynchronously (GET /outbox)",
             },
             202,
         )
 
     async def set_measure(self, request: Request) -> Response:
         body = body_fields(request, ("meter_id", "slot_start_ms", "import_wh", "export_wh"))
-        body.setdefault("quality", 0)
-        if str(body["meter_id"]) not in await self._own_meters():
-            raise HttpError(403, f"meter {body['meter_id']!r} is not this node's meter")
-        return await self._submit("SetMeasure", body)
+        record = _measure_record(body)
+        if record.meter_id not in await self._own_meters():
+            raise HttpError(403, f"meter {record.meter_id!r} is not this node's meter")
+        held = self.p.outbox.get(record.meter_id, record.slot_start_s)
+        if held is not None and (held.import_wh, held.export_wh) != (
+            record.import_wh,
+            record.export_wh,
+        ):
+            raise HttpError(
+                409, f"the outbox already holds other values for slot {body['slot_start_ms']}"
+            )
+        self.p.outbox.put(record)  # synced before the 202 (edge/outbox.py)
+        self.p.submitter.wake.set()
+        return Response.json(
+            {
+                "submitted": "SetMeasure",
+                "queued": "outbox",
+                "meter_id": record.meter_id,
+                "slot_start_ms": record.slot_start_s * 1000,
+                "note": "stored in the outbox; committed like a meter slot (GET /outbox)",
+            },
+            202,
+        )
 
     async def solve(self, request: Request) -> Response:
         body = body_fields(request, ("period_id",))
@@ -373,6 +407,36 @@ class _LightApi:
         await self._require_admin("setting market parameters (setMarketParameters)")
         body = body_fields(request, ("period_id", "start_ms", "end_ms", "params"))
         return await self._submit("SetMarketParameters", body)
+
+
+def _measure_record(body: dict[str, Any]) -> OutboxRecord:
+    """The outbox record of a ``POST /measure`` body; 400 naming the bad field."""
+    values = {}
+    for name in ("slot_start_ms", "import_wh", "export_wh", "quality"):
+        value = body.get(name, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise HttpError(400, f"{name} must be a non-negative integer, got {value!r}")
+        values[name] = value
+    if values["slot_start_ms"] % state.SLOT_MS:
+        raise HttpError(400, f"slot_start_ms {values['slot_start_ms']} is not a slot start")
+    try:
+        quality = tuple(Quality(values["quality"]).names())
+    except ValueError as exc:
+        raise HttpError(400, f"quality {values['quality']} is not a set of flags") from exc
+    return OutboxRecord(
+        str(body["meter_id"]),
+        values["slot_start_ms"] // 1000,
+        values["import_wh"],
+        values["export_wh"],
+        quality,
+        int(time.time()),
+    )
+
+
+def _queued(item: dict[str, Any]) -> dict[str, Any]:
+    """A queued tx as ``GET /outbox`` shows it (bytes as hex)."""
+    body = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in dict(item["body"]).items()}
+    return {"id": item["id"], "kind": item["kind"], "body": body, "rounds": item.get("rounds", 0)}
 
 
 def _int(entry: Proven) -> int:

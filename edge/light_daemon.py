@@ -11,7 +11,9 @@ What it serves on ``api.listen``: the REST API of a prosumer (edge/light_api.py;
 ``/params``, ``/totals``, ``/meters`` from Merkle proofs checked against verified headers,
 ``/outbox``, ``/key``, ``/metrics`` locally, and the writes through the light submitter. It does
 not run the period or retention schedulers (validators and full members submit SolveMarkets and
-PruneMeasurements).
+PruneMeasurements). A node provisioned from a community file (``<data_dir>/join.json``) runs
+the join task on proven reads (edge/light_join.py, docs/spec/join.md §4a); until it is
+admitted, its outbox records wait unsigned.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from edge.clock import DaemonClock
 from edge.config import Config, ConfigError
 from edge.health import Health, watchdog_loop
 from edge.http import Request, Response, Router, serve
+from edge.join import status as join_status
 from edge.light_api import LightParts, build_light_router
+from edge.light_join import light_join_task
 from edge.light_submitter import LightSubmitter
 from edge.meter import HEALTH_NAME as METER_HEALTH
 from edge.meter import SIM_STATE_KEY, MeterLoop, build_driver
@@ -41,6 +45,7 @@ from edge.sdnotify import Notifier
 from edge.status import resources
 from edge.submitter import HEALTH_NAME as SUBMITTER_HEALTH
 from ledger import privacy
+from ledger.errors import LedgerError, Reason, TxRejected
 from ledger.keys import SigningKey
 from ledger.light import LightClient
 from ledger.light_node import PROBE_S, LightNode
@@ -108,7 +113,12 @@ class LightDaemon:
             self.health,
             resign_timeout_s=config.ledger.resign_timeout_s,
             max_inflight=config.ledger.max_inflight,
+            hold=self._joining,
         )
+        self.joiner = light_join_task(
+            config, key, genesis, self.reader, self.node, self._queue_join,
+            registry=self.metrics.registry, now_ms=self.clock.now_ms,
+        )  # fmt: skip
         driver = build_driver(config.meter, self.clock, self.outbox.load_meta(SIM_STATE_KEY))
         self.meter = MeterLoop(
             pseudonymising_driver(driver, config, genesis),
@@ -123,6 +133,22 @@ class LightDaemon:
         self.stop_event = asyncio.Event()
         self.serving = asyncio.Event()
         self.started_s = time.monotonic()
+
+    def _joining(self) -> bool:
+        """A provisioned node not yet admitted: its SetMeasure would be refused unseen."""
+        return self.joiner is not None and self.joiner.state.phase != "measuring"
+
+    def _queue_join(self, kind: str, body: Any, ref: str = "") -> bytes:
+        """The join task's submit: the JoinRequest goes to the durable tx queue (its
+        inclusion is seen as ``join/req/<key>`` in a later proof round). One at a time: a
+        request still queued is not queued again."""
+        if any(item["kind"] == kind for item in self.submitter.queued()):
+            return b""
+        try:
+            self.submitter.queue_tx(kind, body)
+        except LedgerError as exc:  # the join task shows it and retries later
+            raise TxRejected(Reason.MEMPOOL_FULL, str(exc)) from exc
+        return b""
 
     def status(self) -> dict[str, Any]:
         """``GET /status`` in the full daemon's schema (edge/status.py ``snapshot``), from the
@@ -161,7 +187,7 @@ class LightDaemon:
             },
             "mqtt": self.transport.stats.as_dict(),
             "health": {"stale": self.health.stale()},
-            "join": None,
+            "join": join_status(self.config.node.data_dir),
             "resources": resources(self.config.node.data_dir),
             "uptime_s": round(time.monotonic() - self.started_s, 1),
         }
@@ -197,14 +223,14 @@ class LightDaemon:
             outbox=self.outbox,
             metrics=self.metrics,
             status=self.status,
-            meter_id=self._ledger_meter_id(),
+            meter_id=self._ledger_meter_id,
         )
         return build_light_router(parts)
 
     def _ledger_meter_id(self) -> str:
         """The meter id this node writes on the ledger: the configured one on an open chain,
         the admission's pseudonym on a pseudonymous chain (never the serial: proof requests
-        go to a validator)."""
+        go to a validator). Read at each request: a joining node gets its admission later."""
         if self.genesis.privacy != privacy.Mode.PSEUDONYMOUS:
             return self.config.meter.meter_id
         path = self.config.node.data_dir / ADMISSION_FILE
@@ -245,6 +271,8 @@ class LightDaemon:
                     tg.create_task(self._beat(), name="light-health"),
                     tg.create_task(self._watchdog(), name="watchdog"),
                 ]
+                if self.joiner is not None:
+                    tasks.append(tg.create_task(self.joiner.run(), name="join"))
                 self.notifier.ready(f"light member, height {self.light.height}")
                 await self.stop_event.wait()
                 self.notifier.stopping("stopping: flushing stores")

@@ -7,7 +7,9 @@ REST API decides how); None means an anonymous viewer. Rules:
 - prosumer: the meter-id list without accounts, parameters, community totals per slot, its own
   meters' measurements, its own balance and settlements, the community and grid balances.
   Never another member's measurements, accounts or balance.
-- anyone: chain status and the market parameters.
+- anyone: chain status and the market parameters; a key with no role yet also its own
+  sequence and its own join request / admission record (``join/req/<key>``,
+  ``join/member/<key>``: a light node joining by itself, docs/spec/join.md §4a).
 - after a period's raw measurements are pruned (docs/spec/privacy.md §3): the period's commitment
   (``pruned/``) to admin and prosumers; per-account period totals (``ptot/``) and day roots
   (``proot/``) to the admin and to the account's own key only.
@@ -21,6 +23,7 @@ from enum import StrEnum
 from typing import Any
 
 from ledger import codec, merkle, privacy, state
+from ledger.apps import join as join_app
 from ledger.errors import AccessDenied
 from ledger.store import Store
 
@@ -172,6 +175,8 @@ class Queries:
             return
         if key.startswith((b"period/", b"cfg/chain")):
             return
+        if viewer is not None and key in _own_join_keys(viewer):
+            return
         if role is Role.ANYONE:
             raise AccessDenied("anyone may only prove periods and chain parameters")
         assert viewer is not None
@@ -179,7 +184,6 @@ class Queries:
         if key.startswith(b"tot/") or key in (
             state.k_balance(own),
             state.k_balance(state.COMMUNITY),
-            state.k_seq(viewer),  # a light member signs its next tx with it (light.md §4)
         ):
             return
         if key.startswith(b"bal/") and key == state.k_balance(state.GRID):
@@ -194,3 +198,10 @@ class Queries:
         if key.startswith(b"pruned/"):
             return
         raise AccessDenied(f"a prosumer may not prove key {key[:40]!r}")
+
+
+def _own_join_keys(viewer: bytes) -> tuple[bytes, ...]:
+    """What any key may prove of itself, admitted or not: its sequence (a light node signs its
+    next tx with it, light.md §4) and its own join request and admission record (a light node
+    joining by itself, docs/spec/join.md §4a). Nothing in them names another member."""
+    return (state.k_seq(viewer), join_app.k_request(viewer), join_app.k_member(viewer))

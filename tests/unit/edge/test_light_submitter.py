@@ -98,28 +98,72 @@ async def test_a_tx_never_included_is_resent_then_resigned_then_set_aside(
     assert [r.slot_start_s for r, _ in outbox.rejected()] == [0, 900, 1800]
 
 
-async def test_api_txs_share_the_sequence_and_are_resigned_then_dropped(tmp_path: Path) -> None:
-    """A tx of the REST API takes the next proven sequence after the outbox's records and is
-    acknowledged by proof like them; one never included is re-signed from the newly proven
-    sequence, then dropped and counted (it is not persisted), while no record is lost."""
+async def test_queued_txs_share_the_sequence_then_are_set_aside_with_a_reason(
+    tmp_path: Path,
+) -> None:
+    """A queued tx (REST API, JoinRequest) takes the next proven sequence and leaves the
+    durable queue only by proof; one never included is re-signed from the newly proven
+    sequence, then set aside in ``rejected_txs`` with the reason, never silently dropped."""
     node: Any = ScriptedNode()
     box = Outbox(tmp_path / "outbox")
     sub = LightSubmitter(
         box, node, KEY, Health(), resign_timeout_s=0, max_resigns=1, give_up_rounds=2
     )
     solve = {"period_id": "p0"}
-    first = await sub.submit_tx("SolveMarkets", solve)
-    assert node.sent[-1].sequence == 0
-    node.committed = {first}
+    sub.queue_tx("SolveMarkets", solve)
+    await sub.step()
+    assert (node.sent[-1].kind, node.sent[-1].sequence) == ("SolveMarkets", 0)
+    node.committed = {node.sent[-1].hash}
     await sub.step()
     assert sub.stats["api_committed"] == 1
-    lost = await sub.submit_tx("SolveMarkets", solve)
+    assert sub.queued() == []
+    sub.queue_tx("SolveMarkets", solve)
+    await sub.step()  # signed with 1, not included: a re-sign round (max_resigns 1) takes it back
     assert node.sent[-1].sequence == 1
-    await sub.step()  # not included: a re-sign round (max_resigns 1) takes it back
-    assert lost not in sub.inflight
-    node.sequence = 4
-    await sub.step()  # sequence proven again (4): the API tx is signed anew from it
-    assert (node.sent[-1].kind, node.sent[-1].sequence) == ("SolveMarkets", 4)
-    await sub.step()  # second round: given up
-    assert sub.stats["api_given_up"] == 1
     assert sub.inflight == {}
+    assert [i["rounds"] for i in sub.queued()] == [1]
+    node.sequence = 4
+    await sub.step()  # sequence proven again (4): the queued tx is signed anew from it
+    assert (node.sent[-1].kind, node.sent[-1].sequence) == ("SolveMarkets", 4)
+    await sub.step()  # second round: set aside with the reason
+    assert sub.queued() == []
+    [rejected] = sub.rejected_txs()
+    assert (rejected["kind"], rejected["body"]) == ("SolveMarkets", solve)
+    assert "not committed after 2 re-sign rounds" in rejected["reason"]
+
+
+async def test_a_queued_tx_survives_a_restart_and_one_committed_before_is_not_resigned(
+    tmp_path: Path,
+) -> None:
+    """The queue is in the outbox's LMDB: a new submitter over the reopened outbox sends the
+    tx that was never committed, and a tx whose signed form was committed before the crash
+    is proven and dropped without signing it again."""
+    node: Any = ScriptedNode()
+    box = Outbox(tmp_path / "outbox")
+    sub = LightSubmitter(box, node, KEY, Health(), resign_timeout_s=3600)
+    sub.queue_tx("SolveMarkets", {"period_id": "p0"})
+    sub.queue_tx("SolveMarkets", {"period_id": "p1"})
+    await sub.step()
+    done = node.sent[0].hash
+    box.close()  # the daemon is killed here: nothing was proven yet
+    box = Outbox(tmp_path / "outbox")
+    node.committed, node.sequence, node.sent = {done}, 1, []
+    again = LightSubmitter(box, node, KEY, Health(), resign_timeout_s=3600)
+    assert len(again.queued()) == 2
+    await again.step()
+    assert [(t.body["period_id"], t.sequence) for t in node.sent] == [("p1", 1)]
+    assert again.stats["api_committed"] == 1
+
+
+async def test_held_records_wait_unsigned_while_queued_txs_go(outbox: Outbox) -> None:
+    """While ``hold()`` is true (a node not yet admitted) no outbox record is signed; a
+    queued JoinRequest is; once released the records follow with the next sequences."""
+    node: Any = ScriptedNode()
+    held = [True]
+    sub = LightSubmitter(outbox, node, KEY, Health(), resign_timeout_s=3600, hold=lambda: held[0])
+    sub.queue_tx("JoinRequest", {"meter_id": "m1", "identification": "x", "name": ""})
+    await sub.step()
+    assert [t.kind for t in node.sent] == ["JoinRequest"]
+    held[0] = False
+    await sub.step()
+    assert [(t.kind, t.sequence) for t in node.sent[1:]] == [("SetMeasure", i) for i in (1, 2, 3)]

@@ -9,6 +9,7 @@ import pytest
 
 from ledger import merkle, state
 from ledger.access import Queries, Role
+from ledger.apps import join as join_app
 from ledger.errors import AccessDenied
 from tests.unit.ledger.helpers import (
     ADMIN,
@@ -24,6 +25,7 @@ from tests.unit.ledger.helpers import (
     open_app,
     period,
 )
+from tests.unit.ledger.helpers import key as test_key
 
 
 @pytest.fixture
@@ -106,3 +108,42 @@ def test_proofs_follow_the_same_rules(q: Queries) -> None:
             q.prove(P1, key)
     assert q.prove(None, state.k_period("p")) is not None
     assert q.status()["height"] == 3
+
+
+def test_an_unadmitted_key_proves_its_own_join_records_and_nothing_of_another(
+    tmp_path: Path,
+) -> None:
+    """A key with no role proves its own sequence and waiting JoinRequest (a light node
+    joining by itself, docs/spec/join.md §4a), never another key's request, admission or
+    sequence; an admitted key proves its own admission record and not the waiting one."""
+    other = test_key(41)
+    app = open_app(tmp_path, genesis(meters={"M1": N1.public_key}))
+    join = {"meter_id": "M9", "identification": "ISK5", "name": "n9"}
+    commit(
+        app,
+        [
+            Signer(OUTSIDER)("JoinRequest", join),
+            Signer(other)("JoinRequest", {**join, "meter_id": "M8", "name": "n8"}),
+        ],
+        T0,
+    )
+    commit(app, [Signer(ADMIN)("ApproveMember", {"account": other.public_key})], T0 + 1000)
+    q, o = Queries(app.store), other.public_key
+    assert q.role(X) is Role.ANYONE
+    own = q.prove(X, join_app.k_request(X))
+    assert own is not None
+    assert merkle.verify_proof(own, app.store.app_hash)
+    assert q.prove(X, state.k_seq(X)) is not None
+    assert q.prove(X, join_app.k_member(X)) is None  # own, not admitted yet: absent
+    assert q.prove(o, join_app.k_member(o)) is not None
+    for viewer, foreign in (
+        (X, join_app.k_member(o)),
+        (X, join_app.k_request(o)),
+        (X, state.k_seq(o)),
+        (X, state.k_seq(P1)),
+        (o, join_app.k_request(X)),
+        (P1, join_app.k_request(X)),
+        (None, join_app.k_request(X)),
+    ):
+        with pytest.raises(AccessDenied):
+            q.prove(viewer, foreign)
