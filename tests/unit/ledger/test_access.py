@@ -25,7 +25,7 @@ from tests.unit.ledger.helpers import (
     open_app,
     period,
 )
-from tests.unit.ledger.helpers import key as test_key
+from tests.unit.ledger.helpers import key as make_key
 
 
 @pytest.fixture
@@ -116,7 +116,7 @@ def test_an_unadmitted_key_proves_its_own_join_records_and_nothing_of_another(
     """A key with no role proves its own sequence and waiting JoinRequest (a light node
     joining by itself, docs/spec/join.md §4a), never another key's request, admission or
     sequence; an admitted key proves its own admission record and not the waiting one."""
-    other = test_key(41)
+    other = make_key(41)
     app = open_app(tmp_path, genesis(meters={"M1": N1.public_key}))
     join = {"meter_id": "M9", "identification": "ISK5", "name": "n9"}
     commit(
