@@ -42,7 +42,10 @@ def register(subparsers: Any) -> None:
         help="rewrite a stopped node's stores without their free pages (pruned bytes go)",
     )
     compact.add_argument(
-        "--data-dir", type=Path, help="the node's data directory (default: from --config)"
+        "--data-dir",
+        type=Path,
+        help="the ledger store directory (default: from --config); its parent is the node's "
+        "data directory, whose ledger and consensus stores are compacted",
     )
     compact.add_argument(
         "--force", action="store_true", help="compact even when few pages are free"
@@ -208,7 +211,7 @@ def _compact(args: argparse.Namespace) -> int:
     from edge.node_lock import NodeLock, NodeLocked, compact_stores
 
     try:
-        data_dir = args.data_dir if args.data_dir is not None else _store_dir(args).parent
+        data_dir = _store_dir(args).parent
         lock = NodeLock(data_dir)
     except (LedgerError, NodeLocked, OSError) as exc:
         print(f"lemctl ledger compact: {exc}", file=sys.stderr)

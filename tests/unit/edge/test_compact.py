@@ -104,11 +104,14 @@ def test_lemctl_compact_refuses_a_running_node_and_compacts_a_stopped_one(
     c, signature = _pruned_community(tmp_path)
     c.app.store.close()
     lock = NodeLock(tmp_path)
-    assert lemctl(["ledger", "compact", "--data-dir", str(tmp_path)]) == 2
+    assert lemctl(["ledger", "compact", "--data-dir", str(tmp_path / "ledger")]) == 2
     assert LOCK_FILE in capsys.readouterr().err
     assert signature in (tmp_path / "ledger" / "data.mdb").read_bytes()
     lock.release()
-    assert lemctl(["ledger", "compact", "--data-dir", str(tmp_path), "--force", "--json"]) == 0
+    assert (
+        lemctl(["ledger", "compact", "--data-dir", str(tmp_path / "ledger"), "--force", "--json"])
+        == 0
+    )
     assert '"ledger"' in capsys.readouterr().out
     assert signature not in (tmp_path / "ledger" / "data.mdb").read_bytes()
 
