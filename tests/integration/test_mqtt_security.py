@@ -18,6 +18,7 @@ import pytest
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ledger.transport.acl import render as render_acl
+from ledger.transport.base import LIGHT_CHANNELS
 from ledger.transport.mqtt import MqttTransport
 from ledger.transport.topics import broadcast_topic, direct_topic
 from tests.support.mosquitto import Mosquitto, free_port
@@ -210,3 +211,81 @@ async def test_broker_certificate_from_another_ca_is_refused(
     )
     await until(lambda: node.stats.connect_failures >= 2, what="TLS verification failed twice")
     assert node.stats.connects == 0
+
+
+async def test_an_unadmitted_light_member_has_what_joining_needs_and_no_more(
+    secure_broker: SecureBroker, started: list[MqttTransport]
+) -> None:
+    """A member the ledger has not admitted (the broker only knows its account) can send its
+    JoinRequest on ``tx`` and proof requests (broadcast and direct), and receives headers and
+    its proof answers (docs/spec/join.md §4a); a client logged in under its name still reads
+    no other member's tx."""
+    sb = secure_broker
+    ca = sb.pki.ca_cert
+    pw = {"ca_file": ca}
+    v1 = await _start(started, "v1", sb.password_url, username="v1", password="v1-secret", **pw)
+    m1 = await _start(started, "m1", sb.password_url, username="m1", password="m1-secret", **pw)
+    m2 = await _start(
+        started, "m2", sb.password_url, username="m2", password="m2-secret",
+        broadcast_channels=LIGHT_CHANNELS, **pw,
+    )  # fmt: skip
+    for transport in (v1, m1, m2):
+        await transport.wait_connected(5)
+    rv, rm = Receiver(v1), Receiver(m2)
+    await m2.publish("tx", b"join-request")
+    await m2.publish("proof_req", b"headers-req")
+    await m2.publish("proof_req", b"proof-req", to="v1")
+    await rv.wait_for(3)
+    await v1.publish("header", b"header-1")
+    await v1.publish("proof_resp", b"proof-answer", to="m2")
+    await rm.wait_for(2)
+    assert sorted(rv.payloads()) == [b"headers-req", b"join-request", b"proof-req"]
+    assert sorted(rm.payloads()) == [b"header-1", b"proof-answer"]
+    tls = aiomqtt.TLSParameters(ca_certs=str(ca))
+    async with aiomqtt.Client(
+        "127.0.0.1", sb.password_port, username="m2", password="m2-secret",
+        identifier="m2-rogue", protocol=aiomqtt.ProtocolVersion.V5, tls_params=tls,
+    ) as rogue:  # fmt: skip
+        await rogue.subscribe(broadcast_topic(CHAIN, "+", "+"), qos=1)
+        await m1.publish("tx", b"m1-measure")
+        await m1.flush(5)
+        await m1.publish("join", b"marker")
+        seen = []
+        async with asyncio.timeout(5):
+            async for message in rogue.messages:
+                seen.append(message.payload)
+                if message.payload == b"marker":
+                    break
+    assert seen == [b"marker"]
+    await rv.stop()
+    await rm.stop()
+
+
+async def test_lemctl_approve_reaches_the_validators_through_the_acl(
+    secure_broker: SecureBroker, started: list[MqttTransport]
+) -> None:
+    """``lemctl member approve`` publishes with the node's account under a client id of its
+    own (``<node>-lemctl-<pid>``): its tx reaches the validators through the shipped ACL; a tx
+    under a name that is neither the account nor the client id is still dropped."""
+    sb = secure_broker
+    ca = sb.pki.ca_cert
+    ca_b = sb.client_cert("b")
+    b = await _start(started, "b", sb.cert_url, ca_file=ca, cert_file=ca_b.cert, key_file=ca_b.key)
+    await b.wait_connected(5)
+    rb = Receiver(b)
+    lemctl = await _start(
+        started, "v1-lemctl-4242", sb.password_url, username="v1", password="v1-secret",
+        ca_file=ca,
+    )  # fmt: skip
+    await lemctl.wait_connected(5)
+    tls = aiomqtt.TLSParameters(ca_certs=str(ca))
+    async with aiomqtt.Client(
+        "127.0.0.1", sb.password_port, username="m1", password="m1-secret",
+        identifier="m1-tool", protocol=aiomqtt.ProtocolVersion.V5, tls_params=tls,
+    ) as rogue:  # fmt: skip
+        await rogue.publish(broadcast_topic(CHAIN, "tx", "v1"), b"forged-tx", qos=1)
+    await lemctl.publish("tx", b"approve-member")
+    await rb.wait_payload(b"approve-member")
+    assert rb.payloads() == [b"approve-member"]
+    assert [m.sender for m in rb.received] == ["v1-lemctl-4242"]
+    await rb.stop()
