@@ -27,6 +27,10 @@ _INT_MIN = -(1 << 63)
 _INT_MAX = (1 << 64) - 1
 
 
+_PLAIN = frozenset({type(None), bool, str, bytes})
+"""Types whose value is already canonical as it is (the common scalars, skipping the walk)."""
+
+
 def encode(value: Value) -> bytes:
     """Encode ``value`` canonically.
 
@@ -34,8 +38,10 @@ def encode(value: Value) -> bytes:
         CodecError: the value holds a type outside the canonical set (float, set, object, …),
             an integer outside 64 bits or a map key that is not a str.
     """
+    if type(value) not in _PLAIN:
+        value = _canonical(value)
     try:
-        packed: bytes = msgpack.packb(_canonical(value), use_bin_type=True)
+        packed: bytes = msgpack.packb(value, use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:
         raise CodecError(f"cannot encode: {exc}") from exc
     return packed
@@ -73,9 +79,51 @@ def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Value:
         RecursionError,
     ) as exc:
         raise CodecError(f"not a MessagePack value: {type(exc).__name__}: {exc}") from exc
-    if encode(value) != data:
+    # The decoded value holds only msgpack's own types, so checking it and packing it as it is
+    # gives the canonical re-encoding without rebuilding it (what encode() would do).
+    try:
+        _check_decoded(value)
+    except RecursionError as exc:
+        raise CodecError("value nested too deeply") from exc
+    if msgpack.packb(value, use_bin_type=True) != data:
         raise CodecError("not the canonical encoding of its value")
     return value
+
+
+_SCALARS = frozenset({type(None), bool, int, str, bytes})
+
+
+def _check_decoded(value: Value) -> None:
+    """Refuse what a freshly unpacked value may hold outside the canonical set (floats,
+    extension types, bytes map keys) and maps whose keys are not in ascending order.
+
+    Str order is code-point order, which is the UTF-8 byte order the encoder sorts by; map
+    keys arrive in wire order, so ascending keys make the packed value sorted as encode()
+    sorts it. Unpacked ints are always within 64 bits.
+
+    Raises:
+        CodecError: the first value outside the canonical set.
+    """
+    kind = type(value)
+    if kind in _SCALARS:
+        return
+    if kind is list:
+        for item in value:
+            if type(item) not in _SCALARS:
+                _check_decoded(item)
+        return
+    if kind is dict:
+        previous = ""
+        for index, (key, item) in enumerate(value.items()):
+            if type(key) is not str:
+                raise CodecError(f"map key {key!r} is not a str")
+            if index and key <= previous:
+                raise CodecError("not the canonical encoding of its value (map keys unsorted)")
+            previous = key
+            if type(item) not in _SCALARS:
+                _check_decoded(item)
+        return
+    raise CodecError(f"type {kind.__name__} has no canonical encoding")
 
 
 def decode_trusted(data: bytes) -> Value:

@@ -64,7 +64,8 @@ class Tx:
             _VERIFIED.move_to_end(digest)
             return
         try:
-            keys.verify(self.signer, self.chain_id, "tx", signed_payload(self), self.signature)
+            payload = _payload_from_raw(self) or signed_payload(self)
+            keys.verify(self.signer, self.chain_id, "tx", payload, self.signature)
         except SignatureError as exc:
             raise TxRejected(Reason.BAD_SIGNATURE, f"{self.kind} tx: {exc}") from exc
         _VERIFIED[digest] = None
@@ -83,6 +84,38 @@ _VERIFIED: OrderedDict[bytes, None] = OrderedDict()
 def signed_payload(tx: Tx) -> bytes:
     """The canonical bytes under the signature (before domain separation)."""
     return codec.encode([tx.kind, tx.sequence, tx.signer, tx.body])
+
+
+_ENVELOPE_HEAD = b"\x96"  # fixarray of 6
+_PAYLOAD_HEAD = b"\x94"  # fixarray of 4
+_SIGNER_HEAD = b"\xc4\x20"  # bin8 of 32 bytes
+_SIGNATURE_HEAD = b"\xc4\x40"  # bin8 of 64 bytes
+_SIGNATURE_ENCODED = 2 + keys.SIGNATURE_BYTES
+
+
+def _payload_from_raw(tx: Tx) -> bytes | None:
+    """:func:`signed_payload` cut from the envelope bytes instead of re-encoding the body.
+
+    A decoded envelope is canonical, so each field's bytes in it are that field's canonical
+    encoding and ``[kind, sequence, signer, body]`` is their concatenation behind an array
+    header. The fixed parts are compared with the fields; None when they do not line up (a
+    ``Tx`` not made by :func:`decode`), and the caller encodes instead.
+    """
+    raw = tx.raw
+    chain = codec.encode(tx.chain_id)
+    signer_at = 1 + len(chain)
+    signer = _SIGNER_HEAD + tx.signer
+    sequence = codec.encode(tx.sequence)
+    kind = codec.encode(tx.kind)
+    body_at = signer_at + len(signer) + len(sequence) + len(kind)
+    lined_up = (
+        raw.startswith(_ENVELOPE_HEAD + chain + signer + sequence + kind)
+        and raw.endswith(_SIGNATURE_HEAD + tx.signature)
+        and body_at < len(raw) - _SIGNATURE_ENCODED
+    )
+    if not lined_up:
+        return None
+    return _PAYLOAD_HEAD + kind + sequence + signer + raw[body_at:-_SIGNATURE_ENCODED]
 
 
 def make(key: keys.SigningKey, chain_id: str, sequence: int, kind: str, body: codec.Value) -> bytes:

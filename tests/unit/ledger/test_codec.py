@@ -87,3 +87,39 @@ def test_garbage_never_escapes_as_another_exception(data: bytes) -> None:
 def test_tuple_encodes_as_array() -> None:
     """Tuples and lists share one encoding, so a struct's field order is the only order."""
     assert encode((1, "a")) == encode([1, "a"]) == msgpack.packb([1, "a"])
+
+
+@given(values, st.randoms(use_true_random=False))
+def test_decode_accepts_exactly_the_canonical_bytes(value: object, rnd: object) -> None:
+    """Any map order msgpack may write is accepted only when it is the canonical one."""
+
+    def shuffled(v: object) -> object:
+        if isinstance(v, list):
+            return [shuffled(x) for x in v]
+        if isinstance(v, dict):
+            items = list(v.items())
+            rnd.shuffle(items)  # type: ignore[attr-defined]
+            return {k: shuffled(x) for k, x in items}
+        return v
+
+    data = msgpack.packb(shuffled(value), use_bin_type=True)
+    if data == encode(value):
+        assert decode(data) == value
+    else:
+        with pytest.raises(CodecError, match="canonical"):
+            decode(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x81\xc4\x01a\x01",  # {b"a": 1}: a bin map key
+        b"\x91\x82\xa1b\x01\xa1a\x02",  # [{"b": 1, "a": 2}]: unsorted inside an array
+        b"\x81\xa1a\x92\x01\xcb" + b"\x00" * 8,  # {"a": [1, 0.0]}: a nested float
+        b"\x91" * 200_000 + b"\xc0",  # nested deeper than any walk should go
+    ],
+)
+def test_nested_and_key_type_violations_are_refused(data: bytes) -> None:
+    """The decoder's check reaches into nested values and refuses bin keys and deep nesting."""
+    with pytest.raises(CodecError):
+        decode(data)

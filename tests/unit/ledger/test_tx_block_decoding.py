@@ -4,6 +4,7 @@ errors (TxRejected / BlockInvalid), never any other exception."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 
 import msgpack
@@ -187,3 +188,28 @@ def test_block_content_must_match_header() -> None:
         blk.decode(other)
     with pytest.raises(BlockInvalid, match="last_commit_hash"):
         blk.decode(blk.Block(b.header, b.txs, [1]).encode())
+
+
+@settings(max_examples=40)
+@given(
+    st.text(min_size=1, max_size=40).filter(lambda c: "/" not in c),
+    st.integers(0, (1 << 63) - 1),
+    st.dictionaries(st.text(max_size=6), st.integers() | st.text(max_size=40), max_size=6),
+)
+def test_signed_bytes_cut_from_the_envelope_equal_the_encoding(
+    chain: str, sequence: int, body: dict[str, object]
+) -> None:
+    """The payload cut from the envelope bytes is exactly encode([kind, seq, signer, body])."""
+    body = {k: v for k, v in body.items() if not isinstance(v, int) or -(1 << 63) <= v < 1 << 64}
+    t = txm.decode(txm.make(N1, chain, sequence, "SetMeasure", body))
+    assert txm._payload_from_raw(t) == txm.signed_payload(t)
+
+
+def test_a_tx_whose_fields_differ_from_its_bytes_is_not_cut() -> None:
+    """A Tx whose fields are not those of its envelope is encoded, so its signature fails."""
+    t = txm.decode(GOOD_TX)
+    forged = dataclasses.replace(t, sequence=t.sequence + 1)
+    assert txm._payload_from_raw(forged) is None
+    txm.forget([GOOD_TX])
+    with pytest.raises(TxRejected, match="signature"):
+        forged.verify_signature()
