@@ -395,6 +395,8 @@ class Joiner:
     def _send(self) -> bool:
         now = self._monotonic()
         if self._sent_at is not None and now - self._sent_at < self.repeat_s:
+            if self._refused is None and (late := self.ledger.refusal()):
+                self._refused = ("join request refused", late)  # a light node learns it late
             if self._refused is not None:  # keep showing why until the next attempt
                 return self.state.fail(*self._refused, phase="syncing")
             return self.state.step("syncing", "join request sent; waiting for it to be committed")

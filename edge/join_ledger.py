@@ -49,6 +49,11 @@ class JoinLedger(Protocol):
 
     def admins(self) -> list[bytes]: ...
 
+    def refusal(self) -> str:
+        """Why the last JoinRequest was refused when that is learnt only after submitting it
+        (a light node: never included), else ""."""
+        ...
+
     async def refresh(self, meter_id: str, measuring: bool) -> None:
         """Bring the values up to date before a step (a light node's proof round)."""
         ...
@@ -88,6 +93,9 @@ class LocalLedger:
 
     def admins(self) -> list[bytes]:
         return self._read(state.admins)  # type: ignore[no-any-return]
+
+    def refusal(self) -> str:
+        return ""  # the local mempool refuses at once (Joiner catches TxRejected)
 
     async def refresh(self, meter_id: str, measuring: bool) -> None:
         return None  # the local state is always current

@@ -115,9 +115,10 @@ class LightDaemon:
             max_inflight=config.ledger.max_inflight,
             hold=self._joining,
         )
+        self._join_id = ""
         self.joiner = light_join_task(
             config, key, genesis, self.reader, self.node, self._queue_join,
-            registry=self.metrics.registry, now_ms=self.clock.now_ms,
+            refusal=self._join_refusal, registry=self.metrics.registry, now_ms=self.clock.now_ms,
         )  # fmt: skip
         driver = build_driver(config.meter, self.clock, self.outbox.load_meta(SIM_STATE_KEY))
         self.meter = MeterLoop(
@@ -145,10 +146,20 @@ class LightDaemon:
         if any(item["kind"] == kind for item in self.submitter.queued()):
             return b""
         try:
-            self.submitter.queue_tx(kind, body)
+            self._join_id = self.submitter.queue_tx(kind, body)
         except LedgerError as exc:  # the join task shows it and retries later
             raise TxRejected(Reason.MEMPOOL_FULL, str(exc)) from exc
         return b""
+
+    def _join_refusal(self) -> str:
+        """The reason the last queued JoinRequest was set aside (never included), or ""."""
+        for item in self.submitter.rejected_txs():
+            if item["id"] == self._join_id:
+                return (
+                    "not committed: the validators refuse it (meter id already taken or "
+                    "already a member?); sent again in 15 min"
+                )
+        return ""
 
     def status(self) -> dict[str, Any]:
         """``GET /status`` in the full daemon's schema (edge/status.py ``snapshot``), from the

@@ -45,6 +45,7 @@ class ProvenJoinLedger:
         admins: the genesis admin keys (sealing target).
         wait_s: wait for one proof round [s].
         monotonic: real monotonic clock [s].
+        refusal: why the last queued JoinRequest was set aside by the light submitter, or "".
     """
 
     def __init__(
@@ -56,8 +57,10 @@ class ProvenJoinLedger:
         *,
         wait_s: float = 8.0,
         monotonic: Callable[[], float] = time.monotonic,
+        refusal: Callable[[], str] = lambda: "",
     ) -> None:
         self.reader, self.node, self.public_key = reader, node, public_key
+        self.refusal = refusal
         self._admins = list(admins)
         self.wait_s = wait_s
         self._monotonic = monotonic
@@ -131,6 +134,7 @@ def light_join_task(
     node: LightNode,
     submit: Callable[..., bytes],
     *,
+    refusal: Callable[[], str] = lambda: "",
     registry: Any = None,
     now_ms: Callable[[], int] | None = None,
 ) -> Joiner | None:
@@ -140,7 +144,7 @@ def light_join_task(
     if not (data_dir / STATE_FILE).exists():
         return None
     saved = JoinState.load(data_dir)
-    ledger = ProvenJoinLedger(reader, node, key.public_key, genesis.admins)
+    ledger = ProvenJoinLedger(reader, node, key.public_key, genesis.admins, refusal=refusal)
     return Joiner(
         data_dir,
         ledger,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -100,11 +101,12 @@ async def test_light_member_joins_an_open_chain_and_measures(
 
 
 async def test_light_member_joins_a_pseudonymous_chain_sealed(
-    tmp_path: Path, mosquitto: Mosquitto
+    tmp_path: Path, mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The sealed JoinRequest from a light node: approve with the identity store, the node
     proves its join/member row, opens its admission and measures under the pseudonym; the
-    serial is in no block or state value."""
+    serial is in no block, state value, log line or the node's status."""
+    caplog.set_level(logging.DEBUG)
     net, store_dir = make_pseudonymous_testnet(tmp_path, mosquitto)
     config, _ = await start_new_node(tmp_path, net)
     admin_key = tmp_path / "admin.key"
@@ -123,12 +125,18 @@ async def test_light_member_joins_a_pseudonymous_chain_sealed(
         await until(lambda: phase(config) == "measuring", 15, "admission proven and opened")
         assert (new.config.node.data_dir / "admission.json").exists()
         await until(lambda: measured_by(validator, pseudonym) >= 2, 15, "slots committed")
+        status = json.dumps(new.status())
         assert validator.parts is not None
         store = validator.parts.node.app.store
         blocks = b"".join(store.block(h) or b"" for h in range(1, store.height + 1))
         with store.state_reader() as base:
             values = b"".join(k + v for k, v in base.scan(b"", b"\xff"))
     assert NEW_SERIAL.encode() not in blocks + values
+    assert pseudonym in status
+    assert NEW_SERIAL not in status
+    lines = [r.getMessage() + str(r.__dict__) for r in caplog.records]
+    assert len(lines) > 10
+    assert [line for line in lines if NEW_SERIAL in line] == []
 
 
 def _lemd(config: Path, log: Path) -> subprocess.Popen[bytes]:
