@@ -188,6 +188,17 @@ def _outbox(args: argparse.Namespace) -> int:
         if v["rejected"]:
             bad = [(_when(r["slot_start_s"] * 1000), r["reason"]) for r in v["rejected"]]
             text += "\n\nrefused by the ledger (kept):\n" + table(bad, ("slot (UTC)", "reason"))
+        # A light member's queued txs (POST /solve, admin writes, its JoinRequest; light.md §7).
+        if v.get("queued_txs"):
+            text += "\n\ntxs waiting:\n" + table(
+                [(t["id"], t["kind"], t["rounds"]) for t in v["queued_txs"]],
+                ("id", "kind", "re-sign rounds"),
+            )
+        if v.get("rejected_txs"):
+            text += "\n\ntxs never included (kept):\n" + table(
+                [(t["id"], t["kind"], t["reason"]) for t in v["rejected_txs"]],
+                ("id", "kind", "reason"),
+            )
         return text
 
     return _run(args, f"/outbox?limit={args.limit}", render)

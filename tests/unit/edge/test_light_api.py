@@ -7,6 +7,7 @@ lemd over mosquitto is walked by tests/integration/test_privacy_light.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,11 +15,16 @@ from typing import Any
 
 import pytest
 
-from edge.http import Request, Response
+from edge.cli.main import main as lemctl
+from edge.health import Health
+from edge.http import Request, Response, serve
 from edge.light_api import MAX_RANGE_SLOTS, LightParts, build_light_router
+from edge.light_submitter import LightSubmitter
+from edge.outbox import Outbox
 from ledger.app import App
 from ledger.genesis import Genesis
 from ledger.light_reader import ProvenReader
+from tests.support.mosquitto import free_port
 from tests.unit.ledger.helpers import (
     ADMIN,
     N1,
@@ -97,3 +103,65 @@ async def test_no_answer_is_504_and_an_unverifiable_one_503(app: App) -> None:
     assert response.status == 503
     assert body["waiting_for_header"] == app.height + 1
     assert response.headers["Retry-After"]
+
+
+async def _post(router: Any, path: str, body: Any) -> tuple[Response, Any]:
+    response = await router.dispatch(Request("POST", path, {}, {}, json.dumps(body).encode()))
+    return response, json.loads(response.body)
+
+
+async def test_writes_are_stored_before_the_202_and_shown_by_lemctl_outbox(
+    app: App, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """POST /measure is a synced outbox record (bad values 400, another meter 403, other
+    values for a held slot 409); POST /solve lands in the durable tx queue; ``GET /outbox``
+    and ``lemctl outbox`` list the queued tx and one set aside with its reason."""
+    node = Node(app)
+    node.chain_id = app.chain_id  # type: ignore[attr-defined]
+    box = Outbox(tmp_path / "outbox")
+    submitter = LightSubmitter(box, node, N1, Health())  # type: ignore[arg-type]
+    parts = LightParts(
+        config=SimpleNamespace(), key=N1, genesis=app.store.genesis,
+        reader=ProvenReader(node, wait_s=0.05, stale_wait_s=0.01),  # type: ignore[arg-type]
+        submitter=submitter, outbox=box, metrics=SimpleNamespace(),  # type: ignore[arg-type]
+        status=dict, meter_id=lambda: "M1",
+    )  # fmt: skip
+    router = build_light_router(parts)
+    row = {"meter_id": "M1", "slot_start_ms": T0 + SLOT, "import_wh": 10, "export_wh": 0}
+    response, body = await _post(router, "/measure", {**row, "quality": 1})
+    assert (response.status, body["queued"]) == (202, "outbox")
+    [record] = box.pending()
+    assert (record.slot_start_s, record.import_wh, record.quality) == (
+        (T0 + SLOT) // 1000, 10, ("complete",),
+    )  # fmt: skip
+    for bad, status in (
+        ({**row, "import_wh": 11}, 409),
+        ({**row, "slot_start_ms": T0 + 1}, 400),
+        ({**row, "export_wh": -1}, 400),
+        ({**row, "meter_id": "M2"}, 403),
+    ):
+        response, body = await _post(router, "/measure", bad)
+        assert response.status == status, body
+    response, body = await _post(router, "/solve", {"period_id": "p"})
+    assert response.status == 202
+    assert [i["kind"] for i in submitter.queued()] == ["SolveMarkets"]
+    submitter._drop(body["queued"], "not committed after 5 re-sign rounds: refused")
+    submitter.queue_tx("SolveMarkets", {"period_id": "q"})
+    response, got = await _get(router, "/outbox")
+    assert [t["body"] for t in got["queued_txs"]] == [{"period_id": "q"}]
+    assert got["rejected_txs"][0]["reason"].endswith("refused")
+    listen = f"127.0.0.1:{free_port()}"
+    server = await serve(router, listen)
+    config = tmp_path / "lemd.toml"
+    config.write_text(f'[node]\nname = "n1"\ndata_dir = "{tmp_path}"\n[api]\nlisten = "{listen}"\n')
+    try:
+        code = await asyncio.to_thread(lemctl, ["--config", str(config), "outbox"])
+    finally:
+        server.close()
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "txs waiting:" in out
+    assert "SolveMarkets-1" in out
+    assert "txs never included (kept):" in out
+    assert "SolveMarkets-0" in out
+    box.close()
