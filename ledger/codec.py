@@ -142,7 +142,11 @@ def decode_trusted(data: bytes) -> Value:
 
 
 def _canonical(value: Value) -> Value:
-    """Return ``value`` with maps key-sorted and tuples as lists; refuse non-canonical types."""
+    """Return ``value`` with maps key-sorted and tuples as lists; refuse non-canonical types.
+
+    Str keys sort by code point, which is the order of their UTF-8 bytes. Items of the plain
+    scalar types are taken as they are without a call (most of a record's fields).
+    """
     if value is None or isinstance(value, bool | str | bytes):
         return value
     if isinstance(value, int):
@@ -150,12 +154,13 @@ def _canonical(value: Value) -> Value:
             raise CodecError(f"integer {value} is outside the 64-bit range")
         return value
     if isinstance(value, list | tuple):
-        return [_canonical(item) for item in value]
+        return [item if type(item) in _PLAIN else _canonical(item) for item in value]
     if isinstance(value, dict):
         for key in value:
             if not isinstance(key, str):
                 raise CodecError(f"map key {key!r} is not a str")
         return {
-            key: _canonical(value[key]) for key in sorted(value, key=lambda k: k.encode("utf-8"))
+            key: item if type(item) in _PLAIN else _canonical(item)
+            for key, item in sorted(value.items())
         }
     raise CodecError(f"type {type(value).__name__} has no canonical encoding")

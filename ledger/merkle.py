@@ -52,12 +52,14 @@ def _mth(leaves: Sequence[bytes]) -> bytes:
     if not leaves:
         return EMPTY
     level = list(leaves)
+    sha = hashlib.sha256  # bound once: a commit hashes ~1 node per state key it touches
     # Iterative RFC 6962 construction: pairing left to right, an odd last node is promoted.
     while len(level) > 1:
-        nxt = [_h(_NODE + level[i] + level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            nxt.append(level[-1])
-        level = nxt
+        odd = level[-1] if len(level) % 2 else None
+        pairs = zip(level[0::2], level[1::2], strict=odd is None)  # the odd one has no partner
+        level = [sha(_NODE + a + b).digest() for a, b in pairs]
+        if odd is not None:
+            level.append(odd)
     return level[0]
 
 
@@ -134,9 +136,10 @@ class TopTree:
         for index, digest in changes.items():
             nodes[N_BUCKETS + index] = digest
             dirty.add((N_BUCKETS + index) >> 1)
+        sha = hashlib.sha256
         while dirty:
             for i in dirty:
-                nodes[i] = _h(_TOP + nodes[2 * i] + nodes[2 * i + 1])
+                nodes[i] = sha(_TOP + nodes[2 * i] + nodes[2 * i + 1]).digest()
             dirty = {i >> 1 for i in dirty if i > 1}
         new._nodes = nodes
         return new

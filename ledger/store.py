@@ -53,6 +53,19 @@ K_SNAPSHOT_BASE = b"snapbase"
 from (ledger/snapshot.py); blocks at or below it were never stored here."""
 
 
+def _bucket_hashes(leaves: lmdb.Cursor, bucket: int) -> list[bytes]:
+    """The leaf hashes of ``bucket`` in key order, read with a cursor on the ``leaves`` db."""
+    hashes: list[bytes] = []
+    if not leaves.set_range(_b2(bucket)):
+        return hashes
+    end = _b2(bucket + 1)  # 2 bytes, above every key of the bucket (4,096 < 2^16)
+    for key, value in leaves.iternext():
+        if bytes(key) >= end:  # bytes() of bytes is the same object (no buffers here)
+            break
+        hashes.append(bytes(value))
+    return hashes
+
+
 class LmdbState:
     """A :class:`ledger.state.StateReader` over one LMDB read transaction."""
 
@@ -250,8 +263,9 @@ class Store:
             txn.put(_h8(h), block_bytes, db=self._db["blocks"])
             txn.put(_h8(h), codec.encode(commit), db=self._db["commits"])
             txn.put(block.hash, _h8(h), db=self._db["heights"])
-            for i, raw in enumerate(block.txs):
-                txn.put(sha256(raw), codec.encode([h, i]), db=self._db["txidx"])
+            txn.cursor(db=self._db["txidx"]).putmulti(
+                [(sha256(raw), codec.encode([h, i])) for i, raw in enumerate(block.txs)]
+            )
             new_top_root = self._write_state(txn, writes)
             self._write_tip(txn, h, block.hash, block.header.time_ms, new_top_root)
         self._top = self._pending_top
@@ -265,23 +279,29 @@ class Store:
     def _write_state(self, txn: lmdb.Transaction, writes: dict[bytes, bytes | None]) -> bytes:
         sdb, ldb, bdb = self._db["state"], self._db["leaves"], self._db["buckets"]
         dirty: set[int] = set()
-        for key, value in writes.items():
+        state_puts, leaf_puts = [], []
+        for key, value in writes.items():  # distinct keys: the order of their writes is free
             bucket = merkle.bucket_of(key)
+            dirty.add(bucket)
             if value is None:
                 txn.delete(key, db=sdb)
                 txn.delete(_b2(bucket) + key, db=ldb)
             else:
-                txn.put(key, value, db=sdb)
-                txn.put(_b2(bucket) + key, merkle.leaf_hash(key, value), db=ldb)
-            dirty.add(bucket)
-        changes = {}
+                state_puts.append((key, value))
+                leaf_puts.append((_b2(bucket) + key, merkle.leaf_hash(key, value)))
+        # One C loop per sub-db instead of a Python call per put (a block writes ~2 keys per tx).
+        txn.cursor(db=sdb).putmulti(state_puts)
+        leaves = txn.cursor(db=ldb)
+        leaves.putmulti(leaf_puts)
+        changes, bucket_puts = {}, []
         for bucket in sorted(dirty):
-            root = merkle.bucket_root(self._bucket_leaves(txn, bucket)[1])
+            root = merkle.bucket_root(_bucket_hashes(leaves, bucket))
             changes[bucket] = root
             if root == merkle.EMPTY:
                 txn.delete(_b2(bucket), db=bdb)
             else:
-                txn.put(_b2(bucket), root, db=bdb)
+                bucket_puts.append((_b2(bucket), root))
+        txn.cursor(db=bdb).putmulti(bucket_puts)
         self._pending_top = self._top.with_buckets(changes)
         return self._pending_top.root
 
