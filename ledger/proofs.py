@@ -258,7 +258,7 @@ class ProofService:
                 self._served.close()
             self._served, self._served_top = self._candidate, None
             self._candidate = self.app.store.view()
-        header = blk.decode(block).header
+        header = self.app.decode_block(block).header  # decoded once per node (App cache)
         self._remember_set()
         if self.key is None or header.proposer != self.key.public_key:
             return
