@@ -362,6 +362,12 @@ class Joiner:
     def _decide(self) -> bool:
         st, ledger = self.state, self.ledger
         height = ledger.height()
+        if not ledger.ready():
+            # A light node before its first proof round knows nothing yet: keep the saved
+            # phase (a restarted member stays measuring; no JoinRequest from missing values).
+            if self._link_error and ledger.peers() == 0:
+                return st.fail("connecting", self._link_error, phase="joining")
+            return False
         if self.admitted:
             if st.admitted_height is None:
                 st.admitted_height = height

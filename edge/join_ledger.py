@@ -49,6 +49,10 @@ class JoinLedger(Protocol):
 
     def admins(self) -> list[bytes]: ...
 
+    def ready(self) -> bool:
+        """The values are known (a light node: after its first answered proof round)."""
+        ...
+
     def refusal(self) -> str:
         """Why the last JoinRequest was refused when that is learnt only after submitting it
         (a light node: never included), else ""."""
@@ -93,6 +97,9 @@ class LocalLedger:
 
     def admins(self) -> list[bytes]:
         return self._read(state.admins)  # type: ignore[no-any-return]
+
+    def ready(self) -> bool:
+        return True
 
     def refusal(self) -> str:
         return ""  # the local mempool refuses at once (Joiner catches TxRejected)

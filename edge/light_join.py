@@ -81,6 +81,9 @@ class ProvenJoinLedger:
     def alone(self) -> bool:
         return False  # a light node always follows validators
 
+    def ready(self) -> bool:
+        return self._checked_s is not None
+
     def owns(self, meter_id: str) -> bool | None:
         # Only this key's own rows are provable: another owner is indistinguishable from none.
         key = state.k_owned(self.public_key, meter_id)

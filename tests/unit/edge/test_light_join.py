@@ -9,7 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from edge.join import Joiner
+from edge.join import Joiner, JoinState
 from edge.light_join import MEASURING_RECHECK_S, ProvenJoinLedger
 from ledger import codec, state
 from ledger.apps import join as join_app
@@ -130,3 +130,26 @@ async def test_a_measuring_node_proves_its_ownership_only_hourly(tmp_path: Path)
     joiner.clock[0] += MEASURING_RECHECK_S  # type: ignore[attr-defined]
     await _tick(joiner)
     assert len(reader.rounds) == rounds + 1
+
+
+async def test_a_restarted_member_stays_measuring_until_its_first_proof_round(
+    tmp_path: Path,
+) -> None:
+    """A node restarted in phase measuring keeps it (its records flow) while no validator
+    has answered yet, and sends no JoinRequest from values it does not know; the first
+    answered round confirms it."""
+    JoinState(phase="measuring", meter_id="M7").save(tmp_path)
+    reader, node, sent, joiner, _ = _setup(tmp_path)
+    reader.down = True
+    for _ in range(4):
+        await _tick(joiner)
+    node.peers.clear()
+    joiner.step()
+    assert joiner.state.phase == "measuring"
+    assert sent == []
+    reader.down = False
+    reader.values[state.k_owned(ME, "M7")] = True
+    node.peers["v0"] = 1.0
+    await _tick(joiner)
+    assert joiner.state.phase == "measuring"
+    assert joiner.ledger.ready()
