@@ -9,6 +9,7 @@ import pytest
 from ledger import block as blk
 from ledger import codec, state
 from ledger.app import App
+from ledger.apps import join as join_app
 from ledger.consensus.messages import Commit
 from ledger.keys import SigningKey
 from ledger.proofs import (
@@ -35,6 +36,7 @@ from tests.unit.ledger.helpers import (
     Signer,
     commit,
     genesis,
+    key,
     measure,
     open_app,
     period,
@@ -214,3 +216,29 @@ def test_a_day_of_keys_is_one_request_and_more_is_refused(app: App) -> None:
     assert [a.status for a in answer.answers[:2]] == ["ok", "denied"]
     with pytest.raises(ProofError):
         make_proof_request(N1, CHAIN, "m1", NOW, [("key", k) for k in [*day, day[0]]])
+
+
+def test_an_unadmitted_key_gets_its_own_join_record_proven_and_not_anothers(app: App) -> None:
+    """A key with no role yet (a light node joining by itself) gets its waiting JoinRequest
+    and its sequence proven against the app hash; another joining key's request and sequence
+    in the same answer are 'denied'."""
+    joining, other = key(41), key(42)
+    body = {"meter_id": "M9", "identification": "ISK5", "name": "n9"}
+    commit(
+        app,
+        [
+            Signer(joining)("JoinRequest", body),
+            Signer(other)("JoinRequest", {**body, "meter_id": "M8"}),
+        ],
+        T0 + 2 * SLOT,
+    )
+    service, sent = _service(app)
+    me, them = joining.public_key, other.public_key
+    asked = [join_app.k_request(me), state.k_seq(me), join_app.k_request(them), state.k_seq(them)]
+    _ask(service, joining, NOW, asked)
+    answer = parse_response(sent[-1][1])
+    assert isinstance(answer, ProofResponse)
+    own_request, own_seq, *foreign = answer.answers
+    assert codec.decode(verify_key_answer(own_request, app.app_hash))["meter_id"] == "M9"
+    assert codec.decode(verify_key_answer(own_seq, app.app_hash)) == 1
+    assert [a.status for a in foreign] == ["denied", "denied"]
