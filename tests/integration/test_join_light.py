@@ -15,12 +15,14 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -30,18 +32,22 @@ from edge.http import request
 from edge.light_daemon import LightDaemon
 from edge.outbox import Outbox
 from edge.privacy import IdentityStore
+from edge.provision import Paths, provision
 from edge.sdnotify import Notifier
 from ledger import state
 from tests.integration.test_join import (
     NEW_METER,
     ROOT,
+    Community,
     _lemctl,
+    community_file,
     make_testnet,
     measured,
     start_new_node,
 )
 from tests.integration.test_join_sealed import NEW_SERIAL, make_pseudonymous_testnet, measured_by
-from tests.support.lemd import SIM_START, running_daemon, until
+from tests.integration.test_mqtt_security import SecureBroker, secure_broker  # noqa: F401
+from tests.support.lemd import SIM_START, free_port, running_daemon, until
 from tests.support.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.slow
@@ -74,14 +80,60 @@ async def _approve(config: Path, account: str, admin_key: Path, *extra: str) -> 
     return out
 
 
-async def test_light_member_joins_an_open_chain_and_measures(
-    tmp_path: Path, mosquitto: Mosquitto
+def _secure_testnet(tmp_path: Path, sb: SecureBroker) -> Community:
+    """make_testnet's validator as ACL user "v1" (password over TLS) of the shipped broker."""
+    net = make_testnet(tmp_path, SimpleNamespace(url=sb.password_url))  # type: ignore[arg-type]
+    secret = tmp_path / "v1.pw"
+    secret.write_text("v1-secret")
+    text = net.validator.config.read_text().replace('name = "validator"', 'name = "v1"')
+    net.validator.config.write_text(
+        text.replace(
+            "resign_timeout_s = 3\n",
+            f'resign_timeout_s = 3\nusername = "v1"\npassword_file = "{secret}"\n'
+            f'ca_file = "{sb.pki.ca_cert}"\n',
+        )
+    )
+    return net
+
+
+async def _start_secure_node(tmp_path: Path, net: Community, sb: SecureBroker) -> Path:
+    """Provision as the image does, from a community file naming the broker's CA and this
+    node's MQTT account "m2" (no validator rights in the ACL)."""
+    path = community_file(tmp_path, net)
+    shutil.copy(sb.pki.ca_cert, path.parent / "ca.pem")
+    (path.parent / "m2.pw").write_text("m2-secret\n")
+    text = path.read_text().replace(
+        'genesis_file = "genesis.json"', 'genesis_file = "genesis.json"\nca_file = "ca.pem"'
+    )
+    path.write_text(
+        text.replace(
+            'role = "member"', 'role = "member"\nname = "m2"\nmqtt_password_file = "m2.pw"'
+        )
+    )
+    paths = Paths(tmp_path / "root")
+    await provision(path, paths)
+    config = paths.etc / "lemd.toml"
+    api = f"127.0.0.1:{free_port()}"
+    with config.open("a") as f:
+        f.write(
+            f'\n[api]\nlisten = "{api}"\n\n[metrics]\nlisten = "{api}"\n\n'
+            f'[clock]\nspeed = 900.0\nstart = "{SIM_START.isoformat()}"\n'
+            f'anchor = "{net.anchor.isoformat()}"\n'
+        )
+    return config
+
+
+async def test_light_member_joins_an_open_chain_through_the_shipped_acl(
+    tmp_path: Path,
+    secure_broker: SecureBroker,  # noqa: F811 -- the fixture imported above
 ) -> None:
-    """Provisioned light node: JoinRequest via the light submitter, waiting_for_approval from
-    its proven join/req row (its records held, none set aside), lemctl member approve,
-    measuring from its proven own/ row, then its slots commit on the validator's chain."""
-    net = make_testnet(tmp_path, mosquitto)
-    config, _ = await start_new_node(tmp_path, net)
+    """Provisioned light node on the shipped broker config and ACL (TLS, passwords; its
+    account "m2" has member rights only): JoinRequest via the light submitter,
+    waiting_for_approval from its proven join/req row (its records held, none signed), lemctl
+    member approve (its own connection, through the ACL), measuring from its proven
+    own/<key>/<meter> row, then its slots commit on the validator's chain."""
+    net = _secure_testnet(tmp_path, secure_broker)
+    config = await _start_secure_node(tmp_path, net, secure_broker)
     admin_key = tmp_path / "admin.key"
     net.validator.admin.save(admin_key)
     async with running_daemon(net.validator) as validator, light_member(config) as new:
