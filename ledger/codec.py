@@ -38,7 +38,11 @@ def encode(value: Value) -> bytes:
         CodecError: the value holds a type outside the canonical set (float, set, object, …),
             an integer outside 64 bits or a map key that is not a str.
     """
-    if type(value) not in _PLAIN:
+    kind = type(value)
+    if kind is int:
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise CodecError(f"integer {value} is outside the 64-bit range")
+    elif kind not in _PLAIN:
         value = _canonical(value)
     try:
         packed: bytes = msgpack.packb(value, use_bin_type=True)

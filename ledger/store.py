@@ -66,6 +66,13 @@ def _bucket_hashes(leaves: lmdb.Cursor, bucket: int) -> list[bytes]:
     return hashes
 
 
+def _tx_location_records(height: int, txs: Iterable[bytes]) -> list[tuple[bytes, bytes]]:
+    """``txidx`` records of a block: tx hash → canonical [height, index]."""
+    # Assembled from its parts (a 2-array header, then the two ints): one encode per tx.
+    at_height = b"\x92" + codec.encode(height)
+    return [(sha256(raw), at_height + codec.encode(i)) for i, raw in enumerate(txs)]
+
+
 class LmdbState:
     """A :class:`ledger.state.StateReader` over one LMDB read transaction."""
 
@@ -263,9 +270,7 @@ class Store:
             txn.put(_h8(h), block_bytes, db=self._db["blocks"])
             txn.put(_h8(h), codec.encode(commit), db=self._db["commits"])
             txn.put(block.hash, _h8(h), db=self._db["heights"])
-            txn.cursor(db=self._db["txidx"]).putmulti(
-                [(sha256(raw), codec.encode([h, i])) for i, raw in enumerate(block.txs)]
-            )
+            txn.cursor(db=self._db["txidx"]).putmulti(_tx_location_records(h, block.txs))
             new_top_root = self._write_state(txn, writes)
             self._write_tip(txn, h, block.hash, block.header.time_ms, new_top_root)
         self._top = self._pending_top

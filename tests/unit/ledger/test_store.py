@@ -108,3 +108,14 @@ def test_indexes(tmp_path: Path) -> None:
 
     assert app.store.tx_location(sha256(b.txs[0])) == (2, 0)
     assert app.store.commit_at(2) == [[VAL.public_key, b"\x00" * 64]]
+
+
+@pytest.mark.parametrize("height", [1, 127, 128, 65_536, 2**32])
+def test_tx_index_record_is_the_canonical_location(height: int) -> None:
+    """The txidx record the store assembles from its parts is exactly encode([height, index])."""
+    from ledger import codec
+    from ledger.store import _tx_location_records
+
+    raws = [n.to_bytes(2, "big") for n in range(300)]
+    records = _tx_location_records(height, raws)
+    assert [value for _, value in records] == [codec.encode([height, i]) for i in range(300)]
