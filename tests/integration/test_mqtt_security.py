@@ -21,7 +21,7 @@ from ledger.transport.acl import render as render_acl
 from ledger.transport.base import LIGHT_CHANNELS
 from ledger.transport.mqtt import MqttTransport
 from ledger.transport.topics import broadcast_topic, direct_topic
-from tests.support.mosquitto import Mosquitto, free_port
+from tests.support.mosquitto import BrokerError, Mosquitto, free_port, listening
 from tests.support.nodes import CHAIN, Receiver, settings, until
 from tests.support.tls import CertFiles, Pki
 
@@ -67,15 +67,22 @@ def secure_broker(tmp_path: Path) -> Iterator[SecureBroker]:
     for i, (user, password) in enumerate(users):
         create = ["-c"] if i == 0 else []
         subprocess.run(["mosquitto_passwd", *create, "-b", str(passwd), user, password], check=True)
-    cert_port, password_port = free_port(), free_port()
-    text = (
-        SHIPPED_CONF.read_text()
-        .replace("/etc/mosquitto/lem/", f"{etc}/")
-        .replace("listener 8883", f"listener {cert_port} 127.0.0.1")
-        .replace("listener 8884", f"listener {password_port} 127.0.0.1")
-    )
-    broker = Mosquitto(tmp_path / "broker", port=cert_port, config_text=text)
-    broker.start()
+    for attempt in range(5):
+        # Two ports picked free a moment ago: another test on the host may take one first.
+        cert_port, password_port = free_port(), free_port()
+        text = (
+            SHIPPED_CONF.read_text()
+            .replace("/etc/mosquitto/lem/", f"{etc}/")
+            .replace("listener 8883", f"listener {cert_port} 127.0.0.1")
+            .replace("listener 8884", f"listener {password_port} 127.0.0.1")
+        )
+        broker = Mosquitto(tmp_path / f"broker{attempt}", port=cert_port, config_text=text)
+        try:
+            broker.start()
+            break
+        except BrokerError as exc:
+            if "in use" not in str(exc) or attempt == 4:
+                raise
     yield SecureBroker(broker, pki, cert_port, password_port)
     broker.kill()
 
@@ -289,3 +296,14 @@ async def test_lemctl_approve_reaches_the_validators_through_the_acl(
     assert rb.payloads() == [b"approve-member"]
     assert [m.sender for m in rb.received] == ["v1-lemctl-4242"]
     await rb.stop()
+
+
+def test_the_shipped_broker_listens_on_its_two_tls_ports_only(secure_broker: SecureBroker) -> None:
+    """No plain-text default listener: a listener option in the general section (it was
+    ``max_connections``) makes mosquitto open 1883 on every interface, where passwords would
+    travel in clear."""
+    process = secure_broker.broker.process
+    assert process is not None
+    assert listening(process.pid, secure_broker.cert_port)
+    assert listening(process.pid, secure_broker.password_port)
+    assert not listening(process.pid, 1883)
