@@ -88,12 +88,14 @@ _SPLIT: dict[str, float] = {}
 
 def _time_stages() -> None:
     """Wrap the main per-tx stages with CPU-time accumulators."""
+    from ledger import keys
     from ledger.app import App
     from ledger.consensus.engine import Engine
     from ledger.mempool import Mempool
     from ledger.store import Store
 
-    stages = [
+    stages: list[tuple[Any, str, str]] = [
+        (keys, "verify", "ed25519_verify"),  # every verification (txs in admission, votes)
         (Mempool, "add_many", "admission"),
         (Mempool, "update", "mempool_update"),
         (App, "prepare", "prepare"),

@@ -169,9 +169,11 @@ def forget(raws: Iterable[bytes]) -> None:
     """
     global _decoded_bytes
     for raw in raws:
-        if _DECODED.pop(raw, None) is not None:
+        tx = _DECODED.pop(raw, None)
+        if tx is not None:
             _decoded_bytes -= len(raw)
-        _VERIFIED.pop(keys.sha256(raw), None)
+        # A cached Tx came from _decode, whose hash is sha256(raw): no second hashing.
+        _VERIFIED.pop(keys.sha256(raw) if tx is None else tx.hash, None)
 
 
 def cache_sizes() -> dict[str, int]:
