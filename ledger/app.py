@@ -50,6 +50,29 @@ class CachedReader:
         return self._base.scan(start, end)
 
 
+class _CheckOverlay(state.Overlay):
+    """The overlay admission checks run on: it only reads (a check's writes are dropped after
+    each tx), so the chain's config records (``cfg/…``), which nearly every check reads
+    (``cfg/admins``, ``cfg/chain``), are decoded once per batch, not once per tx.
+
+    The decoded records are shared by the batch's checks; their readers copy them
+    (``state.admins``, ``state.validators``, …) or only read them (``privacy.mode``).
+    """
+
+    def __init__(self, base: state.StateReader) -> None:
+        super().__init__(base)
+        self._config: dict[bytes, codec.Value] = {}
+
+    def get_value(self, key: bytes) -> codec.Value:
+        if self.writes or not key.startswith(b"cfg/"):
+            return super().get_value(key)
+        try:
+            return self._config[key]
+        except KeyError:
+            value = self._config[key] = super().get_value(key)
+            return value
+
+
 class Admission:
     """Mempool admission of a batch of txs against one snapshot of the committed state.
 
@@ -59,7 +82,7 @@ class Admission:
     """
 
     def __init__(self, app: App, reader: CachedReader) -> None:
-        self._overlay = state.Overlay(reader)
+        self._overlay = _CheckOverlay(reader)
         self._ctx = app._ctx(self._overlay, app.height + 1, app.last_block_time_ms, True)
         self._sequences: dict[bytes, int] = {}
 

@@ -90,3 +90,27 @@ def test_update_after_commit(app: App) -> None:
     assert len(conflict) == 0
     prepared = app.prepare(app.height + 1, T0 + 3 * SLOT, VAL.public_key, pool.reap(), None)
     assert prepared.dropped == []
+
+
+def test_admission_decodes_config_once_per_batch_and_never_past_a_write() -> None:
+    """The check overlay decodes a cfg/ record once per batch; other keys and pending writes
+    read through, so a check never sees a stale or shared non-config value."""
+    from ledger import codec
+    from ledger.app import _CheckOverlay
+    from ledger.state import MemoryState
+
+    reads: list[bytes] = []
+
+    class Counting(MemoryState):
+        def get(self, key: bytes) -> bytes | None:
+            reads.append(key)
+            return super().get(key)
+
+    base = Counting({b"cfg/admins": codec.encode([b"a" * 32]), b"seq/x": codec.encode(3)})
+    overlay = _CheckOverlay(base)
+    first = overlay.get_value(b"cfg/admins")
+    assert overlay.get_value(b"cfg/admins") is first == [b"a" * 32]
+    assert overlay.get_value(b"seq/x") == overlay.get_value(b"seq/x") == 3
+    assert reads == [b"cfg/admins", b"seq/x", b"seq/x"]
+    overlay.put_value(b"cfg/admins", [b"b" * 32])
+    assert overlay.get_value(b"cfg/admins") == [b"b" * 32]
