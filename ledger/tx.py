@@ -8,6 +8,7 @@ SHA-256 of the exact envelope bytes as received.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -102,20 +103,26 @@ def _payload_from_raw(tx: Tx) -> bytes | None:
     ``Tx`` not made by :func:`decode`), and the caller encodes instead.
     """
     raw = tx.raw
-    chain = codec.encode(tx.chain_id)
-    signer_at = 1 + len(chain)
     signer = _SIGNER_HEAD + tx.signer
     sequence = codec.encode(tx.sequence)
-    kind = codec.encode(tx.kind)
-    body_at = signer_at + len(signer) + len(sequence) + len(kind)
+    kind = _encoded_name(tx.kind)
+    head = _encoded_name(tx.chain_id) + signer + sequence + kind
+    body_at = 1 + len(head)
     lined_up = (
-        raw.startswith(_ENVELOPE_HEAD + chain + signer + sequence + kind)
+        raw.startswith(head, 1)
+        and raw[0] == _ENVELOPE_HEAD[0]
         and raw.endswith(_SIGNATURE_HEAD + tx.signature)
         and body_at < len(raw) - _SIGNATURE_ENCODED
     )
     if not lined_up:
         return None
     return _PAYLOAD_HEAD + kind + sequence + signer + raw[body_at:-_SIGNATURE_ENCODED]
+
+
+@functools.lru_cache(maxsize=64)
+def _encoded_name(name: str) -> bytes:
+    """Canonical encoding of a chain id or tx kind (a handful per process, so remembered)."""
+    return codec.encode(name)
 
 
 def make(key: keys.SigningKey, chain_id: str, sequence: int, kind: str, body: codec.Value) -> bytes:
