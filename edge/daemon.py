@@ -362,7 +362,14 @@ async def _run(config: Config) -> int:
         if light:
             from edge.light_daemon import LightDaemon
 
-            return await LightDaemon(config, key).run()
+            try:
+                lock = NodeLock(config.node.data_dir)  # one lemd per data directory
+            except NodeLocked as exc:
+                raise StartupError(str(exc)) from exc
+            try:
+                return await LightDaemon(config, key).run()
+            finally:
+                lock.release()
     daemon = Daemon(config)
     try:
         await daemon.open()

@@ -130,3 +130,20 @@ async def test_a_second_lemd_on_one_data_dir_refuses_to_start(tmp_path: Path) ->
     third = Daemon(load_config(node.config))
     await third.open()
     await third.close_opened()
+
+
+async def test_a_light_lemd_also_holds_its_data_dir(tmp_path: Path) -> None:
+    """The light-member path of lemd takes the same lock: with the directory held it stops
+    with a StartupError naming the lock before opening anything."""
+    from edge import daemon as lemd
+    from ledger.keys import SigningKey
+
+    node = make_node(tmp_path / "n", brokers=("mqtt://127.0.0.1:1",))
+    SigningKey.generate().save(node.data_dir / "node.key.new")
+    (node.data_dir / "node.key.new").replace(node.data_dir / "node.key")  # not a validator
+    config = load_config(node.config)
+    held = NodeLock(config.node.data_dir)
+    with pytest.raises(StartupError, match=LOCK_FILE):
+        await lemd._run(config)
+    assert not (config.node.data_dir / "outbox").exists()
+    held.release()
