@@ -23,6 +23,7 @@ from edge.clock import DaemonClock
 from edge.health import Health
 from ledger.app import App
 from ledger.bodyprune import BodyPruner
+from ledger.bodyprune import wanted as bodyprune_wanted
 from ledger.keys import SigningKey
 from ledger.mempool import Mempool
 from ledger.single import SingleNode
@@ -85,7 +86,8 @@ class SingleLedger:
         heartbeat_s: an empty block at least this often [real s].
         batch_delay_s: wait after a first pending tx to gather more [real s].
         prune_bodies: on a chain with retention, remove pruned days' SetMeasure bodies from the
-            block store after each block (docs/spec/privacy.md §3.1).
+            block store after each block; on a pseudonymous chain, decided sealed JoinRequests'
+            boxes (docs/spec/privacy.md §3.1).
     """
 
     mode = "single"
@@ -102,8 +104,8 @@ class SingleLedger:
         prune_bodies: bool = True,
     ) -> None:
         self.app = app
-        retention = app.store.genesis.dispute_window_ms is not None
-        self._bodies = BodyPruner(app.store) if prune_bodies and retention else None
+        wanted = bodyprune_wanted(app.store.genesis)
+        self._bodies = BodyPruner(app.store) if prune_bodies and wanted else None
         self.node = SingleNode(
             app, key, heartbeat_s=heartbeat_s, batch_delay_s=batch_delay_s, clock_ms=clock.now_ms
         )

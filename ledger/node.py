@@ -22,6 +22,7 @@ from typing import Any
 
 from ledger.app import App
 from ledger.bodyprune import BodyPruner
+from ledger.bodyprune import wanted as bodyprune_wanted
 from ledger.consensus.clock import Clock, LoopClock, TimerHandle
 from ledger.consensus.crash import NO_CRASH, CrashPoints
 from ledger.consensus.engine import Engine, EngineConfig
@@ -141,7 +142,8 @@ class Node:
             counted: consensus re-publishes).
         durable: fsync the consensus stores (tests may turn it off).
         prune_bodies: on a chain with retention (genesis ``dispute_window_ms``), remove pruned
-            days' SetMeasure bodies from the block store (docs/spec/privacy.md §3.1).
+            days' SetMeasure bodies from the block store; on a pseudonymous chain, decided
+            sealed JoinRequests' boxes (docs/spec/privacy.md §3.1).
         snapshots: serve state snapshots, and join by one when peers answer that the blocks
             this node needs are body-pruned (docs/spec/consensus.md §5b).
     """
@@ -177,8 +179,8 @@ class Node:
         self.port = LedgerPort(self.app, self.mempool, self.cstore, key, self._gossip_tx)
         # Light members: header feed + proof answers (docs/spec/light.md).
         self.proofs = ProofService(app, key, self._send, valset_of=self._valset_powers)
-        retention = app.store.genesis.dispute_window_ms is not None
-        self.bodies = BodyPruner(self.store) if prune_bodies and retention else None
+        wanted = bodyprune_wanted(app.store.genesis)
+        self.bodies = BodyPruner(self.store) if prune_bodies and wanted else None
         self.snapshots = SnapshotServer(self.store, key, self._send) if snapshots else None
         self._joiner: SnapshotJoiner | None = None
         self._join_after_s = 0.0

@@ -53,14 +53,18 @@ class StoredBlock:
         return [t.hash if isinstance(t, PrunedTx) else sha256(t) for t in self.txs]
 
 
-def pruned_record(block: Block, drop: Sequence[bytes | None]) -> bytes:
+def pruned_record(block: Block | StoredBlock, drop: Sequence[bytes | None]) -> bytes:
     """The body-pruned record of ``block``: ``drop[i]`` is the signer of tx ``i`` whose body
-    goes (None: the tx stays whole). Layout: ``["pruned", header, [tx | [hash, signer]…],
-    last_commit]`` (canonical MessagePack; docs/spec/ledger.md §7)."""
-    txs: list[codec.Value] = [
-        raw if signer is None else [sha256(raw), signer]
-        for raw, signer in zip(block.txs, drop, strict=True)
-    ]
+    goes (None: the tx stays as it is). Layout: ``["pruned", header, [tx | [hash, signer]…],
+    last_commit]`` (canonical MessagePack; docs/spec/ledger.md §7). ``block`` may already be
+    body-pruned (the measurement and join passes of ledger/bodyprune.py each remove their own
+    txs): its pruned entries stay pruned, so the record merges both passes' work."""
+    txs: list[codec.Value] = []
+    for tx, signer in zip(block.txs, drop, strict=True):
+        if isinstance(tx, PrunedTx):
+            txs.append([tx.hash, tx.signer])
+        else:
+            txs.append(tx if signer is None else [sha256(tx), signer])
     return codec.encode([PRUNED_TAG, block.header.to_value(), txs, block.last_commit])
 
 
