@@ -309,11 +309,8 @@ class JoinPass:
     def _save_cursor(self) -> None:
         if self._cursor == self._saved:
             return
-        # Store has no public write for another meta key (ledger/store.py is shared; see
-        # docs/spec/privacy.md §3.1): one durable transaction holding only this key. Written
-        # after the blocks, so a crash in between only repeats work.
-        with self._store._txn() as txn:
-            txn.put(K_JOIN_CURSOR, codec.encode([self._cursor]), db=self._store._db["meta"])
+        # Written after the blocks, so a crash in between only repeats work.
+        self._store.put_meta_value(K_JOIN_CURSOR, [self._cursor])
         self._saved = self._cursor
 
 

@@ -368,6 +368,12 @@ class Store:
         raw = self._meta(key)
         return None if raw is None else codec.decode(raw)
 
+    def put_meta_value(self, key: bytes, value: codec.Value) -> None:
+        """Write one ``meta`` record durably in its own transaction (a local cursor, never
+        consensus state: it is not part of the app hash)."""
+        with self._txn() as txn:
+            txn.put(key, codec.encode(value), db=self._db["meta"])
+
     def rewrite_bodies(self, records: dict[int, bytes], cursor: int) -> None:
         """Replace stored blocks by their body-pruned records and move the pruner's cursor, in
         one durable write transaction (headers, commits, indexes and state are untouched).
