@@ -73,6 +73,62 @@ class _CheckOverlay(state.Overlay):
             return value
 
 
+class _BlockOverlay(state.Overlay):
+    """The overlay a block executes on (proposer's filter, validation): the chain's config
+    records (``cfg/…``), which nearly every tx reads (``cfg/admins`` for each AddMeter), are
+    decoded once per block instead of once per tx (docs/spec/consensus.md §11).
+
+    Each tx runs in a :class:`_TxOverlay` child. A decoded record is dropped as soon as a tx
+    that wrote its key is merged (a SetAdmins executed by governance), so the next tx reads
+    the new value; a tx's own unmerged writes are seen by that tx only, through its child.
+    The decoded records are shared: their readers copy them (``state.admins``,
+    ``state.validators``, ``state.chain_params``) or only read them (``privacy.mode``), and
+    writers store fresh values (``ledger/apps/governance.py``).
+    """
+
+    def __init__(self, base: state.StateReader) -> None:
+        super().__init__(base)
+        self._config: dict[bytes, codec.Value] = {}
+
+    def get_value(self, key: bytes) -> codec.Value:
+        if not key.startswith(b"cfg/"):
+            return super().get_value(key)
+        try:
+            return self._config[key]
+        except KeyError:
+            value = self._config[key] = super().get_value(key)
+            return value
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._config.pop(key, None)
+        super().put(key, value)
+
+    def delete(self, key: bytes) -> None:
+        self._config.pop(key, None)
+        super().delete(key)
+
+    def child(self) -> state.Overlay:
+        return _TxOverlay(self)
+
+    def merge(self, child: state.Overlay) -> None:
+        super().merge(child)
+        if self._config:
+            for key in child.writes:
+                self._config.pop(key, None)
+
+
+class _TxOverlay(state.Overlay):
+    """One tx's overlay over a :class:`_BlockOverlay`: ``cfg/`` records it has not written
+    come from the block's decoded copies."""
+
+    base: _BlockOverlay
+
+    def get_value(self, key: bytes) -> codec.Value:
+        if key in self.writes or not key.startswith(b"cfg/"):
+            return super().get_value(key)
+        return self.base.get_value(key)
+
+
 class Admission:
     """Mempool admission of a batch of txs against one snapshot of the committed state.
 
@@ -225,7 +281,7 @@ class App:
         self._check_next(height, time_ms)
         budget = blk.MAX_BLOCK_BYTES - 4096  # header, commit and framing stay well below this
         with self.store.state_reader() as base:
-            overlay = state.Overlay(CachedReader(base))
+            overlay = _BlockOverlay(CachedReader(base))
             ctx = self._ctx(overlay, height, time_ms, False)
             kept, dropped = select_txs(ctx, _fit(txs, budget))
         header = blk.Header(
@@ -301,7 +357,7 @@ class App:
         if all(pk != h.proposer for pk, _ in self.validators()):
             raise BlockInvalid(f"block {h.height}: proposer is not a validator")
         with self.store.state_reader() as base:
-            overlay = state.Overlay(CachedReader(base))
+            overlay = _BlockOverlay(CachedReader(base))
             try:
                 execute_block(self._ctx(overlay, h.height, h.time_ms, False), block.txs)
             except TxRejected as exc:

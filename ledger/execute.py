@@ -7,7 +7,6 @@ child overlay, so a failure leaves no trace; a block may hold only txs that exec
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,7 +58,7 @@ def execute_tx(ctx: Context, raw: bytes) -> Tx:
         TxRejected: the tx does not execute (``ctx.state`` unchanged).
     """
     child = ctx.state.child()
-    cctx = dataclasses.replace(ctx, state=child)
+    cctx = ctx.with_state(child)
     tx, handler, body = admit(cctx, raw)
     handler.apply(cctx, tx, body)
     child.put_value(state.k_seq(tx.signer), tx.sequence + 1)

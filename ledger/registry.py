@@ -58,6 +58,15 @@ class Context:
     check_only: bool = False
     evidence_verifier: EvidenceVerifier | None = None
 
+    def with_state(self, st: Overlay) -> Context:
+        """This context over another overlay (each tx of a block runs in its own child).
+
+        Built field by field: ``dataclasses.replace`` costs ~1.5 µs per tx, this ~0.3 µs
+        (docs/spec/consensus.md §11)."""
+        return Context(
+            st, self.chain_id, self.height, self.time_ms, self.check_only, self.evidence_verifier
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class TxKind(Generic[B]):
@@ -86,11 +95,13 @@ def lookup(name: str) -> TxKind[Any]:
     Raises:
         TxRejected: ``unknown_kind``.
     """
-    _load_apps()
-    try:
-        return _KINDS[name]
-    except KeyError:
-        raise TxRejected(Reason.UNKNOWN_KIND, f"no tx kind {name!r}") from None
+    kind = _KINDS.get(name)
+    if kind is None:  # the apps register on first use; after that a lookup is one dict read
+        _load_apps()
+        kind = _KINDS.get(name)
+        if kind is None:
+            raise TxRejected(Reason.UNKNOWN_KIND, f"no tx kind {name!r}")
+    return kind
 
 
 def kinds() -> list[str]:

@@ -51,3 +51,20 @@ def test_repr_does_not_leak_the_seed() -> None:
     key = SigningKey.generate()
     assert key.seed().hex() not in repr(key)
     assert key.seed().hex()[:8] not in repr(key)
+
+
+def test_invalid_keys_and_signatures_are_refused_not_crashed() -> None:
+    """Zero / non-curve public keys, a zero signature and wrong lengths raise SignatureError;
+    sign bytes are the domain, chain id, kind and body joined by '/'."""
+    key = SigningKey.generate()
+    sig = key.sign("c", "tx", b"b")
+    for public_key, signature in [
+        (b"\0" * 32, sig),
+        (b"\xff" * 32, sig),
+        (key.public_key, b"\0" * 64),
+        (key.public_key, sig[:63]),
+        (key.public_key[:31], sig),
+    ]:
+        with pytest.raises(SignatureError):
+            verify(public_key, "c", "tx", b"b", signature)
+    assert sign_bytes("c", "tx", b"b") == b"lem/1/c/tx/b"
