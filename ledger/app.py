@@ -16,13 +16,14 @@ from ledger import block as blk
 from ledger import codec, state
 from ledger import tx as txm
 from ledger.errors import BlockInvalid, TxRejected
-from ledger.execute import admit, execute_block, select_txs
+from ledger.execute import Authenticated, admit, execute_block, select_txs
 from ledger.registry import Context, EvidenceVerifier
 from ledger.store import Store
 from ledger.tx import Tx
 
 _CACHE_BLOCKS = 8  # validated proposals kept per height (one per round is typical)
 _DECODED_BLOCKS = 4  # decoded blocks kept by their bytes (each up to 1 MiB)
+_AUTHENTICATED_TXS = 8192  # admitted txs whose stateless checks are kept (mempool: 5,000)
 
 
 class CachedReader:
@@ -139,6 +140,7 @@ class Admission:
 
     def __init__(self, app: App, reader: CachedReader) -> None:
         self._overlay = _CheckOverlay(reader)
+        self._app = app
         self._ctx = app._ctx(self._overlay, app.height + 1, app.last_block_time_ms, True)
         self._sequences: dict[bytes, int] = {}
 
@@ -156,12 +158,13 @@ class Admission:
             TxRejected: the first rule broken.
         """
         try:
-            tx, _, _ = admit(self._ctx, raw, expected_sequence)
+            admitted = admit(self._ctx, raw, expected_sequence, self._app._authenticated)
         finally:
             # validate() only reads (ledger/registry.py); should a kind ever write, the next
             # tx of the batch must not see it.
             self._overlay.writes.clear()
-        return tx
+        self._app._keep_authenticated(raw, admitted)
+        return admitted[0]
 
 
 class Application(Protocol):
@@ -209,6 +212,10 @@ class App:
         self.evidence_verifier = evidence_verifier
         self._validated: OrderedDict[bytes, dict[bytes, bytes | None]] = OrderedDict()
         self._decoded: OrderedDict[bytes, blk.Block] = OrderedDict()
+        self._authenticated: dict[bytes, Authenticated] = {}
+        """Stateless check results of admitted txs by their exact bytes: block execution
+        (the proposer's filter, validation) skips decode, kind, signature and body checks
+        for these (docs/spec/consensus.md §11); committed txs leave it."""
 
     @property
     def chain_id(self) -> str:
@@ -283,7 +290,7 @@ class App:
         with self.store.state_reader() as base:
             overlay = _BlockOverlay(CachedReader(base))
             ctx = self._ctx(overlay, height, time_ms, False)
-            kept, dropped = select_txs(ctx, _fit(txs, budget))
+            kept, dropped = select_txs(ctx, _fit(txs, budget), self._authenticated)
         header = blk.Header(
             blk.BLOCK_VERSION,
             self.chain_id,
@@ -334,6 +341,14 @@ class App:
             self._keep_decoded(block_bytes, hit)
         return hit
 
+    def _keep_authenticated(self, raw: bytes, admitted: Authenticated) -> None:
+        cache = self._authenticated
+        if raw in cache:
+            return
+        cache[raw] = admitted
+        if len(cache) > _AUTHENTICATED_TXS:  # the oldest first (dicts keep insertion order)
+            del cache[next(iter(cache))]
+
     def _keep_decoded(self, block_bytes: bytes, block: blk.Block) -> None:
         self._decoded[block_bytes] = block
         while len(self._decoded) > _DECODED_BLOCKS:
@@ -359,7 +374,8 @@ class App:
         with self.store.state_reader() as base:
             overlay = _BlockOverlay(CachedReader(base))
             try:
-                execute_block(self._ctx(overlay, h.height, h.time_ms, False), block.txs)
+                ctx = self._ctx(overlay, h.height, h.time_ms, False)
+                execute_block(ctx, block.txs, self._authenticated)
             except TxRejected as exc:
                 raise BlockInvalid(f"block {h.height}: {exc}") from exc
         self._remember(block.hash, overlay.writes)
@@ -392,6 +408,8 @@ class App:
         app_hash = self.store.commit(block, block_bytes, commit, writes)
         self._validated.clear()
         txm.forget(block.txs)
+        for raw in block.txs:
+            self._authenticated.pop(raw, None)
         return app_hash
 
 

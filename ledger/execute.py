@@ -7,7 +7,7 @@ child overlay, so a failure leaves no trace; a block may hold only txs that exec
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ledger import state
@@ -15,10 +15,33 @@ from ledger.errors import Reason, TxRejected
 from ledger.registry import Context, TxKind, lookup
 from ledger.tx import Tx, decode
 
+Authenticated = tuple[Tx, TxKind[Any], Any]
+"""A tx that passed the stateless checks: (decoded envelope, its kind's handler, its body)."""
+
+
+def authenticate(chain_id: str, raw: bytes) -> Authenticated:
+    """The stateless checks, in order: decode, chain id, kind, signature, body.
+
+    Their result depends only on ``raw`` and ``chain_id``, so a node may keep it for the
+    exact bytes and skip them when the same tx runs again (docs/spec/consensus.md §11).
+
+    Raises:
+        TxRejected: the first rule broken.
+    """
+    tx = decode(raw)
+    if tx.chain_id != chain_id:
+        raise TxRejected(Reason.WRONG_CHAIN, f"tx for chain {tx.chain_id!r}, this is {chain_id!r}")
+    handler = lookup(tx.kind)
+    tx.verify_signature()
+    return tx, handler, handler.decode_body(tx.body)
+
 
 def admit(
-    ctx: Context, raw: bytes, expected_sequence: int | None = None
-) -> tuple[Tx, TxKind[Any], Any]:
+    ctx: Context,
+    raw: bytes,
+    expected_sequence: int | None = None,
+    known: Mapping[bytes, Authenticated] | None = None,
+) -> Authenticated:
     """Every check except applying: decode, authenticate and validate ``raw``.
 
     Args:
@@ -26,18 +49,16 @@ def admit(
         raw: envelope bytes.
         expected_sequence: the sequence the signer must use (mempool: committed + pending);
             default: the signer's next sequence in ``ctx.state``.
+        known: :func:`authenticate` results of this chain kept by the exact envelope bytes;
+            a tx found there skips the stateless checks (the stateful ones always run).
 
     Raises:
         TxRejected: the first rule broken.
     """
-    tx = decode(raw)
-    if tx.chain_id != ctx.chain_id:
-        raise TxRejected(
-            Reason.WRONG_CHAIN, f"tx for chain {tx.chain_id!r}, this is {ctx.chain_id!r}"
-        )
-    handler = lookup(tx.kind)
-    tx.verify_signature()
-    body = handler.decode_body(tx.body)
+    hit = None if known is None else known.get(raw)
+    if hit is not None and hit[0].chain_id != ctx.chain_id:
+        hit = None  # kept for another chain: check afresh (and refuse as wrong_chain)
+    tx, handler, body = authenticate(ctx.chain_id, raw) if hit is None else hit
     expected = (
         ctx.state.get_int(state.k_seq(tx.signer))
         if expected_sequence is None
@@ -51,23 +72,27 @@ def admit(
     return tx, handler, body
 
 
-def execute_tx(ctx: Context, raw: bytes) -> Tx:
+def execute_tx(ctx: Context, raw: bytes, known: Mapping[bytes, Authenticated] | None = None) -> Tx:
     """Admit and apply ``raw``; its writes land in ``ctx.state`` only if it succeeds.
+
+    ``known``: as in :func:`admit`.
 
     Raises:
         TxRejected: the tx does not execute (``ctx.state`` unchanged).
     """
     child = ctx.state.child()
     cctx = ctx.with_state(child)
-    tx, handler, body = admit(cctx, raw)
+    tx, handler, body = admit(cctx, raw, None, known)
     handler.apply(cctx, tx, body)
     child.put_value(state.k_seq(tx.signer), tx.sequence + 1)
     ctx.state.merge(child)
     return tx
 
 
-def execute_block(ctx: Context, txs: Sequence[bytes]) -> list[Tx]:
-    """Execute every tx in order.
+def execute_block(
+    ctx: Context, txs: Sequence[bytes], known: Mapping[bytes, Authenticated] | None = None
+) -> list[Tx]:
+    """Execute every tx in order (``known``: as in :func:`admit`).
 
     Raises:
         TxRejected: the first tx that fails, with its index in the message.
@@ -75,16 +100,17 @@ def execute_block(ctx: Context, txs: Sequence[bytes]) -> list[Tx]:
     done = []
     for index, raw in enumerate(txs):
         try:
-            done.append(execute_tx(ctx, raw))
+            done.append(execute_tx(ctx, raw, known))
         except TxRejected as exc:
             raise TxRejected(exc.reason, f"tx {index}: {exc.message}") from exc
     return done
 
 
 def select_txs(
-    ctx: Context, candidates: Sequence[bytes]
+    ctx: Context, candidates: Sequence[bytes], known: Mapping[bytes, Authenticated] | None = None
 ) -> tuple[list[bytes], list[tuple[bytes, TxRejected]]]:
-    """Proposer's filter: keep the candidates that execute in order.
+    """Proposer's filter: keep the candidates that execute in order (``known``: as in
+    :func:`admit`).
 
     Returns:
         (kept txs, [(dropped tx, its rejection)]). Dropped txs whose reason is in
@@ -94,7 +120,7 @@ def select_txs(
     dropped: list[tuple[bytes, TxRejected]] = []
     for raw in candidates:
         try:
-            execute_tx(ctx, raw)
+            execute_tx(ctx, raw, known)
         except TxRejected as exc:
             dropped.append((raw, exc))
         else:
