@@ -57,6 +57,40 @@ def _count(store: Store, prefix: bytes) -> int:
         return sum(1 for _ in base.scan(prefix, state.prefix_end(prefix)))
 
 
+def month_genesis(n_members: int, slots: int) -> tuple[Genesis, list[SigningKey], SigningKey]:
+    """A pseudonymous one-period chain of ``n_members`` meters over ``slots`` slots, with a
+    dispute window of one slot; returns the genesis, the members' keys and the admin's."""
+    members = [SigningKey(bytes([i + 1]) * 32) for i in range(n_members)]
+    ids = _ids(n_members)
+    admin = SigningKey(b"\xaa" * 32)
+    genesis = Genesis(
+        chain_id="lem-bench",
+        genesis_time_ms=T0 - 1,
+        validators=((admin.public_key, 1),),
+        admins=(admin.public_key,),
+        governance_keys=(admin.public_key,),
+        governance_threshold=1,
+        meters={ids[i]: k.public_key for i, k in enumerate(members)},
+        periods=(Period("month", T0, T0 + slots * SLOT, PARAMS),),
+        privacy="pseudonymous",
+        dispute_window_ms=SLOT,
+    )
+    return genesis, members, admin
+
+
+def slot_txs(members: list[SigningKey], s: int) -> list[bytes]:
+    """Every member's SetMeasure of slot ``s`` (sequence ``s``), with varied energies [Wh]."""
+    ids = _ids(len(members))
+    return [
+        txm.make(k, "lem-bench", s, "SetMeasure", {
+            "meter_id": ids[i], "slot_start_ms": T0 + s * SLOT,
+            "import_wh": (s * 37 + i * 11) % 600, "export_wh": (s * 13 + i * 7) % 400,
+            "quality": 0,
+        })
+        for i, k in enumerate(members)
+    ]  # fmt: skip
+
+
 def _commit(app: App, signer: SigningKey, txs: list[bytes], time_ms: int) -> float:
     t = time.perf_counter()
     prepared = app.prepare(app.height + 1, time_ms, signer.public_key, txs, None)
@@ -71,42 +105,13 @@ def main() -> None:
     ap.add_argument("--members", type=int, default=19)
     ap.add_argument("--slots", type=int, default=2976)
     args = ap.parse_args()
-    members = [SigningKey(bytes([i + 1]) * 32) for i in range(args.members)]
-    ids = _ids(args.members)
-    admin = SigningKey(b"\xaa" * 32)
+    genesis, members, admin = month_genesis(args.members, args.slots)
     end = T0 + args.slots * SLOT
-    genesis = Genesis(
-        chain_id="lem-bench",
-        genesis_time_ms=T0 - 1,
-        validators=((admin.public_key, 1),),
-        admins=(admin.public_key,),
-        governance_keys=(admin.public_key,),
-        governance_threshold=1,
-        meters={ids[i]: k.public_key for i, k in enumerate(members)},
-        periods=(Period("month", T0, end, PARAMS),),
-        privacy="pseudonymous",
-        dispute_window_ms=SLOT,
-    )
     print(f"python {sys.version.split()[0]}, {args.members} members x {args.slots} slots")
     with tempfile.TemporaryDirectory() as tmp:
         app = App(Store(Path(tmp) / "store", genesis, durable=False))
         for s in range(args.slots):
-            txs = [
-                txm.make(
-                    k,
-                    "lem-bench",
-                    s,
-                    "SetMeasure",
-                    {
-                        "meter_id": ids[i],
-                        "slot_start_ms": T0 + s * SLOT,
-                        "import_wh": (s * 37 + i * 11) % 600,
-                        "export_wh": (s * 13 + i * 7) % 400,
-                        "quality": 0,
-                    },
-                )
-                for i, k in enumerate(members)
-            ]
+            txs = slot_txs(members, s)
             _commit(app, admin, txs, T0 + (s + 1) * SLOT)
         solve = txm.make(admin, "lem-bench", 0, "SolveMarkets", {"period_id": "month"})
         solve_s = _commit(app, admin, [solve], end + 1)
@@ -137,7 +142,7 @@ def main() -> None:
         freed = sum(before.values()) - sum(after.values())
         per_row = freed * psize / max(rows, 1)
         print(f"all sub-dbs: {freed * psize / 2**20:.2f} MiB freed, {per_row:.0f} B per pruned row")
-        kept = [{"slot_start_ms": T0 + s * SLOT, "meter_id": ids[0], "import_wh": 1,
+        kept = [{"slot_start_ms": T0 + s * SLOT, "meter_id": _ids(1)[0], "import_wh": 1,
                  "export_wh": 1, "quality": 0} for s in range(args.slots)]  # fmt: skip
         print(
             f"a member's kept records for the period as JSON: "

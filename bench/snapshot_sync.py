@@ -25,12 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.privacy_prune import PARAMS, SLOT, T0, _commit, _ids, _pages
+from bench.privacy_prune import SLOT, T0, _commit, _pages, month_genesis, slot_txs
 from ledger import codec, privacy, state
 from ledger import tx as txm
 from ledger.app import App
 from ledger.bodyprune import MAX_BLOCKS_PER_STEP, BodyPruner
-from ledger.genesis import Genesis, Period
 from ledger.keys import SigningKey
 from ledger.snapshot import (
     BUCKETS_PER_CHUNK,
@@ -52,33 +51,12 @@ def _build(
     """The settled and state-pruned month; returns the app, the admin key and the signature of
     one SetMeasure of the month (unique bytes to look for in the file). ``before_solve`` sees
     the store with the whole month's raw rows (the largest snapshot)."""
-    members = [SigningKey(bytes([i + 1]) * 32) for i in range(n_members)]
-    ids = _ids(n_members)
-    admin = SigningKey(b"\xaa" * 32)
+    genesis, members, admin = month_genesis(n_members, slots)
     end = T0 + slots * SLOT
-    genesis = Genesis(
-        chain_id="lem-bench",
-        genesis_time_ms=T0 - 1,
-        validators=((admin.public_key, 1),),
-        admins=(admin.public_key,),
-        governance_keys=(admin.public_key,),
-        governance_threshold=1,
-        meters={ids[i]: k.public_key for i, k in enumerate(members)},
-        periods=(Period("month", T0, end, PARAMS),),
-        privacy="pseudonymous",
-        dispute_window_ms=SLOT,
-    )
     app = App(Store(path, genesis, durable=False))
     marker = b""
     for s in range(slots):
-        txs = [
-            txm.make(k, "lem-bench", s, "SetMeasure", {
-                "meter_id": ids[i], "slot_start_ms": T0 + s * SLOT,
-                "import_wh": (s * 37 + i * 11) % 600, "export_wh": (s * 13 + i * 7) % 400,
-                "quality": 0,
-            })
-            for i, k in enumerate(members)
-        ]  # fmt: skip
+        txs = slot_txs(members, s)
         marker = marker or txm.decode(txs[0]).signature
         _commit(app, admin, txs, T0 + (s + 1) * SLOT)
     before_solve(app)
