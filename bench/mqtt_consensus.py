@@ -92,9 +92,8 @@ class Community:
         self.peers: list[Peer] = []
         self.light: list[LightPeer] = []
 
-    async def start(
-        self, name: str, role: str, key: SigningKey | None, channels: tuple[str, ...]
-    ) -> None:
+    async def _link(self, name: str, channels: tuple[str, ...]) -> tuple[FaultProxy, MqttTransport]:
+        """A counting proxy to the broker and a connected transport behind it."""
         proxy = FaultProxy("127.0.0.1", self.broker.port)
         await proxy.start()
         settings = MqttSettings.from_urls(
@@ -107,6 +106,12 @@ class Community:
         transport = MqttTransport(settings)
         await transport.start()
         await transport.wait_connected(10)
+        return proxy, transport
+
+    async def start(
+        self, name: str, role: str, key: SigningKey | None, channels: tuple[str, ...]
+    ) -> None:
+        proxy, transport = await self._link(name, channels)
         config = EngineConfig(self.genesis.chain_id, tip_ms=self.args.bench_tip_ms)
         node = Node.open(
             self.root / name,
@@ -121,18 +126,7 @@ class Community:
 
     async def start_light(self, name: str) -> None:
         """A light member's link: subscribed to headers only (ledger/light_node.py)."""
-        proxy = FaultProxy("127.0.0.1", self.broker.port)
-        await proxy.start()
-        settings = MqttSettings.from_urls(
-            self.genesis.chain_id,
-            name,
-            [proxy.url],
-            keepalive_s=KEEPALIVE_S,
-            broadcast_channels=LIGHT_CHANNELS,
-        )
-        transport = MqttTransport(settings)
-        await transport.start()
-        await transport.wait_connected(10)
+        proxy, transport = await self._link(name, LIGHT_CHANNELS)
 
         async def drain() -> None:
             async for _ in transport.messages():
