@@ -138,16 +138,18 @@ def _count_by_channel(transport: MqttTransport) -> Counter[str]:
     return counts
 
 
-async def worker(index: int, n: int, port: int, root: Path, out: Path, durable: bool) -> None:
+async def worker(
+    index: int, n: int, port: int, root: Path, out: Path, durable: bool, direct: bool
+) -> None:
     """One validator: run until the parent writes ``root/stop``, then dump its records."""
     if os.environ.get(CPU_SPLIT_ENV):
         _time_stages()
     g = _genesis(n)
     proxy = FaultProxy("127.0.0.1", port)
-    await proxy.start()
-    settings = MqttSettings.from_urls(
-        g.chain_id, f"v{index}", [proxy.url], broadcast_channels=CHANNELS
-    )
+    if not direct:
+        await proxy.start()
+    url = f"mqtt://127.0.0.1:{port}" if direct else proxy.url
+    settings = MqttSettings.from_urls(g.chain_id, f"v{index}", [url], broadcast_channels=CHANNELS)
     transport = MqttTransport(settings)
     await transport.start()
     await transport.wait_connected(10)
@@ -190,7 +192,8 @@ async def worker(index: int, n: int, port: int, root: Path, out: Path, durable: 
     }
     await node.close()
     await task
-    await proxy.close()
+    if not direct:
+        await proxy.close()
     await asyncio.to_thread(out.write_text, json.dumps(record))
 
 
@@ -271,6 +274,7 @@ def run(args: argparse.Namespace) -> None:
         broker.start()
         n = args.validators
         durable = [] if args.durable else ["--no-durable"]
+        durable += ["--direct"] if args.direct else []
         common = ["--port", str(broker.port), "--root", str(root), "--validators", str(n)]
         workers = [_spawn("--worker", str(i), *common, *durable) for i in range(n)]
         try:
@@ -414,6 +418,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=50, help="txs per gossip message")
     parser.add_argument("--in-flight", type=int, default=3000, help="uncommitted txs at most")
     parser.add_argument("--no-durable", dest="durable", action="store_false")
+    parser.add_argument(
+        "--direct",
+        action="store_true",
+        help="validators connect to the broker without the byte-counting proxy (which runs"
+        " on each validator's event loop); link bytes then read 0",
+    )
     parser.add_argument("--verbose", action="store_true", help="print every counter")
     parser.add_argument("--worker", type=int)
     parser.add_argument("--load", action="store_true")
@@ -423,7 +433,14 @@ def main() -> None:
     if args.worker is not None:
         out = args.root / f"w{args.worker}.json"
         run_worker = functools.partial(
-            worker, args.worker, args.validators, args.port, args.root, out, args.durable
+            worker,
+            args.worker,
+            args.validators,
+            args.port,
+            args.root,
+            out,
+            args.durable,
+            args.direct,
         )
         profile_dir = os.environ.get(PROFILE_ENV)
         if profile_dir and args.worker == 0:

@@ -1,0 +1,106 @@
+"""CPU per tx of one validator's ledger pipeline, by stage, without network or consensus.
+
+Usage: .venv/bin/python bench/validator_pipeline.py [--block 1500] [--blocks 16] [--repeat 3]
+       [--no-durable]
+
+What one validator of bench/consensus_mqtt_throughput.py does for each signed ``AddMeter`` tx,
+in one process on a real LMDB store (fsync on unless ``--no-durable``):
+
+* admit: mempool admission in gossip batches of 50 (decode, ed25519, stateful checks);
+* prepare: the proposer's block building (every tx executed on an overlay);
+* validate: a second validation of the same block bytes (what a non-proposer's
+  ``validate_block`` costs is ``prepare`` here; this line shows the cache hit);
+* commit: ``commit_block`` (state, Merkle buckets, indexes, one LMDB write transaction);
+* update: the mempool's post-commit re-check.
+
+Each tx adds two state keys, so the state grows with the run (``--blocks`` × ``--block`` × 2
+keys) and the Merkle buckets with it. Figures are CPU time (``time.process_time``) per tx; the
+run is repeated ``--repeat`` times in fresh stores and the fastest repeat is printed, since
+other load on this shared machine only ever adds time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ledger.app import App
+from ledger.keys import SigningKey, sha256
+from ledger.mempool import Mempool
+from ledger.store import Store
+from tests.unit.ledger.helpers import ADMIN, N1, T0, VAL, Signer, genesis
+
+STAGES = ("admit", "prepare", "validate", "commit", "update")
+GOSSIP_BATCH = 50
+ADMINS = [SigningKey(sha256(f"bench-admin-{i}".encode())) for i in range(64)]
+
+
+def _txs(chain_id: str, count: int) -> list[bytes]:
+    signers = [Signer(k, chain_id) for k in ADMINS]
+    return [
+        signers[i % len(signers)]("AddMeter", {"meter_id": f"T{i}", "account": N1.public_key})
+        for i in range(count)
+    ]
+
+
+def run_once(txs: list[bytes], block: int, durable: bool) -> dict[str, float]:
+    """Seconds of CPU per stage for the whole run, in a fresh store."""
+    g = genesis(admins=(ADMIN.public_key, *(k.public_key for k in ADMINS)))
+    spent = dict.fromkeys(STAGES, 0.0)
+    with tempfile.TemporaryDirectory(prefix="lem-pipe-") as tmp:
+        app = App(Store(Path(tmp), g, durable=durable))
+        pool = Mempool(app)
+        for start in range(0, len(txs), block):
+            chunk = txs[start : start + block]
+            t0 = time.process_time()
+            for i in range(0, len(chunk), GOSSIP_BATCH):
+                result = pool.add_many(chunk[i : i + GOSSIP_BATCH])
+                if result.rejected:
+                    raise SystemExit(f"refused: {result.rejected[0][1]}")
+            t1 = time.process_time()
+            prepared = app.prepare(
+                app.height + 1, T0 + 1000 * (app.height + 1), VAL.public_key, pool.reap(),
+                app.commit(app.height),
+            )  # fmt: skip
+            t2 = time.process_time()
+            app.validate_block(prepared.block_bytes)
+            t3 = time.process_time()
+            app.commit_block(prepared.block_bytes, [[VAL.public_key, b"\x00" * 64]])
+            t4 = time.process_time()
+            pool.update(app.decode_block(prepared.block_bytes).txs)
+            t5 = time.process_time()
+            marks = (t0, t1, t2, t3, t4, t5)
+            for stage, a, b in zip(STAGES, marks[:-1], marks[1:], strict=True):
+                spent[stage] += b - a
+        app.store.close()
+    return spent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--block", type=int, default=1500, help="txs per block")
+    parser.add_argument("--blocks", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-durable", dest="durable", action="store_false")
+    args = parser.parse_args()
+    g = genesis(admins=(ADMIN.public_key, *(k.public_key for k in ADMINS)))
+    txs = _txs(g.chain_id, args.block * args.blocks)
+    runs = [run_once(txs, args.block, args.durable) for _ in range(args.repeat)]
+    best = min(runs, key=lambda r: sum(r.values()))
+    n = len(txs)
+    parts = ", ".join(f"{s} {best[s] / n * 1e6:.1f}" for s in STAGES)
+    print(
+        f"{n} AddMeter txs in {args.blocks} blocks of {args.block}, durable={args.durable},"
+        f" best of {args.repeat}"
+    )
+    print(f"  CPU per tx [µs]: {parts}; total {sum(best.values()) / n * 1e6:.1f}")
+    print(f"  all repeats, total [µs/tx]: {[round(sum(r.values()) / n * 1e6, 1) for r in runs]}")
+
+
+if __name__ == "__main__":
+    main()
