@@ -41,11 +41,13 @@ class CachedReader:
         self._cache: dict[bytes, bytes | None] = {}
 
     def get(self, key: bytes) -> bytes | None:
-        try:
+        # A membership test, not try/except KeyError: most keys an admission or a block reads
+        # (the signer's sequence, the tx's own records) are read once, and a raised KeyError
+        # costs ~0.5 µs per miss (docs/spec/consensus.md §11).
+        if key in self._cache:
             return self._cache[key]
-        except KeyError:
-            value = self._cache[key] = self._base.get(key)
-            return value
+        value = self._cache[key] = self._base.get(key)
+        return value
 
     def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
         return self._base.scan(start, end)
