@@ -51,15 +51,15 @@ def _split(n: int) -> int:
 def _mth(leaves: Sequence[bytes]) -> bytes:
     if not leaves:
         return EMPTY
-    level = list(leaves)
+    level = leaves
     sha = hashlib.sha256  # bound once: a commit hashes ~1 node per state key it touches
     # Iterative RFC 6962 construction: pairing left to right, an odd last node is promoted.
     while len(level) > 1:
-        odd = level[-1] if len(level) % 2 else None
-        pairs = zip(level[0::2], level[1::2], strict=odd is None)  # the odd one has no partner
-        level = [sha(_NODE + a + b).digest() for a, b in pairs]
-        if odd is not None:
-            level.append(odd)
+        pairs = iter(level)  # zip(pairs, pairs) takes two at a time and leaves the odd one
+        parents = [sha(_NODE + a + b).digest() for a, b in zip(pairs, pairs, strict=False)]
+        if len(level) % 2:
+            parents.append(level[-1])
+        level = parents
     return level[0]
 
 
