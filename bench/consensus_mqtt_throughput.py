@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import cProfile
 import functools
+import gc
 import json
 import os
 import statistics
@@ -118,6 +119,20 @@ def _time_stages() -> None:
                 _SPLIT[_l] = _SPLIT.get(_l, 0.0) + time.process_time() - start
 
         setattr(cls, name, wrapped)
+    _time_gc()
+
+
+def _time_gc() -> None:
+    """Add the CPU time of the cyclic garbage collector as the ``gc`` stage."""
+    started = [0.0]
+
+    def on_gc(phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.process_time()
+        else:
+            _SPLIT["gc"] = _SPLIT.get("gc", 0.0) + time.process_time() - started[0]
+
+    gc.callbacks.append(on_gc)
 
 
 def _count_by_channel(transport: MqttTransport) -> Counter[str]:
@@ -286,15 +301,35 @@ def run(args: argparse.Namespace) -> None:
                 "--load", *common, "--rate", rate, "--seconds", secs, "--batch", batch,
                 "--in-flight", str(args.in_flight),
             )  # fmt: skip
-            loader.wait(timeout=args.seconds * 10 + 120)
+            loader_cpu = _wait_cpu_s(loader, timeout_s=args.seconds * 10 + 120)
             total = int(args.rate * args.seconds)
             _wait_all_committed(root, n, total, timeout_s=args.seconds * 5 + 60)
         finally:
             (root / "stop").touch()
             for w in workers:
                 w.wait(timeout=60)
+            broker_cpu = _cpu_s(broker.process.pid) if broker.process else 0.0
             broker.kill()
+        (root / "others.json").write_text(json.dumps({"broker": broker_cpu, "load": loader_cpu}))
         report(root, n, args)
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process (``/proc/<pid>/stat``, Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wait_cpu_s(process: subprocess.Popen[bytes], timeout_s: float) -> float:
+    """Wait for a child to exit; its user + system CPU seconds (``os.wait4``, Linux)."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        pid, _status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            process.returncode = 0
+            return usage.ru_utime + usage.ru_stime
+        time.sleep(0.05)
+    raise TimeoutError("load generator did not finish")
 
 
 def _wait_all_committed(root: Path, n: int, total: int, timeout_s: float) -> None:
@@ -366,6 +401,11 @@ def report(root: Path, n: int, args: argparse.Namespace) -> None:
         f" {per_tx_us:.0f} µs per committed tx; on 2 idle cores that bounds throughput at"
         f" {2e6 / per_tx_us:.0f} tx/s (broker and load generator not counted)"
     )
+    others = json.loads((root / "others.json").read_text())
+    print(
+        f"  broker CPU {others['broker'] / max(1, len(everywhere)) * 1e6:.0f} µs per committed tx,"
+        f" load generator {others['load'] / max(1, len(everywhere)) * 1e6:.0f} (incl. signing)"
+    )
     print(f"  load average during the run: {os.getloadavg()[0]:.1f} (2 cores, shared)")
     print(
         "  v0 payload bytes received per block, by channel:kind: "
@@ -395,8 +435,9 @@ def report(root: Path, n: int, args: argparse.Namespace) -> None:
 
 
 PROFILE_ENV = "LEM_BENCH_PROFILE"
-"""Set to a directory: validator 0 runs under cProfile and writes ``v0.prof`` there (read it
-with ``python -m pstats``); the other validators run unprofiled."""
+"""Set to a directory: validator 0 and the load generator run under cProfile and write ``v0.prof``
+and ``load.prof`` there (read them with ``python -m pstats``); the other validators run
+unprofiled."""
 
 
 def _profiled(fn: Callable[[], None], out: Path) -> None:
@@ -448,17 +489,21 @@ def main() -> None:
         else:
             asyncio.run(run_worker())
     elif args.load:
-        asyncio.run(
-            load(
-                args.port,
-                args.validators,
-                args.rate,
-                args.seconds,
-                args.batch,
-                args.in_flight,
-                args.root / "load.json",
-            )
+        run_load = functools.partial(
+            load,
+            args.port,
+            args.validators,
+            args.rate,
+            args.seconds,
+            args.batch,
+            args.in_flight,
+            args.root / "load.json",
         )
+        profile_dir = os.environ.get(PROFILE_ENV)
+        if profile_dir:
+            _profiled(lambda: asyncio.run(run_load()), Path(profile_dir) / "load.prof")
+        else:
+            asyncio.run(run_load())
     else:
         run(args)
 
