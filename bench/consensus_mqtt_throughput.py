@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import msgpack
 
+from edge.gc_policy import settle_after_startup
 from ledger import block as blk
 from ledger import codec
 from ledger.consensus import wire
@@ -177,6 +178,7 @@ async def worker(
         config=EngineConfig(g.chain_id),
         durable=durable,
     )
+    settle_after_startup()  # as lemd does once started (edge/gc_policy.py)
     commits: list[tuple[int, float, list[str]]] = []
 
     def on_commit(info: CommitInfo) -> None:  # called in the consensus task right after a commit

@@ -27,6 +27,7 @@ from typing import Any
 from edge.api import build_router, metrics_router
 from edge.clock import DaemonClock
 from edge.config import Config, ConfigError, load_config
+from edge.gc_policy import settle_after_startup
 from edge.health import Health, watchdog_loop
 from edge.http import serve
 from edge.join import join_task
@@ -367,7 +368,9 @@ async def _run(config: Config) -> int:
             except NodeLocked as exc:
                 raise StartupError(str(exc)) from exc
             try:
-                return await LightDaemon(config, key).run()
+                light_daemon = LightDaemon(config, key)
+                settle_after_startup()
+                return await light_daemon.run()
             finally:
                 lock.release()
     daemon = Daemon(config)
@@ -378,6 +381,7 @@ async def _run(config: Config) -> int:
         if isinstance(exc, LedgerError):
             raise StartupError(str(exc)) from exc
         raise
+    settle_after_startup()
     try:
         return await daemon.run()
     except StartupError:
