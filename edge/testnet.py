@@ -25,7 +25,6 @@ files: this is for demos and tests only, since anyone who knows the seed knows t
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -36,6 +35,19 @@ from pathlib import Path
 from typing import Any
 
 from edge.privacy import ADMISSION_FILE, Admission, IdentityStore
+from edge.testnet_manifest import (
+    MANIFEST,
+    Manifest,
+    NodeEntry,
+    TestnetError,
+    iso_utc,
+    load_manifest,
+    parse_time,
+    prometheus_targets,
+    save_manifest,
+    set_anchor,
+    toml_string,
+)
 from ledger import privacy
 from ledger.genesis import Genesis, Period
 from ledger.keys import SigningKey, sha256
@@ -74,13 +86,6 @@ SOLVE_GRACE_REAL_S = 15
 record must be committed by then (it is refused once the period is solved)."""
 CLOCK_SKEW_REAL_S = 5
 """Real seconds of clock disagreement between nodes the chain tolerates (slot_in_future)."""
-MANIFEST = "testnet.json"
-
-
-class TestnetError(Exception):
-    """A testnet that cannot be generated as asked (names the option and the value)."""
-
-    __test__ = False  # not a pytest test class despite the name
 
 
 @dataclass(frozen=True)
@@ -157,13 +162,13 @@ class TestnetPlan:
         if not self.chain_id or "/" in self.chain_id or len(self.chain_id) > 64:
             raise TestnetError(f"--chain-id {self.chain_id!r}: 1-64 characters, no '/'")
         for name, value in (("--start", self.start), ("--anchor", self.anchor)):
-            if value and value != "now" and _parse_time(value) is None:
+            if value and value != "now" and parse_time(value) is None:
                 raise TestnetError(f"{name} {value!r}: not an ISO 8601 time with offset")
 
     @property
     def start_time(self) -> datetime | None:
         """The simulated start (UTC), None for real time."""
-        return None if self.start == "now" else _parse_time(self.start)
+        return None if self.start == "now" else parse_time(self.start)
 
     @property
     def poll_s(self) -> float:
@@ -181,49 +186,6 @@ class TestnetPlan:
     def clock_skew_ms(self) -> int:
         """Tolerated clock disagreement [simulated ms]."""
         return max(60_000, int(self.speed * CLOCK_SKEW_REAL_S * 1000))
-
-
-@dataclass(frozen=True)
-class NodeEntry:
-    """One node of the manifest."""
-
-    index: int
-    name: str
-    dir: str
-    role: str
-    meter_id: str
-    public_key: str
-    api: str
-    metrics: str
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """``DIR/testnet.json``: what the demo, e2e tests and benches need to drive a testnet."""
-
-    root: Path
-    chain_id: str
-    seed: int
-    broker: str
-    speed: float
-    start: str
-    anchor: str
-    grace_s: int
-    periods: tuple[dict[str, Any], ...]
-    admin_public_key: str
-    nodes: tuple[NodeEntry, ...]
-    privacy: str = "open"
-
-    def config_path(self, node: NodeEntry) -> Path:
-        return self.root / node.dir / "lemd.toml"
-
-    @property
-    def admin_key_path(self) -> Path:
-        return self.root / "admin" / "admin.key"
-
-    @property
-    def validators(self) -> tuple[NodeEntry, ...]:
-        return tuple(n for n in self.nodes if n.role == "validator")
 
 
 def derive_key(plan: TestnetPlan, label: str) -> SigningKey:
@@ -388,8 +350,8 @@ def init_testnet(plan: TestnetPlan, *, check_ports: bool = True) -> Manifest:
         seed=plan.seed,
         broker=plan.broker,
         speed=plan.speed,
-        start="" if plan.start == "now" else _iso(plan.start_time),
-        anchor=_iso(_parse_time(plan.anchor)) if plan.anchor else "",
+        start="" if plan.start == "now" else iso_utc(plan.start_time),
+        anchor=iso_utc(parse_time(plan.anchor)) if plan.anchor else "",
         grace_s=plan.grace_s,
         periods=tuple(
             {
@@ -409,19 +371,6 @@ def init_testnet(plan: TestnetPlan, *, check_ports: bool = True) -> Manifest:
     return manifest
 
 
-def prometheus_targets(manifest: Manifest) -> str:
-    """Prometheus ``file_sd`` JSON: one target per node with labels ``node``, ``role``, ``chain``
-    (the labels the grafana/ dashboards filter and name series by)."""
-    groups = [
-        {
-            "targets": [n.metrics],
-            "labels": {"node": n.name, "role": n.role, "chain": manifest.chain_id},
-        }
-        for n in manifest.nodes
-    ]
-    return json.dumps(groups, indent=1) + "\n"
-
-
 def node_config(
     plan: TestnetPlan, node: NodeEntry, meter_options: dict[str, Any], serial: str = ""
 ) -> str:
@@ -438,37 +387,37 @@ def node_config(
         lines.append("# Its keys are derived from the seed: a demo/test network, never production.")
     clock = [f"speed = {float(plan.speed)!r}"]
     if plan.start != "now":
-        clock.append(f"start = {_toml(_iso(plan.start_time))}")
+        clock.append(f"start = {toml_string(iso_utc(plan.start_time))}")
     if plan.anchor:
-        clock.append(f"anchor = {_toml(_iso(_parse_time(plan.anchor)))}")
+        clock.append(f"anchor = {toml_string(iso_utc(parse_time(plan.anchor)))}")
     lines += [
         "",
         "[node]",
-        f"name = {_toml(node.name)}",
+        f"name = {toml_string(node.name)}",
         'data_dir = "data"',
-        f"role = {_toml(node.role)}",
+        f"role = {toml_string(node.role)}",
         'key_file = "node.key"',
         'genesis_file = "../genesis.json"',
         "",
         "[meter]",
         'driver = "sim"',
         f"poll_interval_s = {plan.poll_s!r}",
-        f"meter_id = {_toml(serial or node.meter_id)}",
+        f"meter_id = {toml_string(serial or node.meter_id)}",
         f"options = {_toml_inline(meter_options)}",
         "",
         "[ledger]",
-        f"chain_id = {_toml(plan.chain_id)}",
-        f"brokers = [{_toml(plan.broker)}]",
+        f"chain_id = {toml_string(plan.chain_id)}",
+        f"brokers = [{toml_string(plan.broker)}]",
         *([f"mqtt_version = {plan.mqtt_version}"] if plan.mqtt_version != 5 else []),
         "",
         "[market]",
         f"solve_grace_s = {plan.grace_s}",
         "",
         "[api]",
-        f"listen = {_toml(node.api)}",
+        f"listen = {toml_string(node.api)}",
         "",
         "[metrics]",
-        f"listen = {_toml(node.metrics)}",
+        f"listen = {toml_string(node.metrics)}",
         "",
         "[log]",
         'level = "info"',
@@ -477,76 +426,6 @@ def node_config(
         *clock,
     ]
     return "\n".join(lines) + "\n"
-
-
-def save_manifest(manifest: Manifest) -> None:
-    """Write ``DIR/testnet.json`` (sorted keys: byte-identical for the same plan)."""
-    value = {
-        "chain_id": manifest.chain_id,
-        "seed": manifest.seed,
-        "broker": manifest.broker,
-        "speed": manifest.speed,
-        "start": manifest.start,
-        "anchor": manifest.anchor,
-        "grace_s": manifest.grace_s,
-        "periods": list(manifest.periods),
-        "admin_public_key": manifest.admin_public_key,
-        "nodes": [n.__dict__ for n in manifest.nodes],
-    }
-    if manifest.privacy != "open":  # absent for open: manifests stay as they were
-        value["privacy"] = manifest.privacy
-    (manifest.root / MANIFEST).write_text(json.dumps(value, indent=1, sort_keys=True) + "\n")
-
-
-def load_manifest(root: Path) -> Manifest:
-    """Read ``DIR/testnet.json``.
-
-    Raises:
-        TestnetError: missing or malformed manifest.
-    """
-    path = root / MANIFEST
-    try:
-        v = json.loads(path.read_text())
-        return Manifest(
-            root=root,
-            chain_id=v["chain_id"],
-            seed=v["seed"],
-            broker=v["broker"],
-            speed=v["speed"],
-            start=v["start"],
-            anchor=v["anchor"],
-            grace_s=v["grace_s"],
-            periods=tuple(v["periods"]),
-            admin_public_key=v["admin_public_key"],
-            nodes=tuple(NodeEntry(**n) for n in v["nodes"]),
-            privacy=v.get("privacy", "open"),
-        )
-    except OSError as exc:
-        raise TestnetError(f"{path}: cannot read: {exc.strerror}") from exc
-    except (ValueError, KeyError, TypeError) as exc:
-        raise TestnetError(f"{path}: not a testnet manifest ({type(exc).__name__}: {exc})") from exc
-
-
-def set_anchor(manifest: Manifest, anchor: datetime) -> Manifest:
-    """Pin every node's ``clock.anchor`` (and the manifest's) to ``anchor``.
-
-    Accelerated nodes must share the anchor, or their simulated clocks disagree by
-    (start-up difference × speed). Launchers call this just before starting the nodes.
-    """
-    if not manifest.start:
-        raise TestnetError("a testnet on the real clock (--start now) has no anchor to set")
-    text = _toml(_iso(anchor))
-    for node in manifest.nodes:
-        path = manifest.config_path(node)
-        lines = [ln for ln in path.read_text().splitlines() if not ln.startswith("anchor = ")]
-        at = lines.index("[clock]") + 1
-        while at < len(lines) and lines[at].strip():
-            at += 1
-        lines.insert(at, f"anchor = {text}")
-        path.write_text("\n".join(lines) + "\n")
-    pinned = Manifest(**{**manifest.__dict__, "anchor": _iso(anchor)})
-    save_manifest(pinned)
-    return pinned
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -577,32 +456,12 @@ def _save_key(key: SigningKey, path: Path) -> None:
     key.save(path)
 
 
-def _parse_time(value: str) -> datetime | None:
-    if value == "now":
-        return datetime.now(UTC)
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed.astimezone(UTC) if parsed.tzinfo is not None else None
-
-
-def _iso(value: datetime | None) -> str:
-    assert value is not None
-    return value.astimezone(UTC).isoformat()
-
-
 def _ms(value: datetime) -> int:
     return _ms_of(value - datetime(1970, 1, 1, tzinfo=UTC))
-
-
-def _toml(value: str) -> str:
-    # JSON string escapes are valid TOML basic-string escapes for the ASCII text we write.
-    return json.dumps(value)
 
 
 def _toml_inline(options: dict[str, Any]) -> str:
     items = []
     for name, value in options.items():
-        items.append(f"{name} = {_toml(value) if isinstance(value, str) else value}")
+        items.append(f"{name} = {toml_string(value) if isinstance(value, str) else value}")
     return "{ " + ", ".join(items) + " }"
