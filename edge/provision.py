@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.join import JoinState, MeterFound, MeterNotFoundError, default_ports, discover_meter
+from edge.join import JoinState
+from edge.meter_discovery import MeterFound, MeterNotFoundError, default_ports, discover_meter
 from ledger import privacy
 from ledger.errors import LedgerError
 from ledger.genesis import ID_RE, Genesis

@@ -19,7 +19,8 @@ import pytest
 
 from edge.config import load_config
 from edge.daemon import Daemon
-from edge.join import JoinState, MeterNotFoundError, check_broker, discover_meter
+from edge.join import JoinState, check_broker
+from edge.meter_discovery import MeterNotFoundError, discover_meter
 from edge.provision import Paths, provision
 from edge.sdnotify import Notifier
 from ledger import state

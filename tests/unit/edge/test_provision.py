@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from edge.config import load_config
-from edge.join import JoinState, MeterFound, MeterNotFoundError
+from edge.join import JoinState
 from edge.join import status as join_status
+from edge.meter_discovery import MeterFound, MeterNotFoundError
 from edge.provision import (
     EXIT_BAD_FILE,
     EXIT_OK,
