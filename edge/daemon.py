@@ -39,7 +39,8 @@ from edge.metrics import Metrics
 from edge.node_factory import open_ledger
 from edge.node_lock import NodeLock, NodeLocked, compact_stores
 from edge.outbox import Outbox
-from edge.privacy import RetentionScheduler, pseudonymising_driver
+from edge.privacy import RetentionScheduler
+from edge.pseudonym_driver import pseudonymising_driver
 from edge.scheduler import PeriodScheduler
 from edge.sdnotify import Notifier
 from edge.status import Parts, status_line, status_loop

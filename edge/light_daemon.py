@@ -40,7 +40,8 @@ from edge.meter import SIM_STATE_KEY, MeterLoop, build_driver
 from edge.metrics import CONTENT_TYPE, Metrics
 from edge.node_factory import load_genesis
 from edge.outbox import Outbox
-from edge.privacy import ADMISSION_FILE, Admission, pseudonymising_driver
+from edge.privacy import ADMISSION_FILE, Admission
+from edge.pseudonym_driver import pseudonymising_driver
 from edge.sdnotify import Notifier
 from edge.status import resources
 from edge.submitter import HEALTH_NAME as SUBMITTER_HEALTH

@@ -22,7 +22,8 @@ from edge.join_seal import (
     seal_request,
 )
 from edge.meter import build_driver
-from edge.privacy import Admission, IdentityStore, PseudonymisingDriver, pseudonymising_driver
+from edge.privacy import Admission, IdentityStore
+from edge.pseudonym_driver import PseudonymisingDriver, pseudonymising_driver
 from ledger import state
 from ledger import tx as txm
 from ledger.app import App

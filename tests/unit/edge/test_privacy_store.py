@@ -11,13 +11,8 @@ import pytest
 from edge.clock import DaemonClock
 from edge.config import ConfigError, MeterConfig
 from edge.meter import build_driver
-from edge.privacy import (
-    Admission,
-    IdentityStore,
-    PrivacyStoreError,
-    PseudonymisingDriver,
-    pseudonymising_driver,
-)
+from edge.privacy import Admission, IdentityStore, PrivacyStoreError
+from edge.pseudonym_driver import PseudonymisingDriver, pseudonymising_driver
 from ledger import privacy
 from meters.reading import MeterError
 from tests.unit.ledger.helpers import CHAIN, N1, N2, genesis
