@@ -29,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ledger import tx as txm
 from ledger.app import App
 from ledger.keys import SigningKey, sha256
 from ledger.mempool import Mempool
@@ -42,10 +43,12 @@ ADMINS = [SigningKey(sha256(f"bench-admin-{i}".encode())) for i in range(64)]
 
 def _txs(chain_id: str, count: int) -> list[bytes]:
     signers = [Signer(k, chain_id) for k in ADMINS]
-    return [
+    txs = [
         signers[i % len(signers)]("AddMeter", {"meter_id": f"T{i}", "account": N1.public_key})
         for i in range(count)
     ]
+    txm.forget(txs)  # tx.make left them in the decode cache; gossip arrives undecoded
+    return txs
 
 
 def run_once(txs: list[bytes], block: int, durable: bool) -> dict[str, float]:
@@ -90,7 +93,10 @@ def main() -> None:
     args = parser.parse_args()
     g = genesis(admins=(ADMIN.public_key, *(k.public_key for k in ADMINS)))
     txs = _txs(g.chain_id, args.block * args.blocks)
-    runs = [run_once(txs, args.block, args.durable) for _ in range(args.repeat)]
+    runs = []
+    for _ in range(args.repeat):
+        runs.append(run_once(txs, args.block, args.durable))
+        txm.forget(txs)  # the next repeat decodes and verifies afresh too
     best = min(runs, key=lambda r: sum(r.values()))
     n = len(txs)
     parts = ", ".join(f"{s} {best[s] / n * 1e6:.1f}" for s in STAGES)

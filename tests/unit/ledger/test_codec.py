@@ -123,3 +123,34 @@ def test_nested_and_key_type_violations_are_refused(data: bytes) -> None:
     """The decoder's check reaches into nested values and refuses bin keys and deep nesting."""
     with pytest.raises(CodecError):
         decode(data)
+
+
+def test_a_failed_encode_leaves_nothing_behind_for_the_next_one() -> None:
+    """The encoder reuses one packer per thread: a value refused half-way through (an
+    integer out of range deep in a map) must not leak its partial bytes into the next value."""
+    with pytest.raises(CodecError):
+        encode({"a": [1, 2, 1 << 70]})
+    assert encode([1, "x"]) == msgpack.packb([1, "x"], use_bin_type=True)
+
+
+def test_threads_encoding_at_once_each_get_their_own_bytes() -> None:
+    """Encoding from several threads at once (a commit runs in a worker thread while the
+    loop encodes messages) gives every thread exactly its value's bytes."""
+    import threading
+
+    values = [{"blob": bytes([n]) * (50 + n), "items": list(range(n)), "n": n} for n in range(8)]
+    wrong: list[int] = []
+
+    def work(n: int) -> None:
+        want = msgpack.packb(values[n], use_bin_type=True)  # keys already in canonical order
+        for _ in range(2000):
+            if encode(values[n]) != want or decode(want) != values[n]:
+                wrong.append(n)
+                return
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
