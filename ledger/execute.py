@@ -2,7 +2,8 @@
 
 Spec: docs/spec/ledger.md §2, §4. Check order (the first failure is the reason reported):
 size → envelope → chain id → kind → signature → body → sequence → kind rules. A tx executes in a
-child overlay, so a failure leaves no trace; a block may hold only txs that execute.
+child overlay, so a failure leaves no trace; a block may hold only txs that execute, so a block
+being validated runs on one overlay that a failure discards whole.
 """
 
 from __future__ import annotations
@@ -81,11 +82,16 @@ def execute_tx(ctx: Context, raw: bytes, known: Mapping[bytes, Authenticated] | 
         TxRejected: the tx does not execute (``ctx.state`` unchanged).
     """
     child = ctx.state.child()
-    cctx = ctx.with_state(child)
-    tx, handler, body = admit(cctx, raw, None, known)
-    handler.apply(cctx, tx, body)
-    child.put_value(state.k_seq(tx.signer), tx.sequence + 1)
+    tx = _admit_and_apply(ctx.with_state(child), raw, known)
     ctx.state.merge(child)
+    return tx
+
+
+def _admit_and_apply(ctx: Context, raw: bytes, known: Mapping[bytes, Authenticated] | None) -> Tx:
+    """Admit ``raw`` and apply it to ``ctx.state`` directly (a failure may leave writes)."""
+    tx, handler, body = admit(ctx, raw, None, known)
+    handler.apply(ctx, tx, body)
+    ctx.state.put_value(state.k_seq(tx.signer), tx.sequence + 1)
     return tx
 
 
@@ -94,13 +100,18 @@ def execute_block(
 ) -> list[Tx]:
     """Execute every tx in order (``known``: as in :func:`admit`).
 
+    The txs run on ``ctx.state`` itself, without an overlay each: one failing tx makes the
+    whole block invalid and the caller discards the block's overlay, so there is nothing to
+    undo (the proposer's :func:`select_txs` drops single txs and keeps one overlay per tx).
+
     Raises:
-        TxRejected: the first tx that fails, with its index in the message.
+        TxRejected: the first tx that fails, with its index in the message (``ctx.state``
+            then holds a partial block: discard it).
     """
     done = []
     for index, raw in enumerate(txs):
         try:
-            done.append(execute_tx(ctx, raw, known))
+            done.append(_admit_and_apply(ctx, raw, known))
         except TxRejected as exc:
             raise TxRejected(exc.reason, f"tx {index}: {exc.message}") from exc
     return done
