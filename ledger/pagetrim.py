@@ -7,8 +7,8 @@ ledger (measured: ≈ 3 kB per block). ``madvise(MADV_DONTNEED)`` on a shared fi
 drops this process's page-table entries: the data stays in the kernel's page cache and the
 next access maps it again (a minor fault, no disk read, no change visible to LMDB). The stores
 call :func:`release_file_pages` after every :data:`RELEASE_EVERY_HEIGHTS` blocks, so the mapped
-part stays bounded by the pages one block touches. Cost: ≈ 0.5 ms per call (reading
-``/proc/self/maps``) plus ≈ 0.2 µs per page mapped again.
+part stays bounded by the pages one block touches. Cost: reading ``/proc/self/maps`` (≈ 0.1 ms)
+plus ≈ 0.2 µs per page mapped again.
 
 On other platforms (or if ``/proc/self/maps`` is unreadable) it does nothing.
 """
@@ -46,15 +46,20 @@ def _mappings(target: str) -> list[tuple[int, int]]:
     """Address ranges [start, end) of this process's mappings of the file ``target``."""
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            lines = maps.readlines()
+            text = maps.read()
     except OSError:
         return []
+    # The path is a line's last field, after padding spaces: find its lines with str.find
+    # instead of splitting all of them (a Python process maps ~500 files and areas; parsing
+    # every line cost ≈ 0.5–2 ms, and a validator releases two files per block).
+    needle = " " + target + "\n"
     out = []
-    for line in lines:
-        parts = line.rstrip("\n").split(maxsplit=5)
-        if len(parts) == 6 and parts[5] == target:
-            start, end = parts[0].split("-")
-            out.append((int(start, 16), int(end, 16)))
+    at = text.find(needle)
+    while at != -1:
+        line = text.rfind("\n", 0, at) + 1
+        start, end = text[line : text.index(" ", line)].split("-")
+        out.append((int(start, 16), int(end, 16)))
+        at = text.find(needle, at + len(needle))
     return out
 
 

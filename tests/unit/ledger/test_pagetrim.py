@@ -50,3 +50,28 @@ def test_release_drops_resident_pages_and_data_reads_back_unchanged(tmp_path: Pa
 def test_release_of_a_file_not_mapped_does_nothing(tmp_path: Path) -> None:
     """A path no mapping refers to releases 0 bytes and raises nothing."""
     assert release_file_pages(tmp_path / "absent.mdb") == 0
+
+
+@linux_only
+def test_mappings_are_found_by_exact_path(tmp_path: Path) -> None:
+    """The ranges found are those of the file itself: a mapped file whose path ends with the
+    target's path, or extends it, is not taken for it."""
+    import mmap
+
+    from ledger.pagetrim import _mappings
+
+    target = (tmp_path / "a" / "data.mdb").resolve()
+    ends_alike = tmp_path / "nest" / str(target).lstrip("/")
+    extends = target.with_name("data.mdb.old")
+    maps = []
+    for path in (target, ends_alike, extends):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\0" * 8192)
+        with open(path, "rb") as f:
+            maps.append(mmap.mmap(f.fileno(), 8192, prot=mmap.PROT_READ))
+    found = [_mappings(str(path)) for path in (target, ends_alike, extends)]
+    assert [len(ranges) for ranges in found] == [1, 1, 1]
+    assert all(end - start == 8192 for ((start, end),) in found)
+    assert len({ranges[0] for ranges in found}) == 3  # each file found its own mapping only
+    for m in maps:
+        m.close()
