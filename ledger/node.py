@@ -26,10 +26,12 @@ from ledger.bodyprune import wanted as bodyprune_wanted
 from ledger.consensus.clock import Clock, LoopClock, TimerHandle
 from ledger.consensus.crash import NO_CRASH, CrashPoints
 from ledger.consensus.engine import Engine, EngineConfig
+from ledger.consensus.errors import MessageError
 from ledger.consensus.evidence import ledger_verifier
 from ledger.consensus.messages import Commit, Vote
 from ledger.consensus.privval import SignState
 from ledger.consensus.wal import ConsensusStore
+from ledger.consensus.wire import Tip
 from ledger.errors import CodecError
 from ledger.genesis import Genesis
 from ledger.keys import SigningKey
@@ -446,13 +448,23 @@ class Node:
         except SnapshotError:
             self.stats["snapshot_malformed"] += 1
             return
-        if value[0] == "sync_pruned" and len(value) == 4:
-            self._maybe_join(int(value[2]), int(value[3]), message.sender)
+        if value[0] == "sync_pruned" and len(value) == 5:
+            self._maybe_join(int(value[2]), int(value[3]), value[4], message.sender)
 
-    def _maybe_join(self, from_height: int, tip: int, sender: str) -> None:
+    def _maybe_join(self, from_height: int, tip: int, tip_commit: Any, sender: str) -> None:
         engine = self.engine
         if engine is None or engine.height != from_height or tip < from_height:
             return  # an answer to an older request, or no further tip: keep syncing blocks
+        if not engine.is_behind and tip_commit is not None:
+            try:  # the answer's commit, verified against this node's validator set
+                engine.on_tip(Tip(Commit.from_value(tip_commit)))
+            except MessageError:
+                self.stats["sync_pruned_bad_commit"] += 1
+        if not engine.is_behind:
+            # Nothing verified says this height is decided elsewhere: anyone may send this
+            # message, and a node at the live height must not stop its engine for it.
+            self.stats["sync_pruned_not_behind"] += 1
+            return
         if self.key is None or self.snapshots is None or self._tasks is None:
             self.stats["sync_pruned_cannot_join"] += 1
             return

@@ -33,11 +33,16 @@ MAX_PROPOSER_ROUNDS = 64
 messages more than 64 rounds ahead, so a decision beyond cannot come from this node's set)."""
 
 
-def encode_pruned(chain_id: str, from_height: int, tip: int) -> bytes:
-    """``["sync_pruned", chain, from_height, tip]``: this node cannot send block
-    ``from_height`` whole; its decided tip is ``tip`` (an unsigned hint: the snapshot it leads
-    to is verified, so a forged one costs only a detour)."""
-    return codec.encode(["sync_pruned", chain_id, from_height, tip])
+def encode_pruned(
+    chain_id: str, from_height: int, tip: int, tip_commit: codec.Value = None
+) -> bytes:
+    """``["sync_pruned", chain, from_height, tip, tip_commit]``: this node cannot send block
+    ``from_height`` whole; its decided tip is ``tip``, and ``tip_commit`` (the commit of that
+    block, :meth:`Commit.to_value`, or nil) lets the requester verify that the chain is ahead
+    of it. The message itself is unsigned: a node acts on it only when verified messages show
+    it behind (ledger/node.py), and the snapshot it leads to is verified too
+    (docs/spec/consensus.md §5b)."""
+    return codec.encode(["sync_pruned", chain_id, from_height, tip, tip_commit])
 
 
 class BlockFollower:
@@ -192,6 +197,12 @@ class BlockFollower:
         self.stats["fork_detected"] += 1
         raise ForkError(height, (mine.block_hash, commit.block_hash))
 
+    @property
+    def is_behind(self) -> bool:
+        """True when verified messages (a validator's signed proposal or vote of a later
+        height, a commit that verifies) showed that this node's height is decided elsewhere."""
+        return self.height <= self._known_tip
+
     def on_tip(self, tip: wire.Tip) -> None:
         """A peer's idle re-announcement of its latest commit (no block: a few hundred bytes).
 
@@ -272,7 +283,13 @@ class BlockFollower:
                 # Body-pruned here (or below a restored snapshot): the requester cannot replay
                 # it and should join by snapshot (docs/spec/consensus.md §5b).
                 self.stats["sync_pruned"] += 1
-                payload = encode_pruned(self._config.chain_id, height, self.height - 1)
+                tip_commit = self.store.load_commit(self.height - 1)
+                payload = encode_pruned(
+                    self._config.chain_id,
+                    height,
+                    self.height - 1,
+                    None if tip_commit is None else tip_commit.to_value(),
+                )
                 self._send("sync_resp", payload, requester)
                 return
             if block is None or commit is None:
