@@ -448,8 +448,11 @@ class Node:
         except SnapshotError:
             self.stats["snapshot_malformed"] += 1
             return
-        if value[0] == "sync_pruned" and len(value) == 5:
-            self._maybe_join(int(value[2]), int(value[3]), value[4], message.sender)
+        if value[0] == "sync_pruned":
+            if len(value) != 5 or not all(_is_height(v) for v in value[2:4]):
+                self.stats["snapshot_malformed"] += 1
+                return
+            self._maybe_join(value[2], value[3], value[4], message.sender)
 
     def _maybe_join(self, from_height: int, tip: int, tip_commit: Any, sender: str) -> None:
         engine = self.engine
@@ -594,3 +597,7 @@ __all__ = [
     "Vote",
     "ledger_verifier",
 ]
+
+
+def _is_height(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

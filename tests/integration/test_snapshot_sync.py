@@ -321,8 +321,8 @@ async def test_a_forged_pruned_answer_does_not_stop_a_validator_at_the_live_heig
 ) -> None:
     """Anyone may send 'sync_pruned' (a direct message, unsigned): a validator at the live
     height, which nothing verified shows behind, ignores it, whether it carries no commit or a
-    commit whose signatures do not verify; its engine never stops and it goes on deciding
-    blocks with the others."""
+    commit whose signatures do not verify, and counts garbled ones; its engine never stops and
+    it goes on deciding blocks with the others."""
     c = Chain(tmp_path)
     try:
         for i, key in enumerate(VALIDATORS):
@@ -342,6 +342,9 @@ async def test_a_forged_pruned_answer_does_not_stop_a_validator_at_the_live_heig
             forged = encode_pruned(c.genesis.chain_id, height, height + 5, commit)
             v1._handle(Message("sync_resp", "forger", forged))
         assert v1.stats["sync_pruned_not_behind"] == 2
+        for garbled in (["sync_pruned", c.genesis.chain_id, "h", 9, None], ["sync_pruned", 1]):
+            v1._handle(Message("sync_resp", "forger", codec.encode(garbled)))
+        assert v1.stats["snapshot_malformed"] == 2  # counted; the node goes on
         assert v1.engine is engine
         assert v1._joiner is None
         await c.commit(c.admin("AddMeter", {"meter_id": "M8", "account": N1.public_key}))
