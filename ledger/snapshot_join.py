@@ -242,11 +242,11 @@ class SnapshotJoiner:
 
     def _manifest_answer(self, message: Message, nonce: int) -> Manifest | str | None:
         value = self._snapshot_value(message)
-        if value is None or value[2] != nonce:
-            return None
+        if value is None or len(value) < 4 or value[2] != nonce:
+            return None  # too short to be an answer (an IndexError here would end the join)
         if value[0] == "snap_none":
             return str(value[3])
-        if value[0] != "snap_manifest" or not isinstance(value[3], int):
+        if value[0] != "snap_manifest" or len(value) != 5 or not isinstance(value[3], int):
             return None
         roots = tuple(value[4]) if isinstance(value[4], list) else ()
         manifest_root(roots)  # shape check: 64 roots of 32 bytes

@@ -269,3 +269,18 @@ def test_restored_validator_stays_silent_on_headers_it_never_had(tmp_path: Path)
     assert not report.ok
     assert f"restored from a snapshot at height {height}" in str(report.problems)
     target.close()
+
+
+def test_a_joiner_ignores_answers_too_short_to_read() -> None:
+    """A joiner waiting for a manifest drops 'snap_none' / 'snap_manifest' answers that are
+    too short (anyone can write to its inbox) instead of failing the join on them, and still
+    takes a well-formed refusal."""
+    from ledger.snapshot_join import SnapshotJoiner
+
+    joiner = SnapshotJoiner.__new__(SnapshotJoiner)
+    joiner._chain = CHAIN  # the only state the answer parser reads
+    for garbled in (["snap_none", CHAIN, 7], ["snap_manifest", CHAIN, 7, 3]):
+        message = Message("sync_resp", "anyone", codec.encode(garbled))
+        assert joiner._manifest_answer(message, nonce=7) is None
+    refusal = Message("sync_resp", "v1", codec.encode(["snap_none", CHAIN, 7, "no_view"]))
+    assert joiner._manifest_answer(refusal, nonce=7) == "no_view"
