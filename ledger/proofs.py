@@ -288,7 +288,15 @@ class ProofService:
                 self._answer_proofs(value[2], value[3], message.sender)
             else:
                 raise ValueError(f"unknown request {value[0]!r}")
-        except (CodecError, TypeError, ValueError, SignatureError) as exc:
+        # LookupError: a request with fields missing; OverflowError: a nonce beyond 64 bits.
+        except (
+            CodecError,
+            TypeError,
+            ValueError,
+            LookupError,
+            OverflowError,
+            SignatureError,
+        ) as exc:
             self.stats[f"request_refused_{type(exc).__name__}"] += 1
 
     def _addressed(self, target: bytes, nonce: int) -> bool:
