@@ -144,8 +144,8 @@ def parse_response(payload: bytes) -> ProofResponse | HeadersAnswer:
         if kind != "proof_resp" or not isinstance(nonce, int) or not isinstance(height, int):
             raise ValueError("not a proof response")
         return ProofResponse(nonce, height, tuple(Answer(*a) for a in answers))
-    except (CodecError, TypeError, ValueError, LedgerError) as exc:
-        raise ProofError(f"proof answer: {exc}") from exc
+    except (CodecError, TypeError, ValueError, LookupError, LedgerError) as exc:
+        raise ProofError(f"proof answer: {exc!r}") from exc
 
 
 def verify_key_answer(answer: Answer, app_hash: bytes) -> bytes:

@@ -1,4 +1,4 @@
-"""A validator node fed garbled and forged messages on every channel keeps running and deciding.
+"""Validator and light nodes fed garbled and forged messages keep running.
 
 Anyone with a broker login can write to the broadcast channels it may use and to any node's
 inbox (systemd/mosquitto/lem-broker.acl), so every field of every message kind is hostile
@@ -21,6 +21,8 @@ from ledger.consensus.clock import LoopClock
 from ledger.consensus.core import TimeoutConfig
 from ledger.consensus.engine import EngineConfig
 from ledger.keys import sha256
+from ledger.light import LightClient
+from ledger.light_node import LightNode
 from ledger.node import Node
 from ledger.transport.base import CHANNELS, Message
 from ledger.transport.memory import MemoryNetwork
@@ -79,7 +81,7 @@ async def test_hostile_messages_on_every_channel_never_stop_a_validator(tmp_path
     admin = Signer(ADMIN, g.chain_id)
     try:
         async with asyncio.timeout(10):
-            while node.engine is None:  # messages reach the handler once run() is under way
+            while node.engine is None:  # noqa: ASYNC110 -- set by run(), no event to await
                 await asyncio.sleep(0.01)
         rng = random.Random(20261121)
         for _ in range(1500):
@@ -98,3 +100,31 @@ async def test_hostile_messages_on_every_channel_never_stop_a_validator(tmp_path
     finally:
         await node.close()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_hostile_answers_never_stop_a_light_member(tmp_path: Path) -> None:
+    """A light member's inbox takes anyone's direct messages: 1,500 garbled headers and proof
+    answers are counted, none raises out of its handler, and its trusted height stays put."""
+    g = genesis(validators=((VAL.public_key, 10),), meters={"M1": N1.public_key})
+    network = MemoryNetwork(LoopClock(), seed=6)
+    light = LightClient(tmp_path / "m", g, durable=False)
+    member = LightNode(light, network.transport("m"), N1)
+    rng = random.Random(20261122)
+    kinds = {"proof_resp": ("proof_resp", "headers"), "header": ("hdr",)}
+    for _ in range(1500):
+        channel = rng.choice(("proof_resp", "header"))
+        if rng.random() < 0.15:
+            payload = rng.randbytes(rng.randrange(0, 300))
+        else:
+            fields = [_field(rng, 1) for _ in range(rng.randrange(0, 6))]
+            value = [rng.choice(kinds[channel]), *fields]
+            try:
+                payload = codec.encode(value)
+            except Exception:  # a float field: msgpack's own bytes, not canonical
+                import msgpack
+
+                payload = msgpack.packb(value, use_bin_type=True)
+        await member.handle(Message(channel, "hostile", payload))
+    assert light.height == 0
+    assert member.stats["answer_malformed"] + member.stats["header_malformed"] > 1000
+    light.close()
