@@ -5,9 +5,11 @@ Spec: docs/spec/join.md §4a. A light node (docs/spec/light.md §7) holds no led
 this key's own ``join/req/<key>``, ``join/member/<key>`` and ``own/<key>/<meter>`` rows against
 verified headers (ledger/access.py lets any key prove its own join records, nothing of another
 member's). Its height and block time are those of the newest verified header, and its peers the
-validators heard on the header feed. The admin it seals a pseudonymous request to is the
-genesis' first admin (a light node cannot read ``cfg/admins``). The JoinRequest goes through
-the light submitter's durable queue (edge/light_submitter.py).
+validators heard on the header feed. The admin it seals a pseudonymous request to is the first
+of the proven ``cfg/admins`` (public, like the genesis that names the first ones), so a request
+made after governance replaced the admins reaches the current admin; the genesis' list serves
+until the first proof round. The JoinRequest goes through the light submitter's durable queue
+(edge/light_submitter.py).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class ProvenJoinLedger:
         reader: the light node's proven reader.
         node: the running light node (verified headers, peers heard).
         public_key: this node's key.
-        admins: the genesis admin keys (sealing target).
+        admins: the genesis admin keys (sealing target until ``cfg/admins`` is proven).
         wait_s: wait for one proof round [s].
         monotonic: real monotonic clock [s].
         refusal: why the last queued JoinRequest was set aside by the light submitter, or "".
@@ -96,6 +98,9 @@ class ProvenJoinLedger:
         return _record(self._values.get(join_app.k_request(self.public_key)))
 
     def admins(self) -> list[bytes]:
+        proven = self._values.get(state.K_ADMINS)
+        if isinstance(proven, list) and all(isinstance(k, bytes) for k in proven):
+            return list(proven)
         return list(self._admins)
 
     async def refresh(self, meter_id: str, measuring: bool) -> None:
@@ -113,6 +118,8 @@ class ProvenJoinLedger:
         owned = state.k_owned(me, meter_id) if meter_id else b""
         if owned:
             keys.append(owned)
+        if not measuring:  # the sealing target, needed only until admitted
+            keys.append(state.K_ADMINS)
         try:
             got = await self.reader.read(keys, wait_s=self.wait_s)
         except (ReadError, ProofError) as exc:

@@ -173,12 +173,12 @@ class Queries:
         role = self.role(viewer)
         if role is Role.ADMIN:
             return
-        if key.startswith((b"period/", b"cfg/chain")):
-            return
+        if key.startswith((b"period/", b"cfg/chain")) or key == state.K_ADMINS:
+            return  # public: periods, chain parameters and the admin keys (genesis names them)
         if viewer is not None and key in _own_join_keys(viewer):
             return
         if role is Role.ANYONE:
-            raise AccessDenied("anyone may only prove periods and chain parameters")
+            raise AccessDenied("anyone may only prove periods, chain parameters and admin keys")
         assert viewer is not None
         own = state.account_id(viewer)
         if key.startswith(b"tot/") or key in (

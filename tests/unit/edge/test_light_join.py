@@ -9,11 +9,15 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from edge.join import Joiner, JoinState
+from edge.join_seal import JoinSealError, open_request
 from edge.light_join import MEASURING_RECHECK_S, ProvenJoinLedger
 from ledger import codec, state
 from ledger.apps import join as join_app
 from ledger.light_reader import Proven, ReadTimeout
+from ledger.state import K_ADMINS
 from tests.unit.ledger.helpers import key
 
 NEW = key(40)
@@ -85,7 +89,7 @@ async def test_phases_come_from_proven_own_rows(tmp_path: Path) -> None:
     assert sent == [("JoinRequest", {"meter_id": "M7", "identification": "ISK5", "name": ""})]
     assert joiner.state.phase == "syncing"
     own = state.k_owned(ME, "M7")
-    assert reader.rounds[0] == [join_app.k_request(ME), join_app.k_member(ME), own]
+    assert reader.rounds[0] == [join_app.k_request(ME), join_app.k_member(ME), own, K_ADMINS]
     reader.values[join_app.k_request(ME)] = {"meter_id": "M7", "height": 7, "approvals": []}
     await _tick(joiner)
     assert joiner.state.phase == "waiting_for_approval"
@@ -153,3 +157,46 @@ async def test_a_restarted_member_stays_measuring_until_its_first_proof_round(
     await _tick(joiner)
     assert joiner.state.phase == "measuring"
     assert joiner.ledger.ready()
+
+
+async def test_a_sealed_request_goes_to_the_proven_current_admin(tmp_path: Path) -> None:
+    """After governance replaced the genesis admin, the proven cfg/admins names the sealing
+    target: the new admin opens the request, the genesis admin cannot; once measuring, the
+    node's hourly proof round no longer includes the admin list."""
+    reader, node, sent, _, _ = _setup(tmp_path)
+    genesis_admin, new_admin = key(1), key(2)
+    reader.values[K_ADMINS] = [new_admin.public_key]
+    clock = [0.0]
+    ledger = ProvenJoinLedger(
+        reader,  # type: ignore[arg-type]
+        node,  # type: ignore[arg-type]
+        ME,
+        [genesis_admin.public_key],
+        monotonic=lambda: clock[0],
+    )
+    assert ledger.admins() == [genesis_admin.public_key]  # before any proof round
+
+    def submit(kind: str, body: Any, ref: str = "") -> bytes:
+        sent.append((kind, body))
+        return b""
+
+    JoinState(phase="joining", serial="ISK0001", identification="sim").save(tmp_path)
+    joiner = Joiner(
+        tmp_path, ledger, ME, submit, meter_id="", identification="sim", name="n40",
+        sealed=True, key=NEW, serial="ISK0001", chain_id="lem-test", settle_ticks=1,
+        repeat_s=1e9, monotonic=lambda: clock[0],
+    )  # fmt: skip
+    for _ in range(3):
+        await _tick(joiner)
+    assert ledger.admins() == [new_admin.public_key]
+    ((kind, body),) = sent
+    assert kind == "JoinRequest"
+    assert open_request(new_admin, body["sealed"], "lem-test", ME).serial == "ISK0001"
+    with pytest.raises(JoinSealError):
+        open_request(genesis_admin, body["sealed"], "lem-test", ME)
+    reader.rounds.clear()
+    clock[0] += MEASURING_RECHECK_S + 1
+    await ledger.refresh("M7", measuring=True)
+    assert reader.rounds == [
+        [join_app.k_request(ME), join_app.k_member(ME), state.k_owned(ME, "M7")]
+    ]

@@ -110,6 +110,17 @@ def test_proofs_follow_the_same_rules(q: Queries) -> None:
     assert q.status()["height"] == 3
 
 
+def test_anyone_proves_the_admin_keys_and_no_other_config_record(q: Queries) -> None:
+    """The admin list is public (a light node seals its join request to the current admin,
+    docs/spec/join.md §4a); an anonymous or unadmitted viewer still gets no other cfg/ row."""
+    for viewer in (None, X):
+        proof = q.prove(viewer, state.K_ADMINS)
+        assert proof is not None
+        assert merkle.verify_proof(proof, q.store.app_hash)
+        with pytest.raises(AccessDenied):
+            q.prove(viewer, state.K_GOVERNANCE)
+
+
 def test_an_unadmitted_key_proves_its_own_join_records_and_nothing_of_another(
     tmp_path: Path,
 ) -> None:
