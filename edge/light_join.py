@@ -8,7 +8,8 @@ member's). Its height and block time are those of the newest verified header, an
 validators heard on the header feed. The admin it seals a pseudonymous request to is the first
 of the proven ``cfg/admins`` (public, like the genesis that names the first ones), so a request
 made after governance replaced the admins reaches the current admin; the genesis' list serves
-until the first proof round. The JoinRequest goes through the light submitter's durable queue
+until the first proof round. The list is proven only on a pseudonymous chain and only until the
+request is on the ledger. The JoinRequest goes through the light submitter's durable queue
 (edge/light_submitter.py).
 """
 
@@ -45,6 +46,10 @@ class ProvenJoinLedger:
         node: the running light node (verified headers, peers heard).
         public_key: this node's key.
         admins: the genesis admin keys (sealing target until ``cfg/admins`` is proven).
+        seal_to_admins: the join request will be sealed (a pseudonymous chain): prove
+            ``cfg/admins`` until the request is on the ledger. An ``ok`` answer is checked
+            against the next header, which an idle chain may not bring for a while, so the
+            list is read only when a sealed request needs it.
         wait_s: wait for one proof round [s].
         monotonic: real monotonic clock [s].
         refusal: why the last queued JoinRequest was set aside by the light submitter, or "".
@@ -60,10 +65,12 @@ class ProvenJoinLedger:
         wait_s: float = 8.0,
         monotonic: Callable[[], float] = time.monotonic,
         refusal: Callable[[], str] = lambda: "",
+        seal_to_admins: bool = False,
     ) -> None:
         self.reader, self.node, self.public_key = reader, node, public_key
         self.refusal = refusal
         self._admins = list(admins)
+        self._seal_to_admins = seal_to_admins
         self.wait_s = wait_s
         self._monotonic = monotonic
         self._values: dict[bytes, Any] = {}
@@ -98,9 +105,6 @@ class ProvenJoinLedger:
         return _record(self._values.get(join_app.k_request(self.public_key)))
 
     def admins(self) -> list[bytes]:
-        proven = self._values.get(state.K_ADMINS)
-        if isinstance(proven, list) and all(isinstance(k, bytes) for k in proven):
-            return list(proven)
         return list(self._admins)
 
     async def refresh(self, meter_id: str, measuring: bool) -> None:
@@ -118,7 +122,10 @@ class ProvenJoinLedger:
         owned = state.k_owned(me, meter_id) if meter_id else b""
         if owned:
             keys.append(owned)
-        if not measuring:  # the sealing target, needed only until admitted
+        wants_admins = (
+            self._seal_to_admins and not measuring and self.request() is None
+        )  # the sealing target: needed until the sealed request is on the ledger
+        if wants_admins:
             keys.append(state.K_ADMINS)
         try:
             got = await self.reader.read(keys, wait_s=self.wait_s)
@@ -130,6 +137,9 @@ class ProvenJoinLedger:
             k: (codec.decode(p.value) if p.status == "ok" and p.value is not None else None)
             for k, p in got.items()
         }
+        proven = self._values.get(state.K_ADMINS)
+        if isinstance(proven, list) and all(isinstance(k, bytes) for k in proven):
+            self._admins = list(proven)  # kept for a later resubmission
 
 
 def _record(value: Any) -> dict[str, Any] | None:
@@ -154,7 +164,10 @@ def light_join_task(
     if not (data_dir / STATE_FILE).exists():
         return None
     saved = JoinState.load(data_dir)
-    ledger = ProvenJoinLedger(reader, node, key.public_key, genesis.admins, refusal=refusal)
+    sealed = genesis.privacy == privacy.Mode.PSEUDONYMOUS
+    ledger = ProvenJoinLedger(
+        reader, node, key.public_key, genesis.admins, refusal=refusal, seal_to_admins=sealed
+    )
     return Joiner(
         data_dir,
         ledger,
@@ -163,7 +176,7 @@ def light_join_task(
         meter_id=config.meter.meter_id or saved.meter_id,
         identification=saved.identification,
         name=config.node.name,
-        sealed=genesis.privacy == privacy.Mode.PSEUDONYMOUS,
+        sealed=sealed,
         key=key,
         serial=saved.serial,
         chain_id=genesis.chain_id,

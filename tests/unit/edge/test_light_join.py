@@ -89,7 +89,7 @@ async def test_phases_come_from_proven_own_rows(tmp_path: Path) -> None:
     assert sent == [("JoinRequest", {"meter_id": "M7", "identification": "ISK5", "name": ""})]
     assert joiner.state.phase == "syncing"
     own = state.k_owned(ME, "M7")
-    assert reader.rounds[0] == [join_app.k_request(ME), join_app.k_member(ME), own, K_ADMINS]
+    assert reader.rounds[0] == [join_app.k_request(ME), join_app.k_member(ME), own]
     reader.values[join_app.k_request(ME)] = {"meter_id": "M7", "height": 7, "approvals": []}
     await _tick(joiner)
     assert joiner.state.phase == "waiting_for_approval"
@@ -161,8 +161,8 @@ async def test_a_restarted_member_stays_measuring_until_its_first_proof_round(
 
 async def test_a_sealed_request_goes_to_the_proven_current_admin(tmp_path: Path) -> None:
     """After governance replaced the genesis admin, the proven cfg/admins names the sealing
-    target: the new admin opens the request, the genesis admin cannot; once measuring, the
-    node's hourly proof round no longer includes the admin list."""
+    target: the new admin opens the request, the genesis admin cannot; once the request is on
+    the ledger, and once measuring, the proof rounds no longer include the admin list."""
     reader, node, sent, _, _ = _setup(tmp_path)
     genesis_admin, new_admin = key(1), key(2)
     reader.values[K_ADMINS] = [new_admin.public_key]
@@ -173,6 +173,7 @@ async def test_a_sealed_request_goes_to_the_proven_current_admin(tmp_path: Path)
         ME,
         [genesis_admin.public_key],
         monotonic=lambda: clock[0],
+        seal_to_admins=True,
     )
     assert ledger.admins() == [genesis_admin.public_key]  # before any proof round
 
@@ -194,6 +195,12 @@ async def test_a_sealed_request_goes_to_the_proven_current_admin(tmp_path: Path)
     assert open_request(new_admin, body["sealed"], "lem-test", ME).serial == "ISK0001"
     with pytest.raises(JoinSealError):
         open_request(genesis_admin, body["sealed"], "lem-test", ME)
+    reader.values[join_app.k_request(ME)] = {"meter_id": "", "height": 7, "approvals": []}
+    await _tick(joiner)  # the request is on the ledger: the admin list is not read again
+    reader.rounds.clear()
+    await _tick(joiner)
+    assert all(K_ADMINS not in keys for keys in reader.rounds)
+    assert ledger.admins() == [new_admin.public_key]  # kept for a resubmission
     reader.rounds.clear()
     clock[0] += MEASURING_RECHECK_S + 1
     await ledger.refresh("M7", measuring=True)
