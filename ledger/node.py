@@ -588,6 +588,11 @@ class Node:
         }
 
 
+def _is_height(value: Any) -> bool:
+    """A block height field of a received message: a non-negative int (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 __all__ = [
     "CommitInfo",
     "CommitListener",
@@ -597,7 +602,3 @@ __all__ = [
     "Vote",
     "ledger_verifier",
 ]
-
-
-def _is_height(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
