@@ -14,12 +14,14 @@ import random
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
 from ledger import codec
 from ledger.consensus.clock import LoopClock
 from ledger.consensus.core import TimeoutConfig
 from ledger.consensus.engine import EngineConfig
+from ledger.errors import CodecError
 from ledger.keys import sha256
 from ledger.light import LightClient
 from ledger.light_node import LightNode
@@ -53,18 +55,21 @@ def _field(rng: random.Random, height: int) -> Any:
     return float(height) if isinstance(value, float) else value
 
 
+def _payload(rng: random.Random, head: list[Any], height: int, max_fields: int) -> bytes:
+    """Random bytes, or ``head`` followed by hostile fields, canonical where it can be (a float
+    field has no canonical form: then msgpack's own bytes, which the codec must refuse)."""
+    if rng.random() < 0.15:
+        return rng.randbytes(rng.randrange(0, 300))
+    value = [*head, *(_field(rng, height) for _ in range(rng.randrange(0, max_fields)))]
+    try:
+        return codec.encode(value)
+    except CodecError:
+        return msgpack.packb(value, use_bin_type=True)
+
+
 def _message(rng: random.Random, chain_id: str, height: int) -> tuple[str, bytes]:
     channel = rng.choice(CHANNELS)
-    if rng.random() < 0.15:
-        return channel, rng.randbytes(rng.randrange(0, 300))
-    kind = rng.choice(KINDS[channel])
-    value = [kind, chain_id, *(_field(rng, height) for _ in range(rng.randrange(0, 8)))]
-    try:
-        return channel, codec.encode(value)
-    except Exception:  # a float in the fields: encode it as msgpack sees it, non-canonical
-        import msgpack
-
-        return channel, msgpack.packb(value, use_bin_type=True)
+    return channel, _payload(rng, [rng.choice(KINDS[channel]), chain_id], height, 8)
 
 
 @pytest.mark.timeout(60)
@@ -113,17 +118,7 @@ async def test_hostile_answers_never_stop_a_light_member(tmp_path: Path) -> None
     kinds = {"proof_resp": ("proof_resp", "headers"), "header": ("hdr",)}
     for _ in range(1500):
         channel = rng.choice(("proof_resp", "header"))
-        if rng.random() < 0.15:
-            payload = rng.randbytes(rng.randrange(0, 300))
-        else:
-            fields = [_field(rng, 1) for _ in range(rng.randrange(0, 6))]
-            value = [rng.choice(kinds[channel]), *fields]
-            try:
-                payload = codec.encode(value)
-            except Exception:  # a float field: msgpack's own bytes, not canonical
-                import msgpack
-
-                payload = msgpack.packb(value, use_bin_type=True)
+        payload = _payload(rng, [rng.choice(kinds[channel])], 1, 6)
         await member.handle(Message(channel, "hostile", payload))
     assert light.height == 0
     assert member.stats["answer_malformed"] + member.stats["header_malformed"] > 1000
