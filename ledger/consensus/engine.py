@@ -7,24 +7,29 @@ asyncio node (ledger/node.py) feeds it from one bounded queue.
 
 Order of effects for an own message (it never double-signs, also across crashes): sign-state
 persists → WAL records → publish → the core counts it.
+
+This module is the message path: a received message is deduplicated, decoded, checked and fed
+to the core; the core's actions are signed, persisted, published, armed as timeouts, reported
+as evidence or applied as a decision; a restart replays the WAL through the same path. The
+height as a whole (entering it, holding messages of later heights, starting it, re-publication
+and the idle tip) is :class:`ledger.consensus.heights.HeightLifecycle`; compact wire forms are
+:mod:`ledger.consensus.compact`, block following and sync :mod:`ledger.consensus.sync`.
 """
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ledger.consensus import wire
 from ledger.consensus.app import ConsensusApp
-from ledger.consensus.clock import Clock, TimerHandle
-from ledger.consensus.compact import CompactBlocks, CompactRelay
+from ledger.consensus.clock import Clock
+from ledger.consensus.compact import CompactBlocks
 from ledger.consensus.core import (
     Action,
     DecideAction,
     EquivocationAction,
-    HeightState,
     ProposeAction,
     TimeoutAction,
     TimeoutConfig,
@@ -33,6 +38,7 @@ from ledger.consensus.core import (
 from ledger.consensus.crash import NO_CRASH, PERSISTED_NOT_SENT, CrashPoints
 from ledger.consensus.errors import DoubleSignError, MessageError, StoreError
 from ledger.consensus.evidence import Evidence
+from ledger.consensus.heights import HeightLifecycle
 from ledger.consensus.messages import Commit, Proposal, Step, Vote
 from ledger.consensus.privval import SignState
 from ledger.consensus.validators import ValidatorSet
@@ -41,9 +47,6 @@ from ledger.keys import SigningKey, sha256
 
 SYNC_RESPONDERS = 2
 """Validators answering one sync request."""
-
-MAX_REGOSSIP_TXS = 64
-"""Pending txs re-published per re-publication period while a height is open."""
 
 MAX_REPORTED = 1024
 """Evidence keys remembered as already reported (oldest first out) [count]."""
@@ -93,7 +96,7 @@ class EngineConfig:
     compact_wait_ms: int = 250
 
 
-class Engine(CompactRelay):
+class Engine(HeightLifecycle):
     """One node's consensus: a validator when its key is in the height's set, else a follower.
 
     Args:
@@ -126,20 +129,11 @@ class Engine(CompactRelay):
         self._sign_state = sign_state
         self._crash = crash
         self._seen: OrderedDict[bytes, None] = OrderedDict()
-        self._future: dict[int, list[tuple[bytes, str]]] = {}
-        self._future_count = 0
         self._own: dict[tuple[int, int, int], bytes] = {}
         self._init_compact(app, config.compact_proposals)
         self._reported: OrderedDict[bytes, None] = OrderedDict()
         self._replaying = False
-        self._republish_timer: TimerHandle | None = None
-        self._last_tip_ms = self._clock.now_ms()
-        self._heard_ms = -(1 << 62)
-        """When a peer's verified message of the current height last arrived [ms]."""
-        self.height_started = time.monotonic()
-        """Real time [s, monotonic] at which this height's round 0 began here (or the height was
-        entered, until it begins): for the commit-latency metric only, never for a decision."""
-        self.core = self._new_core()
+        self._init_heights()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -177,6 +171,14 @@ class Engine(CompactRelay):
             self._retry_compact()
         if self.is_validator and not self.core.started:
             self._start_height()
+
+    def sync_now(self) -> None:
+        """The transport (re)connected: ask for missed blocks at once, bypassing the
+        request spacing (what was sent while the link was down may be lost)."""
+        if self.stopped:
+            return
+        self._last_sync_ms = -(1 << 62)
+        self.request_sync()
 
     # ----------------------------------------------------------------- input
 
@@ -279,16 +281,6 @@ class Engine(CompactRelay):
             # A validator is working on this height (it has transactions we may lack): join.
             actions += self._start_actions()
         self._perform(actions)
-
-    def _buffer_future(self, height: int, payload: bytes, sender: str) -> None:
-        if height > self.height + self._config.future_heights:
-            self.stats["far_future"] += 1
-            return
-        if self._future_count >= self._config.future_buffer:
-            self.stats["future_buffer_full"] += 1
-            return
-        self._future.setdefault(height, []).append((payload, sender))
-        self._future_count += 1
 
     # ----------------------------------------------------------------- actions
 
@@ -402,69 +394,7 @@ class Engine(CompactRelay):
         successor = keys[(keys.index(proposer) + 1) % len(keys)]
         return self.key.public_key in (proposer, successor)
 
-    # ----------------------------------------------------------------- heights
-
-    def _new_core(self) -> HeightState:
-        me = self.key.public_key if self.key is not None else None
-        return HeightState(
-            self.height,
-            self.valset,
-            me,
-            self._config.timeouts,
-            lambda block: self.app.validate_block(self.height, block),
-            self._get_value,
-        )
-
-    def _get_value(self, round_: int) -> bytes:
-        del round_  # the block does not depend on the round
-        return self.app.prepare_block(self.height, self.last_commit, self.height_time_ms)
-
-    def entered_height(self) -> None:
-        """Called by the follower after a block is applied: fresh core, buffered messages."""
-        self.store.wal_prune(self.height)
-        self.height_started = time.monotonic()
-        self._heard_ms = -(1 << 62)
-        self._own.clear()
-        self._reset_compact()
-        # Per-height state: digests of the decided height's messages are no longer needed.
-        self._seen.clear()
-        self.core = self._new_core()
-        future, self._future = self._future, {}
-        self._future_count = 0
-        for height, payloads in sorted(future.items()):
-            if height == self.height:
-                for payload, sender in payloads:
-                    self._seen.pop(sha256(payload), None)
-                    self.receive("consensus", sender, payload)
-            elif height > self.height:
-                for payload, sender in payloads:
-                    self._buffer_future(height, payload, sender)
-        self._arm_height()
-
-    def _arm_height(self) -> None:
-        """Start now if there are transactions, else when the heartbeat is due."""
-        if not self.is_validator or self.core.started:
-            return
-        if self.app.pending_txs() > 0:
-            self._start_height()
-            return
-        height = self.height
-
-        def heartbeat() -> None:
-            if self.height == height and not self.core.started and not self.stopped:
-                self._start_height()
-
-        self._clock.call_later(self._config.heartbeat_ms, heartbeat)
-
-    def _start_height(self) -> None:
-        self._perform(self._start_actions())
-
-    def _start_actions(self) -> list[Action]:
-        if not self.core.started:
-            self.height_started = time.monotonic()
-        if not self._replaying:
-            self.store.wal_append(self.height, ["start"], sync=False)  # re-derivable, like timeouts
-        return self.core.start()
+    # ----------------------------------------------------------------- crash recovery
 
     def _replay(self) -> None:
         """Feed the WAL of the current height back into a fresh core (crash recovery)."""
@@ -494,63 +424,6 @@ class Engine(CompactRelay):
                 self.stats["wal_replayed"] += 1
         finally:
             self._replaying = False
-
-    def _republish(self) -> None:
-        """Re-send own messages that peers may still need, and the latest commit, while the
-        height is open: those of the latest round, and those of the rounds a re-proposal can
-        depend on (own valid and locked round, the pol_round of current proposals), since
-        Alg. 1 line 28 needs 2f+1 prevotes of that earlier round at every correct node."""
-        if self.stopped:
-            return
-        if self.is_validator and self.core.started and self.core.decision is None:
-            core = self.core
-            rounds = {max((hrs[1] for hrs in self._own), default=-1)}
-            rounds |= {core.valid_round, core.locked_round}
-            rounds |= {p.pol_round for p in core.proposals(core.round)}
-            for hrs, payload in sorted(self._own.items()):
-                if hrs[1] in rounds:
-                    self._send("consensus", self._wire_form(hrs, payload), None)
-                    self.stats["republished"] += 1
-            self.announce_latest()
-            # Peers may have decided this height long ago while this node missed it (its
-            # republished votes are duplicates to them, so they cannot tell): ask, cheaply —
-            # unless a peer was heard working on this very height within the period (under
-            # load every height stays open past a period, and the answers are whole blocks).
-            if self._clock.now_ms() - self._heard_ms >= self._config.republish_ms:
-                self.request_sync()
-            else:
-                self.stats["sync_request_skipped"] += 1
-            # A lost tx gossip must only delay too: offer what waits here to the proposers.
-            for raw in self.app.pending_tx_payloads(MAX_REGOSSIP_TXS):
-                self._send("tx", raw, None)
-                self.stats["regossiped_txs"] += 1
-        elif not self.core.started:
-            self._idle_tip()
-        self._republish_timer = self._clock.call_later(self._config.republish_ms, self._republish)
-
-    def _idle_tip(self) -> None:
-        """Idle chain: every ``tip_ms`` one validator (rotating by period over the set)
-        re-announces the latest commit (not the block); one small message per period keeps a
-        metered link cheap."""
-        now = self._clock.now_ms()
-        if now - self._last_tip_ms < self._config.tip_ms:
-            return
-        self._last_tip_ms = now
-        if self.key is None or not self.is_validator:
-            return
-        keys = [v.pubkey for v in self.valset.validators]
-        mine = keys[(now // self._config.tip_ms) % len(keys)] == self.key.public_key
-        if mine and self.last_commit is not None:
-            self.stats["tip_announced"] += 1
-            self._send("block", wire.encode_tip(self._config.chain_id, self.last_commit), None)
-
-    def sync_now(self) -> None:
-        """The transport (re)connected: ask for missed blocks at once, bypassing the
-        request spacing (what was sent while the link was down may be lost)."""
-        if self.stopped:
-            return
-        self._last_sync_ms = -(1 << 62)
-        self.request_sync()
 
 
 def _step_of(action: VoteAction | ProposeAction) -> Step:
