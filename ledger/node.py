@@ -1,12 +1,19 @@
 """A ledger node: consensus + the ledger application + mempool gossip + block sync, on a Transport.
 
-Spec: docs/spec/consensus.md §Node. :class:`Node` drives the consensus engine over
+Spec: docs/spec/consensus.md §1. :class:`Node` drives the consensus engine over
 :class:`~ledger.ledger_port.LedgerPort` (the ledger app and its mempool as the consensus
 application) on the asyncio loop: one reader fills a bounded inbox, one consumer feeds the
 engine (the only code touching consensus state), one publisher drains a bounded outbox to the
 transport. A broken consensus invariant (:class:`~ledger.consensus.errors.ForkError`, a
 committed block the app refuses) ends :meth:`Node.run` with the error: the process stops and
 systemd restarts it.
+
+Split by responsibility: :class:`~ledger.mailbox.Mailbox` owns the queues and the
+transport-facing tasks (reader, publisher, tx coalescing, link watch);
+:class:`~ledger.snapshot_fallback.SnapshotFallback` owns snapshot traffic and the switch to a
+snapshot join when peers' blocks are body-pruned (§5b). This module keeps the wiring, the
+lifecycle, the consumer (what each received message goes to; txs admitted in batches) and the
+node's API (commit listeners, tx submission, status).
 """
 
 from __future__ import annotations
@@ -26,38 +33,27 @@ from ledger.bodyprune import wanted as bodyprune_wanted
 from ledger.consensus.clock import Clock, LoopClock, TimerHandle
 from ledger.consensus.crash import NO_CRASH, CrashPoints
 from ledger.consensus.engine import Engine, EngineConfig
-from ledger.consensus.errors import MessageError
 from ledger.consensus.evidence import ledger_verifier
 from ledger.consensus.messages import Commit, Vote
 from ledger.consensus.privval import SignState
 from ledger.consensus.wal import ConsensusStore
-from ledger.consensus.wire import Tip
 from ledger.errors import CodecError
 from ledger.genesis import Genesis
 from ledger.keys import SigningKey
 from ledger.ledger_port import LedgerPort
+from ledger.mailbox import Mailbox
 from ledger.mempool import Mempool
 from ledger.proofs import ProofService
-from ledger.snapshot import SnapshotError, SnapshotServer, is_snapshot_message
-from ledger.snapshot import decode as decode_snapshot
-from ledger.snapshot_join import SnapshotJoiner
+from ledger.snapshot import SnapshotServer
+from ledger.snapshot_fallback import SnapshotFallback
 from ledger.store import Store
-from ledger.transport.base import Message, Transport, TransportError
-from ledger.txgossip import TxBatcher, decode_payload
+from ledger.transport.base import Message, Transport
+from ledger.txgossip import decode_payload
 
 log = logging.getLogger("ledger.node")
 
-LINK_POLL_S = 0.5
-"""How often the node looks at the transport's connect counter [s]."""
-
 ADMIT_BATCH = 512
 """Received txs admitted in one go at most; consensus messages queued meanwhile go first."""
-
-PUBLISH_TIMEOUT_S = 5.0
-"""Bound on one transport publish [s]; a slower one is dropped (consensus re-publishes)."""
-
-JOIN_RETRY_S = 30.0
-"""After a failed snapshot join, block sync runs this long before another one may start [s]."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,25 +180,30 @@ class Node:
         wanted = bodyprune_wanted(app.store.genesis)
         self.bodies = BodyPruner(self.store) if prune_bodies and wanted else None
         self.snapshots = SnapshotServer(self.store, key, self._send) if snapshots else None
-        self._joiner: SnapshotJoiner | None = None
-        self._join_after_s = 0.0
-        self._directory = directory
-        self._tasks: asyncio.TaskGroup | None = None
-        self._join_task: asyncio.Task[None] | None = None
+        self.stats: Counter[str] = Counter()
+        self.mailbox = Mailbox(transport, self.stats, clock=clock, inbox_size=inbox_size)
+        self.peers = self.mailbox.peers
+        self.fallback = SnapshotFallback(
+            app,
+            self.mempool,
+            self.cstore,
+            key=key,
+            server=self.snapshots,
+            send=self._send,
+            node_id=transport.node_id,
+            workdir=directory / "snapshot-join",
+            stats=self.stats,
+            stop_engine=self._stop_engine,
+            restart_engine=self._restart_engine,
+            sync_now=self._sync_again,
+        )
         self._guarded: _GuardedClock | None = None
         self.port.on_commit = self._on_commit
         self._commit_listeners: list[CommitListener] = []
         self._config = config
         self._clock = clock
         self._crash = crash
-        self._inbox: asyncio.Queue[Message | None] = asyncio.Queue(maxsize=inbox_size)
-        self._outbox: asyncio.Queue[tuple[str, bytes, str | None] | None] = asyncio.Queue(
-            maxsize=4 * inbox_size
-        )
         self.engine: Engine | None = None
-        self._tx_batcher = TxBatcher()
-        self.peers: dict[str, int] = {}
-        self.stats: Counter[str] = Counter()
         self._closed = False
         self._owns_store = False
         self._failure: BaseException | None = None
@@ -238,11 +239,11 @@ class Node:
         name = self.transport.node_id
         try:
             async with asyncio.TaskGroup() as tg:
-                self._tasks = tg
-                tg.create_task(self._read(), name=f"{name}-read")
+                self.fallback.bind(tg)
+                tg.create_task(self.mailbox.read(), name=f"{name}-read")
                 tg.create_task(self._consume(), name=f"{name}-consensus")
-                tg.create_task(self._publish(), name=f"{name}-publish")
-                tg.create_task(self._watch_link(), name=f"{name}-link")
+                tg.create_task(self.mailbox.publish(), name=f"{name}-publish")
+                tg.create_task(self.mailbox.watch_link(self._sync_on_connect), name=f"{name}-link")
         except ExceptionGroup as group:
             # Surface the error itself (ForkError, StoreError, …): callers and logs name it.
             raise group.exceptions[0] from group
@@ -268,6 +269,17 @@ class Node:
         )
         self.engine.start()
 
+    def _stop_engine(self) -> None:
+        """Stop the engine for a snapshot join (there is none until it ends)."""
+        if self.engine is not None:
+            self.engine.stop()
+        self.engine = None
+
+    def _restart_engine(self) -> None:
+        """After a snapshot join (restored or failed): a fresh engine, unless closing."""
+        if not self._closed:
+            self._start_engine()
+
     def _on_commit(self, block: bytes, commit: Commit) -> None:
         """After each committed block: header feed, snapshot views, bounded body pruning."""
         self.proofs.on_commit(block, commit)
@@ -284,11 +296,8 @@ class Node:
         self._closed = True
         if self.engine is not None:
             self.engine.stop()
-        if self._join_task is not None:
-            self._join_task.cancel()  # its waits for answers would hold up the shutdown
-        await self.transport.close()
-        for queue in (self._inbox, self._outbox):
-            self._wake_with_none(queue)
+        self.fallback.cancel()  # a join's waits for answers would hold up the shutdown
+        await self.mailbox.close()
 
     def _close_stores(self) -> None:
         self.cstore.close()
@@ -297,30 +306,20 @@ class Node:
         if self._owns_store:
             self.store.close()
 
-    # ----------------------------------------------------------------- tasks
-
-    async def _read(self) -> None:
-        clock = self._clock or LoopClock()
-        async for message in self.transport.messages():
-            self.peers[message.sender] = clock.now_ms()
-            try:
-                self._inbox.put_nowait(message)
-            except asyncio.QueueFull:
-                self.stats["inbox_full"] += 1
-        if not self._closed:
-            self._inbox.put_nowait(None)
+    # ----------------------------------------------------------------- consumer
 
     async def _consume(self) -> None:
         """Feed the engine. Received txs wait until the queue is drained (or ADMIT_BATCH are
         collected) and are admitted together: consensus messages behind a flood of txs are not
         delayed by it, and the engine is notified once per batch."""
+        inbox = self.mailbox.inbox
         txs: list[bytes] = []
         while True:
-            if txs and (self._inbox.empty() or len(txs) >= ADMIT_BATCH):
+            if txs and (inbox.empty() or len(txs) >= ADMIT_BATCH):
                 self._admit_all(txs)
                 txs = []
                 continue
-            message = await self._inbox.get()
+            message = await inbox.get()
             if message is None:
                 break
             if message.channel == "tx":
@@ -341,50 +340,11 @@ class Node:
         """A timer callback raised: stop the node with that error (run() re-raises it)."""
         if self._failure is None:
             self._failure = exc
-        self._wake_with_none(self._inbox)
-
-    @staticmethod
-    def _wake_with_none(queue: asyncio.Queue[Any]) -> None:
-        while True:
-            try:
-                queue.put_nowait(None)
-                return
-            except asyncio.QueueFull:
-                queue.get_nowait()
-
-    async def _publish(self) -> None:
-        while (item := await self._outbox.get()) is not None:
-            channel, payload, to = item
-            try:
-                async with asyncio.timeout(PUBLISH_TIMEOUT_S):
-                    await self.transport.publish(channel, payload, to=to)
-            except (TransportError, TimeoutError):
-                self.stats["publish_failed"] += 1
-
-    async def _watch_link(self) -> None:
-        """Ask for missed blocks as soon as the transport (re)connects: what peers decided
-        while the link was down is announced no more (docs/spec/consensus.md §Sync)."""
-        stats = getattr(self.transport, "stats", None)
-        if stats is None or not hasattr(stats, "connects"):
-            return  # in-memory transport: no link to watch
-        seen = stats.connects
-        while not self._closed:
-            await asyncio.sleep(LINK_POLL_S)
-            connects = self.transport.stats.connects  # type: ignore[attr-defined]
-            if connects != seen:
-                seen = connects
-                self.stats["link_connects"] += 1
-                if self.engine is not None:
-                    self.engine.sync_now()
+        self.mailbox.wake_consumer()
 
     def _handle(self, message: Message) -> None:
-        if message.channel in ("sync_req", "sync_resp") and is_snapshot_message(message.payload):
-            self._on_snapshot_message(message)
-            return
-        if self._joiner is not None:
-            if message.channel == "proof_resp":
-                self._joiner.feed(message)
-            return  # no engine while the state is being replaced
+        if self.fallback.handle(message, self.engine):
+            return  # snapshot traffic, or anything while a join replaces the state
         assert self.engine is not None
         if message.channel == "tx":
             self._admit_all(self._tx_payloads(message.payload))
@@ -396,7 +356,7 @@ class Node:
     def _admit_all(self, raws: list[bytes]) -> None:
         """Admit gossiped txs as one batch (one state snapshot); a tx ahead of its account's
         sequence is held until its predecessor arrives (ledger/mempool.py)."""
-        if self._joiner is not None:
+        if self.fallback.joining:
             self.stats["tx_dropped_joining"] += len(raws)
             return  # checked against a state about to be replaced; gossip repeats them
         result = self.mempool.add_many(raws, hold=True)
@@ -408,113 +368,12 @@ class Node:
             self.engine.notify_tx()
 
     def _send(self, channel: str, payload: bytes, to: str | None) -> None:
-        if channel == "tx" and to is None:
-            # Coalesced: every tx gossiped in this loop turn leaves in one message.
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no loop (a synchronous caller): nothing to coalesce with
-                loop = None
-            if loop is not None:
-                if not self._tx_batcher:
-                    loop.call_soon(self._flush_txs)
-                self._tx_batcher.add(payload)
-                return
-        self._enqueue(channel, payload, to)
+        """The publisher given to the engine, the proof service and snapshot sync."""
+        self.mailbox.send(channel, payload, to)
 
-    def _flush_txs(self) -> None:
-        for payload in self._tx_batcher.flush():
-            self._enqueue("tx", payload, None)
-
-    def _enqueue(self, channel: str, payload: bytes, to: str | None) -> None:
-        try:
-            self._outbox.put_nowait((channel, payload, to))
-        except asyncio.QueueFull:
-            self.stats["outbox_full"] += 1
-
-    # ----------------------------------------------------------------- snapshot sync
-
-    def _on_snapshot_message(self, message: Message) -> None:
-        """Snapshot requests go to the server, answers to a running join; a ``sync_pruned``
-        answer for this node's height starts one (docs/spec/consensus.md §5b)."""
-        if message.channel == "sync_req":
-            if self.snapshots is not None and self._joiner is None:
-                self.snapshots.handle(message)
-            return
-        if self._joiner is not None:
-            self._joiner.feed(message)
-            return
-        try:
-            value = decode_snapshot(self.app.chain_id, message.payload)
-        except SnapshotError:
-            self.stats["snapshot_malformed"] += 1
-            return
-        if value[0] == "sync_pruned":
-            if len(value) != 5 or not all(_is_height(v) for v in value[2:4]):
-                self.stats["snapshot_malformed"] += 1
-                return
-            self._maybe_join(value[2], value[3], value[4], message.sender)
-
-    def _maybe_join(self, from_height: int, tip: int, tip_commit: Any, sender: str) -> None:
-        engine = self.engine
-        if engine is None or engine.height != from_height or tip < from_height:
-            return  # an answer to an older request, or no further tip: keep syncing blocks
-        if not engine.is_behind and tip_commit is not None:
-            try:  # the answer's commit, verified against this node's validator set
-                engine.on_tip(Tip(Commit.from_value(tip_commit)))
-            except MessageError:
-                self.stats["sync_pruned_bad_commit"] += 1
-        if not engine.is_behind:
-            # Nothing verified says this height is decided elsewhere: anyone may send this
-            # message, and a node at the live height must not stop its engine for it.
-            self.stats["sync_pruned_not_behind"] += 1
-            return
-        if self.key is None or self.snapshots is None or self._tasks is None:
-            self.stats["sync_pruned_cannot_join"] += 1
-            return
-        if asyncio.get_running_loop().time() < self._join_after_s:
-            return
-        log.warning(
-            "blocks from height %d are body-pruned at %s (its tip %d): cannot replay them, "
-            "switching to state-snapshot sync",
-            from_height,
-            sender,
-            tip,
-        )
-        engine.stop()
-        self.engine = None
-        workdir = self._directory / "snapshot-join"
-        self._joiner = SnapshotJoiner(
-            self.store, self.cstore, self.key, self.transport.node_id, self._send, workdir
-        )
-        self._join_task = self._tasks.create_task(
-            self._join(), name=f"{self.transport.node_id}-snapshot"
-        )
-
-    async def _join(self) -> None:
-        """Run one snapshot join, then block sync from the restored height (or from where the
-        node stood, after a failure: the next ``sync_pruned`` answer retries later)."""
-        assert self._joiner is not None
-        try:
-            height = await self._joiner.join()
-        except SnapshotError as exc:
-            self.stats["snapshot_failed"] += 1
-            log.error("state-snapshot sync failed, back to block sync: %s", exc)
-            loop = asyncio.get_running_loop()
-            self._join_after_s = loop.time() + JOIN_RETRY_S
-            # Ask again then (an idle chain would otherwise tell nothing until its next tip).
-            loop.call_later(JOIN_RETRY_S + 0.1, self._sync_again)
-        else:
-            self.stats["snapshot_joined"] += 1
-            self.mempool.update([], [])  # re-check what waits against the restored state
-            log.info(
-                "state snapshot restored at height %d (app hash %s…), block sync continues",
-                height,
-                self.app.app_hash.hex()[:16],
-            )
-        finally:
-            self._joiner = None
-        if not self._closed:
-            self._start_engine()
+    def _sync_on_connect(self) -> None:
+        if self.engine is not None:
+            self.engine.sync_now()
 
     def _sync_again(self) -> None:
         if self.engine is not None and not self._closed:
@@ -586,11 +445,6 @@ class Node:
             "consensus": dict(engine.stats) if engine is not None else {},
             "round": engine.core.round if engine is not None else -1,
         }
-
-
-def _is_height(value: Any) -> bool:
-    """A block height field of a received message: a non-negative int (not a bool)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 __all__ = [

@@ -206,7 +206,7 @@ async def test_lying_servers_are_refused_by_name(
             await c.until(partial(_failed, joiner, failures), mode, 30)
             assert expected[mode] in caplog.text, mode
             assert joiner.store.height < 3  # nothing restored
-            joiner._join_after_s = 0.0  # retry now, not after JOIN_RETRY_S
+            joiner.fallback._join_after_s = 0.0  # retry now, not after JOIN_RETRY_S
         assert f"chunk {tamper.chunk} of the snapshot at height" in caplog.text
         await c.until(lambda: joiner.stats["snapshot_joined"] == 1, "honest join", 30)
         assert joiner.app.app_hash == c.nodes["v0"].store.app_hash_at(joiner.app.height)
@@ -346,7 +346,7 @@ async def test_a_forged_pruned_answer_does_not_stop_a_validator_at_the_live_heig
             v1._handle(Message("sync_resp", "forger", codec.encode(garbled)))
         assert v1.stats["snapshot_malformed"] == 2  # counted; the node goes on
         assert v1.engine is engine
-        assert v1._joiner is None
+        assert not v1.fallback.joining
         await c.commit(c.admin("AddMeter", {"meter_id": "M8", "account": N1.public_key}))
         assert v1.app.app_hash == c.nodes["v0"].app.app_hash
         assert _failed(v1, 0)
@@ -369,7 +369,7 @@ async def test_close_during_a_join_does_not_wait_for_its_timeouts(tmp_path: Path
             assert server is not None
             server._send = lambda channel, payload, to: None  # silent servers
         joiner = c.start("j", ADMIN)  # an admin's full node (snapshots: validators, admins)
-        await c.until(lambda: joiner._joiner is not None, "join under way")
+        await c.until(lambda: joiner.fallback.joining, "join under way")
         await joiner.close()
         await asyncio.wait_for(c.tasks.pop("j"), 3)
         assert not (tmp_path / "j" / "snapshot-join").exists()
