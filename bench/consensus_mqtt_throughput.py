@@ -260,11 +260,8 @@ async def load(
 
 
 async def _follow(transport: MqttTransport, chain_id: str, committed: set[bytes]) -> None:
-    """Collect the hashes of committed txs from v0's block announcements (enough to bound the
-    txs in flight; decoding all four validators' copies cost the shared cores for nothing)."""
+    """Collect the hashes of committed txs from block announcements."""
     async for message in transport.messages():
-        if message.sender != "v0":
-            continue
         try:
             ann = wire.decode(chain_id, message.payload)
         except MessageError:
