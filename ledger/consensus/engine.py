@@ -1,6 +1,6 @@
 """The consensus engine: drives :class:`HeightState` from messages, timers and the application.
 
-Spec: docs/spec/consensus.md §Engine. Single-threaded and synchronous: the owner calls
+Spec: docs/spec/consensus.md §1 (layers), §7. Single-threaded and synchronous: the owner calls
 :meth:`Engine.receive` for every transport message and the clock calls back timers; the engine
 sends through the ``send`` callable. This keeps it deterministic under a virtual clock; the
 asyncio node (ledger/node.py) feeds it from one bounded queue.
