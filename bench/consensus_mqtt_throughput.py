@@ -19,11 +19,17 @@ committed there (wall clock, same machine). Printed:
   its ceiling);
 * commit latency per tx: publish → committed on every node, p50 / p99 [s];
 * MQTT link bytes (both directions, from each worker's proxy) per committed block and the
-  share of consensus messages: bytes per vote = consensus-channel payload / votes sent.
+  share of consensus messages: bytes per vote = consensus-channel payload / votes sent;
+* CPU per committed tx of the validators, the broker and the load generator (the latter also
+  while publishing only, without the signing before the run);
+* the machine's speed before and after the run (one libsodium ed25519 verification [µs]).
 
-``LEM_BENCH_PROFILE=DIR`` runs validator 0 under cProfile (``DIR/v0.prof``).
+``--direct`` connects the validators without the proxy. ``LEM_BENCH_PROFILE=DIR`` runs
+validator 0 and the load generator under cProfile (``DIR/v0.prof``, ``DIR/load.prof``);
+``LEM_BENCH_CPU_SPLIT=1`` splits each validator's CPU by stage.
 
-Figures vary with the other load on this shared 2-core machine; run it twice.
+Figures vary with the other load on this shared 2-core machine and with the virtual machine's
+own speed (the speed line); compare runs made in the same minutes, old and new alternated.
 """
 
 from __future__ import annotations
