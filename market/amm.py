@@ -11,7 +11,8 @@ Every slot conserves money exactly: ``sum(postings_uect) + admin_uect + grid_uec
 How it stays exact and fast: within one slot every member's posting is a linear function of its
 import and export with the same rational coefficients, so the engine brings them to one integer
 denominator per slot and rounds each member's integer numerator half-to-even with one floor
-division (and a check on exact ties). No ``Fraction`` is built per member (a month of 1,000 members is 3 million postings).
+division (and a check on exact ties). No ``Fraction`` is built per member (a month of 1,000
+members is 3 million postings).
 
 What the engine accepts (parameters, member energies, their validation and the error type) is
 :mod:`market.amm_inputs`; its public types and constants are re-exported here.
