@@ -297,9 +297,10 @@ def _wait_files(paths: list[Path], timeout_s: float) -> None:
 
 def _machine_speed_us() -> float:
     """The fastest of 5 × 500 libsodium ed25519 verifications [µs each]: a fixed CPU workload,
-    independent of the code under test, whose time tells how fast this (virtual) machine runs
-    at the moment. On this 2-core VM it moved between ≈ 62 and ≈ 90 µs within an hour; runs
-    compare only at similar speeds."""
+    independent of the code under test, whose time shows how fast this (virtual) machine runs
+    at that moment. On the 2-core VM it read 60–107 µs, often both around one 30 s run: it
+    shows how much the machine moves, not the speed during a run, so compare runs alternated
+    in the same minutes (docs/spec/consensus.md §11.3)."""
     signing = nacl.signing.SigningKey(sha256(b"speed"))
     signed = bytes(signing.sign(bytes(150)))
     public_key = bytes(signing.verify_key)
