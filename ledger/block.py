@@ -16,7 +16,9 @@ from ledger.tx import MAX_TX_BYTES
 MAX_BLOCK_BYTES = 1 << 20
 """Upper bound on one encoded block [bytes] (also bounds one MQTT message)."""
 MAX_BLOCK_TXS = 2000
-BLOCK_VERSION = 1
+BLOCK_VERSION = 2
+"""2 since the app hash's buckets became flat hashes (merkle.SCHEME 2): a node of version 1
+refuses these headers with a clear error instead of computing other app hashes."""
 
 HEADER_FIELDS = (
     "version",

@@ -1,10 +1,12 @@
-"""Merkle trees: RFC 6962 lists (tx hashes, bucket leaves) and the bucketed state tree.
+"""Merkle trees: RFC 6962 lists (tx hashes) and the bucketed state tree.
 
 Spec: docs/spec/ledger.md §6. The app hash is the root of a fixed-depth binary tree over
 ``N_BUCKETS`` buckets; a state key lives in bucket ``sha256(key)[:2] >> 4``; a bucket's hash is
-the RFC 6962 Merkle root of its leaves sorted by key, a leaf hash being
-``sha256(0x00 || u16(len(key)) || key || sha256(value))``. A block re-hashes only its dirty buckets
-and their ``DEPTH`` ancestors. Everything here is pure; :func:`verify_proof` is what members run.
+``sha256(0x03 || leaf hashes in key order)``, one flat hash (a bucket holds ~n/4096 leaves, so
+re-hashing one is a single C call; a proof carries the bucket's other leaf hashes), a leaf hash
+being ``sha256(0x00 || u16(len(key)) || key || sha256(value))``. A block re-hashes only its dirty
+buckets and their ``DEPTH`` ancestors. Everything here is pure; :func:`verify_proof` is what
+members run.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+SCHEME = 2
+"""App-hash scheme: 2 = flat bucket hashes (2026-11); 1 = RFC 6962 tree inside each bucket.
+Stores record it (ledger/store.py); the block version was bumped with it (ledger/block.py)."""
 DEPTH = 12
 N_BUCKETS = 1 << DEPTH
 EMPTY = hashlib.sha256(b"").digest()
@@ -21,6 +26,7 @@ EMPTY = hashlib.sha256(b"").digest()
 _LEAF = b"\x00"
 _NODE = b"\x01"
 _TOP = b"\x02"  # top-tree nodes get their own prefix so a bucket root never passes as one
+_BUCKET = b"\x03"  # and so do buckets: no leaf, list node or top node can pose as one
 
 
 def _h(data: bytes) -> bytes:
@@ -74,8 +80,14 @@ def list_verify(digest: bytes, index: int, size: int, path: Sequence[bytes], roo
 
 
 def bucket_root(leaf_hashes: Sequence[bytes]) -> bytes:
-    """Hash of one bucket from its leaf hashes in key order."""
-    return _mth(leaf_hashes)
+    """Hash of one bucket from its leaf hashes in key order (empty bucket: ``EMPTY``)."""
+    return bucket_root_joined(b"".join(leaf_hashes))
+
+
+def bucket_root_joined(joined: bytes) -> bytes:
+    """:func:`bucket_root` of leaf hashes already concatenated (what a store cursor gives)."""
+    # Leaf hashes are all 32 bytes, so their concatenation is unambiguous without separators.
+    return _h(_BUCKET + joined) if joined else EMPTY
 
 
 def _audit_path(leaves: Sequence[bytes], index: int) -> list[bytes]:
@@ -159,28 +171,21 @@ class Proof:
 
     Attributes:
         key, value: the proven entry.
-        leaf_index, bucket_size: position of the leaf in its bucket, and the bucket's leaf count.
-        bucket_path: RFC 6962 audit path inside the bucket.
+        leaf_index: position of the entry's leaf among its bucket's leaves (key order).
+        neighbours: the bucket's other leaf hashes, in key order (the bucket holds
+            ``len(neighbours) + 1`` leaves).
         top_path: DEPTH sibling hashes from the bucket to the root.
     """
 
     key: bytes
     value: bytes
     leaf_index: int
-    bucket_size: int
-    bucket_path: tuple[bytes, ...]
+    neighbours: tuple[bytes, ...]
     top_path: tuple[bytes, ...]
 
     def to_value(self) -> list[object]:
         """Canonical array form, for queries over the wire."""
-        return [
-            self.key,
-            self.value,
-            self.leaf_index,
-            self.bucket_size,
-            list(self.bucket_path),
-            list(self.top_path),
-        ]
+        return [self.key, self.value, self.leaf_index, list(self.neighbours), list(self.top_path)]
 
 
 def proof_from_value(value: object) -> Proof:
@@ -189,41 +194,34 @@ def proof_from_value(value: object) -> Proof:
     Raises:
         ValueError: not a proof's array form.
     """
-    if not isinstance(value, list) or len(value) != 6:
-        raise ValueError("a proof is [key, value, leaf_index, bucket_size, bucket_path, top_path]")
-    key, val, index, size, bucket_path, top_path = value
-    ok = isinstance(key, bytes) and isinstance(val, bytes)
-    ok = ok and isinstance(index, int) and isinstance(size, int)
-    paths = (bucket_path, top_path)
+    if not isinstance(value, list) or len(value) != 5:
+        raise ValueError("a proof is [key, value, leaf_index, neighbours, top_path]")
+    key, val, index, neighbours, top_path = value
+    ok = isinstance(key, bytes) and isinstance(val, bytes) and isinstance(index, int)
+    paths = (neighbours, top_path)
     ok = ok and all(isinstance(p, list) and all(isinstance(h, bytes) for h in p) for p in paths)
     if not ok:
         raise ValueError("proof fields have wrong types")
-    return Proof(key, val, index, size, tuple(bucket_path), tuple(top_path))
+    return Proof(key, val, index, tuple(neighbours), tuple(top_path))
 
 
 def make_proof(
     key: bytes, value: bytes, bucket_leaves: Sequence[bytes], index: int, top: TopTree
 ) -> Proof:
     """Build the proof of ``bucket_leaves[index]`` (leaf hashes of key's bucket, key order)."""
-    return Proof(
-        key,
-        value,
-        index,
-        len(bucket_leaves),
-        tuple(_audit_path(bucket_leaves, index)),
-        tuple(top.path(bucket_of(key))),
-    )
+    neighbours = (*bucket_leaves[:index], *bucket_leaves[index + 1 :])
+    return Proof(key, value, index, neighbours, tuple(top.path(bucket_of(key))))
 
 
 def verify_proof(proof: Proof, app_hash: bytes) -> bool:
     """True when ``proof`` shows ``proof.key = proof.value`` in the state with root ``app_hash``."""
-    if len(proof.top_path) != DEPTH:
+    if len(proof.top_path) != DEPTH or not 0 <= proof.leaf_index <= len(proof.neighbours):
         return False
-    r = _root_from_path(
-        leaf_hash(proof.key, proof.value), proof.leaf_index, proof.bucket_size, proof.bucket_path
-    )
-    if r is None:
-        return False
+    if any(len(h) != 32 for h in proof.neighbours):
+        return False  # a short or long "hash" would shift the leaf's place in the bucket bytes
+    i = proof.leaf_index
+    leaves = (*proof.neighbours[:i], leaf_hash(proof.key, proof.value), *proof.neighbours[i:])
+    r = bucket_root(leaves)
     i = N_BUCKETS + bucket_of(proof.key)
     for sibling in proof.top_path:
         r = _h(_TOP + sibling + r) if i & 1 else _h(_TOP + r + sibling)

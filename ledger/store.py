@@ -50,21 +50,24 @@ def _b2(bucket: int) -> bytes:
 
 K_BODY_CURSOR = b"bodyprune"
 """meta key: [next height the body pruner examines] (ledger/bodyprune.py)."""
+K_SCHEME = b"scheme"
+"""meta key: the app-hash scheme (``merkle.SCHEME``) the store's leaf and bucket hashes follow."""
 K_SNAPSHOT_BASE = b"snapbase"
 """meta key: [height, block hash, time_ms, app hash] of the snapshot this store was restored
 from (ledger/snapshot.py); blocks at or below it were never stored here."""
 
 
-def _bucket_hashes(leaves: lmdb.Cursor, bucket: int) -> list[bytes]:
-    """The leaf hashes of ``bucket`` in key order, read with a cursor on the ``leaves`` db."""
+def _bucket_bytes(leaves: lmdb.Cursor, bucket: int) -> bytes:
+    """The leaf hashes of ``bucket`` in key order, concatenated, read with a cursor on the
+    ``leaves`` db (what :func:`merkle.bucket_root_joined` hashes)."""
     if not leaves.set_range(_b2(bucket)):
-        return []
+        return b""
     # ``(end,) > (key, value)`` holds exactly while key < end (a leaf key is longer than the
     # 2-byte bound, so it never equals it): the bucket's entries are taken without a Python
     # loop, which is most of a commit's reading cost (one bucket per written key).
     end: tuple[object, ...] = (_b2(bucket + 1),)
     inside = itertools.takewhile(end.__gt__, leaves.iternext())
-    return list(map(_LEAF_HASH, inside))
+    return b"".join(map(_LEAF_HASH, inside))
 
 
 _LEAF_HASH = operator.itemgetter(1)
@@ -208,6 +211,7 @@ class Store:
             self._init(genesis)
         elif genesis is not None and stored != genesis.encode():
             raise StoreError(f"{path}: the store holds another chain's genesis")
+        self._check_scheme()
         self.genesis = Genesis.decode(self._meta(b"genesis") or b"")
         self._load()
 
@@ -218,9 +222,23 @@ class Store:
             value = txn.get(key)
         return None if value is None else bytes(value)
 
+    def _check_scheme(self) -> None:
+        # The stored bucket hashes are only valid under the scheme that wrote them: a store of
+        # another scheme would mix both hash kinds in its next commit and leave the chain.
+        raw = self._meta(K_SCHEME)
+        found = None if raw is None else codec.decode(raw)
+        if found != merkle.SCHEME:
+            written = "before schemes were recorded" if found is None else f"with scheme {found}"
+            raise StoreError(
+                f"{self.path}: the state tree was written {written}; this lemd uses app-hash "
+                f"scheme {merkle.SCHEME} (docs/spec/ledger.md §6): sync a new store from the "
+                "community (snapshot join) instead of reusing this one"
+            )
+
     def _init(self, genesis: Genesis) -> None:
         with self._txn() as txn:
             txn.put(b"genesis", genesis.encode(), db=self._db["meta"])
+            txn.put(K_SCHEME, codec.encode(merkle.SCHEME), db=self._db["meta"])
             writes: dict[bytes, bytes | None] = dict(genesis.initial_state().items())
             app_hash = self._write_state(txn, writes)
             self._write_tip(txn, 0, genesis.hash, genesis.genesis_time_ms, app_hash)
@@ -304,7 +322,7 @@ class Store:
         leaves.putmulti(leaf_puts)
         changes, bucket_puts = {}, []
         for bucket in sorted(dirty):
-            root = merkle.bucket_root(_bucket_hashes(leaves, bucket))
+            root = merkle.bucket_root_joined(_bucket_bytes(leaves, bucket))
             changes[bucket] = root
             if root == merkle.EMPTY:
                 txn.delete(_b2(bucket), db=bdb)

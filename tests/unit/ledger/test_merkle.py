@@ -1,4 +1,5 @@
-"""Merkle trees: RFC 6962 roots, state proofs that verify and fail when tampered."""
+"""Merkle trees: RFC 6962 tx roots, flat bucket hashes, state proofs that verify and fail when
+tampered."""
 
 from __future__ import annotations
 
@@ -58,14 +59,54 @@ def test_every_key_proves_and_tampering_fails(items: dict[bytes, bytes]) -> None
         assert not merkle.verify_proof(dataclasses.replace(proof, key=k + b"x"), top.root)
         bad_top = (bytes(32), *proof.top_path[1:])
         assert not merkle.verify_proof(dataclasses.replace(proof, top_path=bad_top), top.root)
-        if proof.bucket_path:
-            bad = (bytes(32), *proof.bucket_path[1:])
-            assert not merkle.verify_proof(dataclasses.replace(proof, bucket_path=bad), top.root)
-        if proof.bucket_size > 1:
+        if proof.neighbours:
+            bad = (bytes(32), *proof.neighbours[1:])
+            assert not merkle.verify_proof(dataclasses.replace(proof, neighbours=bad), top.root)
             moved = dataclasses.replace(
-                proof, leaf_index=(proof.leaf_index + 1) % proof.bucket_size
+                proof, leaf_index=(proof.leaf_index + 1) % (len(proof.neighbours) + 1)
             )
             assert not merkle.verify_proof(moved, top.root)
+
+
+def _same_bucket_keys(n: int) -> list[bytes]:
+    """``n`` distinct keys that all fall into one bucket, sorted."""
+    target = merkle.bucket_of(b"k0")
+    keys = [k for k in (f"k{i}".encode() for i in range(200_000)) if merkle.bucket_of(k) == target]
+    return sorted(keys[:n])
+
+
+def test_bucket_hash_is_one_flat_hash_of_its_leaves_in_key_order() -> None:
+    """bucket = sha256(0x03 || leaf hashes in key order); empty bucket = sha256("")."""
+    leaves = [hashlib.sha256(bytes([i])).digest() for i in range(5)]
+    assert merkle.bucket_root(leaves) == hashlib.sha256(b"\x03" + b"".join(leaves)).digest()
+    assert merkle.bucket_root([]) == hashlib.sha256(b"").digest()
+    assert merkle.bucket_root_joined(b"".join(leaves)) == merkle.bucket_root(leaves)
+    assert merkle.bucket_root(leaves[::-1]) != merkle.bucket_root(leaves)
+
+
+def test_proof_in_a_crowded_bucket_pins_place_and_neighbours() -> None:
+    """In a bucket of 6 leaves every proof verifies; a shifted index, a dropped or reordered
+    neighbour, or a neighbour of the wrong length (which would shift the bytes) does not."""
+    keys = _same_bucket_keys(6)
+    assert len(keys) == 6
+    items = {k: b"v" + k for k in keys}
+    leaves = [merkle.leaf_hash(k, items[k]) for k in keys]
+    roots = [merkle.EMPTY] * merkle.N_BUCKETS
+    roots[merkle.bucket_of(keys[0])] = merkle.bucket_root(leaves)
+    top = merkle.TopTree(roots)
+    for index, k in enumerate(keys):
+        proof = merkle.make_proof(k, items[k], leaves, index, top)
+        assert len(proof.neighbours) == 5
+        assert merkle.verify_proof(proof, top.root)
+        for wrong in {index - 1, index + 1, -1, 6} - {index}:
+            assert not merkle.verify_proof(dataclasses.replace(proof, leaf_index=wrong), top.root)
+        n = proof.neighbours
+        for changed in (n[1:], n[::-1], (n[0][:31], *n[1:]), (n[0] + b"\x00", *n[1:])):
+            assert not merkle.verify_proof(dataclasses.replace(proof, neighbours=changed), top.root)
+    # Two neighbours fused into one 64-byte "hash" give the same bucket bytes: refused anyway.
+    proof = merkle.make_proof(keys[0], items[keys[0]], leaves, 0, top)
+    fused = (proof.neighbours[0] + proof.neighbours[1], *proof.neighbours[2:])
+    assert not merkle.verify_proof(dataclasses.replace(proof, neighbours=fused), top.root)
 
 
 def test_incremental_top_tree_equals_full_rebuild() -> None:

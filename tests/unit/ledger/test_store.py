@@ -8,6 +8,7 @@ import lmdb
 import pytest
 
 from ledger import block as blk
+from ledger import codec, merkle
 from ledger.app import App
 from ledger.errors import BlockInvalid, StoreError
 from ledger.store import MAP_SIZE_BYTES, Store, map_size_bytes
@@ -47,6 +48,28 @@ def test_empty_store_needs_genesis_and_other_genesis_refused(tmp_path: Path) -> 
     with pytest.raises(StoreError, match="another chain"):
         Store(tmp_path / "a", genesis(chain_id="other"))
     assert Store(tmp_path / "a").genesis == genesis()  # no genesis given: the stored one
+
+
+@pytest.mark.parametrize(
+    ("scheme", "says"), [(None, "before schemes were recorded"), (1, "with scheme 1")]
+)
+def test_a_store_of_another_app_hash_scheme_is_refused(
+    tmp_path: Path, scheme: int | None, says: str
+) -> None:
+    """A store written under another app-hash scheme (or before stores recorded one) is not
+    opened: its next commit would mix two kinds of bucket hash."""
+    _chain(tmp_path).store.close()
+    env = lmdb.open(str(tmp_path), max_dbs=16)
+    meta = env.open_db(b"meta")
+    with env.begin(write=True, db=meta) as txn:
+        assert codec.decode(txn.get(b"scheme")) == merkle.SCHEME == 2
+        if scheme is None:
+            txn.delete(b"scheme")
+        else:
+            txn.put(b"scheme", codec.encode(scheme))
+    env.close()
+    with pytest.raises(StoreError, match=f"written {says}; this lemd uses app-hash scheme 2"):
+        Store(tmp_path)
 
 
 def test_tampered_state_detected_on_open(tmp_path: Path) -> None:

@@ -20,9 +20,9 @@ from tests.unit.ledger.helpers import CHAIN, N1, VAL, measure
 GOOD_TX = txm.make(N1, CHAIN, 3, "SetMeasure", measure("M1", 0, 10, 0))
 
 
-def _good_block() -> bytes:
+def _good_block(version: int = blk.BLOCK_VERSION) -> bytes:
     header = blk.Header(
-        1,
+        version,
         CHAIN,
         5,
         1000,
@@ -37,6 +37,13 @@ def _good_block() -> bytes:
 
 
 GOOD_BLOCK = _good_block()
+
+
+def test_a_header_of_the_old_app_hash_scheme_is_refused() -> None:
+    """Version 1 headers (RFC 6962 buckets) are refused by name, not computed on."""
+    assert blk.BLOCK_VERSION == 2
+    with pytest.raises(BlockInvalid, match=r"header\.version 1 is not 2"):
+        blk.decode(_good_block(version=1))
 
 
 def _decode_verified(data: bytes) -> None:
