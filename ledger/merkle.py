@@ -1,11 +1,11 @@
 """Merkle trees: RFC 6962 lists (tx hashes) and the bucketed state tree.
 
-Spec: docs/spec/ledger.md §6. The app hash is the root of a fixed-depth binary tree over
-``N_BUCKETS`` buckets; a state key lives in bucket ``sha256(key)[:2] >> 4``; a bucket's hash is
-``sha256(0x03 || leaf hashes in key order)``, one flat hash (a bucket holds ~n/4096 leaves, so
+Spec: docs/spec/ledger.md §6. The app hash is the root of a fixed 16-ary tree over
+``N_BUCKETS`` buckets; a state key lives in bucket ``sha256(key)[:2] >> 2``; a bucket's hash is
+``sha256(0x03 || leaf hashes in key order)``, one flat hash (a bucket holds ~n/16384 leaves, so
 re-hashing one is a single C call; a proof carries the bucket's other leaf hashes), a leaf hash
 being ``sha256(0x00 || u16(len(key)) || key || sha256(value))``. A block re-hashes only its dirty
-buckets and their ``DEPTH`` ancestors. Everything here is pure; :func:`verify_proof` is what
+buckets and their ancestors. Everything here is pure; :func:`verify_proof` is what
 members run.
 """
 
@@ -16,10 +16,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 SCHEME = 2
-"""App-hash scheme: 2 = flat bucket hashes (2026-11); 1 = RFC 6962 tree inside each bucket.
+"""App-hash scheme: 2 = flat bucket hashes under a 16-ary top over 16,384 buckets (2026-11);
+1 = an RFC 6962 tree inside each bucket, a binary top over 4,096.
 Stores record it (ledger/store.py); the block version was bumped with it (ledger/block.py)."""
-DEPTH = 12
-N_BUCKETS = 1 << DEPTH
+BUCKET_BITS = 14
+N_BUCKETS = 1 << BUCKET_BITS
+ARITY = 16
+"""Children per top-tree node: 16,384 buckets → 1,024 → 64 → 4 → the root (of 4)."""
+LEVEL_SIZES = (N_BUCKETS, N_BUCKETS // ARITY, N_BUCKETS // ARITY**2, N_BUCKETS // ARITY**3, 1)
+PATH_HASHES = sum(min(ARITY, size) - 1 for size in LEVEL_SIZES[:-1])
+"""Sibling hashes in a proof's top path: 15 + 15 + 15 + 3."""
 EMPTY = hashlib.sha256(b"").digest()
 """Hash of an empty list (RFC 6962 §2.1: MTH({}) = SHA-256())."""
 
@@ -36,7 +42,7 @@ def _h(data: bytes) -> bytes:
 def bucket_of(key: bytes) -> int:
     """The bucket index [0, N_BUCKETS) of a state key."""
     digest = _h(key)
-    return ((digest[0] << 8) | digest[1]) >> (16 - DEPTH)
+    return ((digest[0] << 8) | digest[1]) >> (16 - BUCKET_BITS)
 
 
 def leaf_hash(key: bytes, value: bytes) -> bytes:
@@ -120,48 +126,72 @@ def _root_from_path(leaf: bytes, index: int, size: int, path: Sequence[bytes]) -
     return r if sn == 0 else None
 
 
-class TopTree:
-    """The fixed-depth tree over bucket hashes, held in memory (2·N_BUCKETS − 1 nodes)."""
+def fold(nodes: bytes | bytearray) -> bytes:
+    """The next level up: one node per group of ``ARITY`` concatenated 32-byte hashes."""
+    step = ARITY * 32
+    sha = hashlib.sha256
+    return b"".join([sha(_TOP + nodes[i : i + step]).digest() for i in range(0, len(nodes), step)])
 
-    __slots__ = ("_nodes",)
+
+def fold_to_root(nodes: bytes) -> bytes:
+    """The root above one level of a top tree (its nodes concatenated)."""
+    while len(nodes) > 32:
+        nodes = fold(nodes)
+    return nodes
+
+
+class TopTree:
+    """The tree over the bucket hashes, held in memory: a node hashes its children's hashes
+    concatenated, ``sha256(0x02 || child_1 || … || child_k)``, k = 16 (4 at the root).
+
+    Each level is one bytearray of 32-byte hashes (≈ 0.55 MB in all): a node's children are one
+    slice, so re-hashing a node is one C call over 512 bytes, and no per-node objects exist.
+    """
+
+    __slots__ = ("_levels",)
 
     def __init__(self, bucket_hashes: Sequence[bytes]) -> None:
-        if len(bucket_hashes) != N_BUCKETS:
-            raise ValueError(f"need {N_BUCKETS} bucket hashes")
-        nodes = [EMPTY] * N_BUCKETS + list(bucket_hashes)  # heap layout, root at 1
-        for i in range(N_BUCKETS - 1, 0, -1):
-            nodes[i] = _h(_TOP + nodes[2 * i] + nodes[2 * i + 1])
-        self._nodes = nodes
+        if len(bucket_hashes) != N_BUCKETS or any(len(h) != 32 for h in bucket_hashes):
+            raise ValueError(f"need {N_BUCKETS} bucket hashes of 32 bytes")
+        levels = [bytearray(b"".join(bucket_hashes))]
+        while len(levels[-1]) > 32:
+            levels.append(bytearray(fold(levels[-1])))
+        self._levels = levels
 
     @property
     def root(self) -> bytes:
-        return self._nodes[1]
+        return bytes(self._levels[-1])
 
     def bucket(self, index: int) -> bytes:
-        return self._nodes[N_BUCKETS + index]
+        return bytes(self._levels[0][index * 32 : index * 32 + 32])
 
     def with_buckets(self, changes: dict[int, bytes]) -> TopTree:
         """A copy with some bucket hashes replaced, re-hashing only their ancestors."""
         new = TopTree.__new__(TopTree)
-        nodes = list(self._nodes)
-        dirty: set[int] = set()
+        levels = [bytearray(level) for level in self._levels]
+        below = levels[0]
         for index, digest in changes.items():
-            nodes[N_BUCKETS + index] = digest
-            dirty.add((N_BUCKETS + index) >> 1)
+            below[index * 32 : index * 32 + 32] = digest
+        dirty = {index // ARITY for index in changes}
+        step = ARITY * 32
         sha = hashlib.sha256
-        while dirty:
-            for i in dirty:
-                nodes[i] = sha(_TOP + nodes[2 * i] + nodes[2 * i + 1]).digest()
-            dirty = {i >> 1 for i in dirty if i > 1}
-        new._nodes = nodes
+        for above in levels[1:]:
+            for node in dirty:
+                start = node * step
+                above[node * 32 : node * 32 + 32] = sha(_TOP + below[start : start + step]).digest()
+            dirty, below = {node // ARITY for node in dirty}, above
+        new._levels = levels
         return new
 
     def path(self, index: int) -> list[bytes]:
-        """Siblings from the bucket up to the root (DEPTH hashes)."""
-        out, i = [], N_BUCKETS + index
-        while i > 1:
-            out.append(self._nodes[i ^ 1])
-            i >>= 1
+        """The siblings of the bucket and of each ancestor below the root, level by level, each
+        group in child order without the node itself (``PATH_HASHES`` hashes)."""
+        out: list[bytes] = []
+        for level in self._levels[:-1]:
+            first = index - index % ARITY
+            end = min(first + ARITY, len(level) // 32)
+            out.extend(bytes(level[i * 32 : i * 32 + 32]) for i in range(first, end) if i != index)
+            index //= ARITY
         return out
 
 
@@ -174,7 +204,7 @@ class Proof:
         leaf_index: position of the entry's leaf among its bucket's leaves (key order).
         neighbours: the bucket's other leaf hashes, in key order (the bucket holds
             ``len(neighbours) + 1`` leaves).
-        top_path: DEPTH sibling hashes from the bucket to the root.
+        top_path: ``PATH_HASHES`` sibling hashes from the bucket up (:meth:`TopTree.path`).
     """
 
     key: bytes
@@ -215,15 +245,17 @@ def make_proof(
 
 def verify_proof(proof: Proof, app_hash: bytes) -> bool:
     """True when ``proof`` shows ``proof.key = proof.value`` in the state with root ``app_hash``."""
-    if len(proof.top_path) != DEPTH or not 0 <= proof.leaf_index <= len(proof.neighbours):
+    if len(proof.top_path) != PATH_HASHES or not 0 <= proof.leaf_index <= len(proof.neighbours):
         return False
-    if any(len(h) != 32 for h in proof.neighbours):
-        return False  # a short or long "hash" would shift the leaf's place in the bucket bytes
+    if any(len(h) != 32 for h in (*proof.neighbours, *proof.top_path)):
+        return False  # a short or long "hash" would shift the others' places in the hashed bytes
     i = proof.leaf_index
     leaves = (*proof.neighbours[:i], leaf_hash(proof.key, proof.value), *proof.neighbours[i:])
-    r = bucket_root(leaves)
-    i = N_BUCKETS + bucket_of(proof.key)
-    for sibling in proof.top_path:
-        r = _h(_TOP + sibling + r) if i & 1 else _h(_TOP + r + sibling)
-        i >>= 1
-    return r == app_hash
+    node, index, taken = bucket_root(leaves), bucket_of(proof.key), 0
+    for size in LEVEL_SIZES[:-1]:
+        siblings = proof.top_path[taken : taken + min(ARITY, size) - 1]
+        taken += len(siblings)
+        at = index % ARITY
+        node = _h(_TOP + b"".join((*siblings[:at], node, *siblings[at:])))
+        index //= ARITY
+    return node == app_hash

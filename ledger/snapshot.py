@@ -2,14 +2,14 @@
 
 Spec: docs/spec/consensus.md §5b. A node that cannot replay blocks from genesis (their bodies are
 pruned: ledger/bodyprune.py) restores the state at a height S from a peer and continues by block
-sync from S + 1. The app hash is the root of a depth-12 tree over 4,096 buckets
-(docs/spec/ledger.md §6); a snapshot cuts it at level 6:
+sync from S + 1. The app hash is the root of a 16-ary tree over 16,384 buckets
+(docs/spec/ledger.md §6); a snapshot cuts it at its 64-node level:
 
-- **manifest**: the 64 roots of the subtrees of 64 buckets each ("chunk roots"); folding them
-  with the top-tree rule ``sha256(0x02 ‖ left ‖ right)`` must give the app hash after S, which
+- **manifest**: the 64 roots of the subtrees of 256 buckets each ("chunk roots"); folding them
+  with the top-tree rule ``sha256(0x02 ‖ children)`` must give the app hash after S, which
   header S + 1 carries and its commit signs;
-- **chunk** c: the state entries of buckets [64·c, 64·c + 64), in (bucket, key) order, sent in
-  pieces of at most :data:`PIECE_BYTES`; its bucket roots folded the same way must give chunk
+- **chunk** c: the state entries of buckets [256·c, 256·c + 256), in (bucket, key) order, sent
+  in pieces of at most :data:`PIECE_BYTES`; its bucket roots folded the same way must give chunk
   root c.
 
 A server answers from an LMDB read transaction opened right after a commit (a consistent view
@@ -32,8 +32,8 @@ from ledger.errors import CodecError, LedgerError, SignatureError
 from ledger.store import StateView, Store
 from ledger.transport.base import Message
 
-CHUNK_LEVEL = 6
-N_CHUNKS = 1 << CHUNK_LEVEL
+N_CHUNKS = merkle.LEVEL_SIZES[2]
+"""64: a chunk is one node of the top tree's third level, the root of 256 buckets."""
 BUCKETS_PER_CHUNK = merkle.N_BUCKETS // N_CHUNKS
 PIECE_BYTES = 64 << 10
 """Keys + values per chunk answer [bytes]: well under the 256 KiB MQTT payload bound
@@ -50,7 +50,6 @@ SIGN_KIND = "snap_req"
 MAX_REQUESTERS = 1024
 """Requester keys whose last nonce is remembered (oldest first out) [count]."""
 KINDS = ("snap_req", "snap_manifest", "snap_none", "snap_chunk_req", "snap_chunk", "sync_pruned")
-_TOP = b"\x02"  # docs/spec/ledger.md §6: inner node of the top tree
 
 
 class SnapshotError(LedgerError):
@@ -60,18 +59,12 @@ class SnapshotError(LedgerError):
 # format (pure) ---------------------------------------------------------------------------------
 
 
-def _fold(nodes: Sequence[bytes]) -> bytes:
-    """Root of a perfect binary tree over ``nodes`` with the top-tree inner-node rule."""
-    level = list(nodes)
-    while len(level) > 1:
-        level = [keys.sha256(_TOP + level[i] + level[i + 1]) for i in range(0, len(level), 2)]
-    return level[0]
-
-
 def chunk_roots(bucket_hashes: Sequence[bytes]) -> list[bytes]:
-    """The manifest: root of each chunk's 64 bucket hashes."""
+    """The manifest: root of each chunk's 256 bucket hashes."""
     return [
-        _fold(bucket_hashes[c * BUCKETS_PER_CHUNK : (c + 1) * BUCKETS_PER_CHUNK])
+        merkle.fold_to_root(
+            b"".join(bucket_hashes[c * BUCKETS_PER_CHUNK : (c + 1) * BUCKETS_PER_CHUNK])
+        )
         for c in range(N_CHUNKS)
     ]
 
@@ -80,7 +73,7 @@ def manifest_root(roots: Sequence[bytes]) -> bytes:
     """The app hash the chunk roots give (compare with a trusted header's ``app_hash``)."""
     if len(roots) != N_CHUNKS or not all(isinstance(r, bytes) and len(r) == 32 for r in roots):
         raise SnapshotError(f"manifest: needs {N_CHUNKS} roots of 32 bytes")
-    return _fold(roots)
+    return merkle.fold_to_root(b"".join(roots))
 
 
 def chunk_root(chunk: int, entries: Sequence[tuple[bytes, bytes]]) -> bytes:
@@ -103,7 +96,7 @@ def chunk_root(chunk: int, entries: Sequence[tuple[bytes, bytes]]) -> bytes:
             )
         previous = (bucket, key)
         per_bucket[bucket - first].append(merkle.leaf_hash(key, value))
-    return _fold([merkle.bucket_root(leaves) for leaves in per_bucket])
+    return merkle.fold_to_root(b"".join([merkle.bucket_root(leaves) for leaves in per_bucket]))
 
 
 def verify_chunk(

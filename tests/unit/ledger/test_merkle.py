@@ -109,14 +109,43 @@ def test_proof_in_a_crowded_bucket_pins_place_and_neighbours() -> None:
     assert not merkle.verify_proof(dataclasses.replace(proof, neighbours=fused), top.root)
 
 
+def _reference_root(nodes: list[bytes]) -> bytes:
+    """Independent top-tree root: group 16 children (fewer only at the root), hash 0x02 ||
+    their concatenation, repeat."""
+    if len(nodes) == 1:
+        return nodes[0]
+    groups = [nodes[i : i + 16] for i in range(0, len(nodes), 16)]
+    return _reference_root([hashlib.sha256(b"\x02" + b"".join(g)).digest() for g in groups])
+
+
+def test_top_tree_shape_and_root_match_an_independent_reference() -> None:
+    """16,384 buckets under a 16-ary tree (1,024, 64, 4 nodes, then the root); 48 siblings."""
+    roots = [hashlib.sha256(i.to_bytes(2, "big")).digest() for i in range(merkle.N_BUCKETS)]
+    assert merkle.N_BUCKETS == 16_384
+    assert merkle.LEVEL_SIZES == (16_384, 1_024, 64, 4, 1)
+    assert merkle.PATH_HASHES == 48
+    top = merkle.TopTree(roots)
+    assert top.root == _reference_root(roots)
+    assert top.bucket(12_345) == roots[12_345]
+    assert len(top.path(0)) == len(top.path(merkle.N_BUCKETS - 1)) == 48
+    with pytest.raises(ValueError, match="16384 bucket hashes"):
+        merkle.TopTree(roots[:-1])
+
+
 def test_incremental_top_tree_equals_full_rebuild() -> None:
-    """Re-hashing only dirty paths gives the same root as building the tree from scratch."""
+    """Re-hashing only dirty paths gives the same root as building the tree from scratch, and
+    leaves the tree it was made from as it was."""
     roots = [merkle.EMPTY] * merkle.N_BUCKETS
     top = merkle.TopTree(roots)
+    before = top.root
     changes = {i * 37 % merkle.N_BUCKETS: hashlib.sha256(bytes([i])).digest() for i in range(50)}
+    changes[merkle.N_BUCKETS - 1] = hashlib.sha256(b"last").digest()
     for b, h in changes.items():
         roots[b] = h
-    assert top.with_buckets(changes).root == merkle.TopTree(roots).root
+    changed = top.with_buckets(changes)
+    assert changed.root == merkle.TopTree(roots).root == _reference_root(roots)
+    assert top.root == before
+    assert changed.with_buckets({0: merkle.EMPTY}).root != changed.root  # bucket 0 was set
 
 
 def test_store_proof_of_balance_against_app_hash(tmp_path: Path) -> None:
