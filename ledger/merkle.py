@@ -145,12 +145,24 @@ def fold_to_root(nodes: bytes) -> bytes:
     return nodes
 
 
+_PAGE_NODES = 256
+"""Hashes per page of a top-tree level (8 KiB): a node's 16 children always share a page."""
+
+
+def _pages(hashes: bytes | bytearray) -> list[bytearray]:
+    step = _PAGE_NODES * 32
+    return [bytearray(hashes[i : i + step]) for i in range(0, len(hashes), step)]
+
+
 class TopTree:
     """The tree over the bucket hashes, held in memory: a node hashes its children's hashes
     concatenated, ``sha256(0x02 || child_1 || … || child_k)``, k = 16 (4 at the root).
 
-    Each level is one bytearray of 32-byte hashes (≈ 0.55 MB in all): a node's children are one
-    slice, so re-hashing a node is one C call over 512 bytes, and no per-node objects exist.
+    Each level is a list of 8 KiB pages of 32-byte hashes (≈ 0.55 MB in all, no per-node
+    objects). A node's children are one slice of one page, so re-hashing a node is one C call
+    over 512 bytes. :meth:`with_buckets` copies only the pages it changes: the tree a commit
+    builds shares the others with the committed one, and the pages it allocates are small
+    enough for the allocator to reuse (whole 512 KiB levels left ≈ 2 MB of freed heap behind).
     """
 
     __slots__ = ("_levels",)
@@ -158,33 +170,52 @@ class TopTree:
     def __init__(self, bucket_hashes: Sequence[bytes]) -> None:
         if len(bucket_hashes) != N_BUCKETS or any(len(h) != 32 for h in bucket_hashes):
             raise ValueError(f"need {N_BUCKETS} bucket hashes of 32 bytes")
-        levels = [bytearray(b"".join(bucket_hashes))]
-        while len(levels[-1]) > 32:
-            levels.append(bytearray(fold(levels[-1])))
+        step = _PAGE_NODES
+        levels = [
+            [bytearray().join(bucket_hashes[i : i + step]) for i in range(0, N_BUCKETS, step)]
+        ]
+        while len(levels[-1]) > 1 or len(levels[-1][0]) > 32:
+            levels.append(_pages(b"".join([fold(page) for page in levels[-1]])))
         self._levels = levels
 
     @property
     def root(self) -> bytes:
-        return bytes(self._levels[-1])
+        return bytes(self._levels[-1][0])
+
+    def _node(self, level: int, node: int) -> bytes:
+        at = (node % _PAGE_NODES) * 32
+        return bytes(self._levels[level][node // _PAGE_NODES][at : at + 32])
 
     def bucket(self, index: int) -> bytes:
-        return bytes(self._levels[0][index * 32 : index * 32 + 32])
+        return self._node(0, index)
 
     def with_buckets(self, changes: dict[int, bytes]) -> TopTree:
-        """A copy with some bucket hashes replaced, re-hashing only their ancestors."""
+        """A tree with some bucket hashes replaced, re-hashing only their ancestors; this one
+        is left as it was."""
         new = TopTree.__new__(TopTree)
-        levels = [bytearray(level) for level in self._levels]
-        below = levels[0]
+        levels = [list(pages) for pages in self._levels]
+        copied: set[tuple[int, int]] = set()
+
+        def put(level: int, node: int, digest: bytes) -> None:
+            page = node // _PAGE_NODES
+            if (level, page) not in copied:
+                levels[level][page] = bytearray(levels[level][page])
+                copied.add((level, page))
+            at = (node % _PAGE_NODES) * 32
+            levels[level][page][at : at + 32] = digest
+
         for index, digest in changes.items():
-            below[index * 32 : index * 32 + 32] = digest
+            put(0, index, digest)
         dirty = {index // ARITY for index in changes}
-        step = ARITY * 32
         sha = hashlib.sha256
-        for above in levels[1:]:
+        for level in range(1, len(levels)):
+            below = levels[level - 1]
             for node in dirty:
-                start = node * step
-                above[node * 32 : node * 32 + 32] = sha(_TOP + below[start : start + step]).digest()
-            dirty, below = {node // ARITY for node in dirty}, above
+                # the 16 children of ``node``: one 512-byte slice of one page below
+                at = (node % (_PAGE_NODES // ARITY)) * ARITY * 32
+                children = below[node // (_PAGE_NODES // ARITY)][at : at + ARITY * 32]
+                put(level, node, sha(_TOP + children).digest())
+            dirty = {node // ARITY for node in dirty}
         new._levels = levels
         return new
 
@@ -192,10 +223,10 @@ class TopTree:
         """The siblings of the bucket and of each ancestor below the root, level by level, each
         group in child order without the node itself (``PATH_HASHES`` hashes)."""
         out: list[bytes] = []
-        for level in self._levels[:-1]:
+        for level, size in enumerate(LEVEL_SIZES[:-1]):
             first = index - index % ARITY
-            end = min(first + ARITY, len(level) // 32)
-            out.extend(bytes(level[i * 32 : i * 32 + 32]) for i in range(first, end) if i != index)
+            siblings = range(first, min(first + ARITY, size))
+            out.extend(self._node(level, i) for i in siblings if i != index)
             index //= ARITY
         return out
 
