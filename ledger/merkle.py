@@ -5,8 +5,7 @@ Spec: docs/spec/ledger.md §6. The app hash is the root of a fixed 16-ary tree o
 ``sha256(0x03 || leaf hashes in key order)``, one flat hash (a bucket holds ~n/16384 leaves, so
 re-hashing one is a single C call; a proof carries the bucket's other leaf hashes), a leaf hash
 being ``sha256(0x00 || u16(len(key)) || key || sha256(value))``. A block re-hashes only its dirty
-buckets and their ancestors. Everything here is pure; :func:`verify_proof` is what
-members run.
+buckets and their ancestors. Everything here is pure; :func:`verify_proof` is what members run.
 """
 
 from __future__ import annotations
@@ -283,6 +282,8 @@ def verify_proof(proof: Proof, app_hash: bytes) -> bool:
     """True when ``proof`` shows ``proof.key = proof.value`` in the state with root ``app_hash``."""
     if len(proof.top_path) != PATH_HASHES or not 0 <= proof.leaf_index <= len(proof.neighbours):
         return False
+    if len(proof.key) > 0xFFFF:
+        return False  # no leaf has such a key (u16 length), and leaf_hash could not encode it
     if any(len(h) != 32 for h in (*proof.neighbours, *proof.top_path)):
         return False  # a short or long "hash" would shift the others' places in the hashed bytes
     i = proof.leaf_index

@@ -107,6 +107,8 @@ def test_proof_in_a_crowded_bucket_pins_place_and_neighbours() -> None:
     proof = merkle.make_proof(keys[0], items[keys[0]], leaves, 0, top)
     fused = (proof.neighbours[0] + proof.neighbours[1], *proof.neighbours[2:])
     assert not merkle.verify_proof(dataclasses.replace(proof, neighbours=fused), top.root)
+    # A key too long for any leaf (a hostile server's answer) is refused, not an OverflowError.
+    assert not merkle.verify_proof(dataclasses.replace(proof, key=b"k" * 0x10000), top.root)
 
 
 def _reference_root(nodes: list[bytes]) -> bytes:
