@@ -129,7 +129,7 @@ def logs() -> Iterator[Captured]:
     root.setLevel(old_level)
 
 
-def _shows_number(text: str, number: int) -> bool:
+def shows_number(text: str, number: int) -> bool:
     """``number`` as a token of its own: not digits inside a hex hash or a longer number
     (an app hash once held "77777", and a plain substring test failed on it)."""
     return re.search(rf"(?<![0-9A-Za-z]){number}(?![0-9A-Za-z])", text) is not None
@@ -180,7 +180,7 @@ def _check_rest(c: Community, got: dict[str, tuple[int, object]], pruned: bool) 
         for word in _forbidden(c, ledger_view=path != "/status"):
             assert word not in text, (path, word)
         if not path.startswith("/totals"):  # community totals include OTHER's energy
-            assert not _shows_number(text, OTHER_WH), path
+            assert not shows_number(text, OTHER_WH), path
     metrics = got["/metrics"][1]
     assert isinstance(metrics, str)
     for word in (c.own_id, c.other_id, c.key.public_key.hex(), SERIAL_OWN, SERIAL_OTHER):
@@ -200,7 +200,7 @@ async def _walk(
         for word in _forbidden(c, ledger_view=argv[0] != "status"):
             assert word not in out, (argv, word)
         if argv[0] != "market":
-            assert not _shows_number(out, OTHER_WH), argv
+            assert not shows_number(out, OTHER_WH), argv
 
 
 @pytest.mark.parametrize("mode", ["open", "pseudonymous"])
