@@ -11,7 +11,8 @@ buckets and their ancestors. Everything here is pure; :func:`verify_proof` is wh
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 SCHEME = 2
@@ -153,6 +154,13 @@ def _pages(hashes: bytes | bytearray) -> list[bytearray]:
     return [bytearray(hashes[i : i + step]) for i in range(0, len(hashes), step)]
 
 
+def _copy_pages(level: list[bytearray], nodes: Iterable[int]) -> None:
+    """Give ``level`` (a list shared page by page with another tree) its own copy of each page
+    that holds one of ``nodes``."""
+    for page in {node // _PAGE_NODES for node in nodes}:
+        level[page] = bytearray(level[page])
+
+
 class TopTree:
     """The tree over the bucket hashes, held in memory: a node hashes its children's hashes
     concatenated, ``sha256(0x02 || child_1 || … || child_k)``, k = 16 (4 at the root).
@@ -193,27 +201,22 @@ class TopTree:
         is left as it was."""
         new = TopTree.__new__(TopTree)
         levels = [list(pages) for pages in self._levels]
-        copied: set[tuple[int, int]] = set()
-
-        def put(level: int, node: int, digest: bytes) -> None:
-            page = node // _PAGE_NODES
-            if (level, page) not in copied:
-                levels[level][page] = bytearray(levels[level][page])
-                copied.add((level, page))
-            at = (node % _PAGE_NODES) * 32
-            levels[level][page][at : at + 32] = digest
-
+        _copy_pages(levels[0], changes)
+        level0 = levels[0]
         for index, digest in changes.items():
-            put(0, index, digest)
+            at = (index % _PAGE_NODES) * 32
+            level0[index // _PAGE_NODES][at : at + 32] = digest
         dirty = {index // ARITY for index in changes}
         sha = hashlib.sha256
-        for level in range(1, len(levels)):
-            below = levels[level - 1]
+        group = ARITY * 32  # a node's children: one 512-byte slice of one page below
+        per_page = _PAGE_NODES // ARITY  # nodes whose children share one page below
+        for below, above in itertools.pairwise(levels):
+            _copy_pages(above, dirty)
             for node in dirty:
-                # the 16 children of ``node``: one 512-byte slice of one page below
-                at = (node % (_PAGE_NODES // ARITY)) * ARITY * 32
-                children = below[node // (_PAGE_NODES // ARITY)][at : at + ARITY * 32]
-                put(level, node, sha(_TOP + children).digest())
+                start = (node % per_page) * group
+                digest = sha(_TOP + below[node // per_page][start : start + group]).digest()
+                at = (node % _PAGE_NODES) * 32
+                above[node // _PAGE_NODES][at : at + 32] = digest
             dirty = {node // ARITY for node in dirty}
         new._levels = levels
         return new

@@ -147,6 +147,8 @@ def test_incremental_top_tree_equals_full_rebuild() -> None:
     changed = top.with_buckets(changes)
     assert changed.root == merkle.TopTree(roots).root == _reference_root(roots)
     assert top.root == before
+    assert all(top.bucket(b) == merkle.EMPTY for b in changes)  # no shared page was written
+    assert all(changed.bucket(b) == h for b, h in changes.items())
     assert changed.with_buckets({0: merkle.EMPTY}).root != changed.root  # bucket 0 was set
 
 
