@@ -135,6 +135,16 @@ class Mempool:
         """Pending (not held) txs of ``signer``."""
         return len(self._chains.get(signer, ()))
 
+    def _next_sequence(self, batch: Admission, signer: bytes) -> int:
+        """The sequence ``signer``'s next tx must carry: after its last pending tx, and never
+        below the committed one. The two differ while a block is being committed (the single
+        validator commits in a worker thread): its txs are then in the committed state and
+        still pending here until :meth:`update`, and counting them twice would refuse the
+        signer's next tx as stale."""
+        committed = batch.sequence(signer)
+        chain = self._chains.get(signer)
+        return max(committed, chain[-1].sequence + 1) if chain else committed
+
     # ----------------------------------------------------------------- admission
 
     def add(self, raw: bytes, *, hold: bool = False) -> Tx:
@@ -180,7 +190,7 @@ class Mempool:
             raise TxRejected(Reason.DUPLICATE_TX, f"tx {tx_hash.hex()[:16]}… is already pending")
         self._check_room(len(raw) if isinstance(raw, bytes) else 0)
         signer = decode(raw).signer
-        expected = batch.sequence(signer) + self.pending_of(signer)
+        expected = self._next_sequence(batch, signer)
         try:
             tx = batch.admit(raw, expected)
         except TxRejected as exc:
@@ -263,7 +273,7 @@ class Mempool:
         for sequence in sorted(s for s in mine if s < committed):  # used meanwhile
             self._drop_held(mine[sequence].tx.hash)
         while signer in self._held:
-            expected = committed + self.pending_of(signer)
+            expected = self._next_sequence(batch, signer)
             held = self._held[signer].get(expected)
             if held is None:
                 return promoted

@@ -92,6 +92,23 @@ def test_update_after_commit(app: App) -> None:
     assert prepared.dropped == []
 
 
+def test_next_tx_is_admitted_while_a_block_with_its_predecessor_commits(app: App) -> None:
+    """Between a block's commit to the store and the mempool's update (the single validator
+    commits in a worker thread) the signer's next tx follows the committed sequence: its
+    predecessor is committed and still pending here, and is not counted twice."""
+    pool, n1 = Mempool(app), Signer(N1)
+    first = pool.add(n1("SetMeasure", measure("M1", T0, 1, 0))).raw
+    commit(app, pool.reap(), T0 + SLOT)  # committed; pool.update not yet run
+    assert app.sequence(N1.public_key) == 1
+    second = pool.add(n1("SetMeasure", measure("M1", T0 + SLOT, 2, 0))).raw
+    n1.seq = 1
+    assert _reason(pool, n1("SetMeasure", measure("M1", T0 + SLOT, 3, 0))) == "stale_sequence"
+    pool.update([first])
+    assert pool.reap() == [second]
+    prepared = app.prepare(app.height + 1, T0 + 2 * SLOT, VAL.public_key, pool.reap(), None)
+    assert prepared.dropped == []
+
+
 def test_admission_decodes_config_once_per_batch_and_never_past_a_write() -> None:
     """The check overlay decodes a cfg/ record once per batch; other keys and pending writes
     read through, so a check never sees a stale or shared non-config value."""
