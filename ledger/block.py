@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ledger import codec, keys, merkle
 from ledger.errors import BlockInvalid, CodecError
-from ledger.tx import MAX_TX_BYTES
+from ledger.tx import MAX_TX_BYTES, tx_hash
 
 MAX_BLOCK_BYTES = 1 << 20
 """Upper bound on one encoded block [bytes] (also bounds one MQTT message)."""
@@ -74,7 +74,7 @@ class Block:
 
 def txs_hash(txs: tuple[bytes, ...] | list[bytes]) -> bytes:
     """Merkle root over the SHA-256 of each tx's exact bytes."""
-    return merkle.list_root([keys.sha256(t) for t in txs])
+    return merkle.list_root([tx_hash(t) for t in txs])
 
 
 def commit_hash(last_commit: codec.Value) -> bytes:

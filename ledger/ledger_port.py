@@ -97,7 +97,7 @@ class LedgerPort:
             return None
         if not decoded.txs:
             return None
-        hashes = [sha256(t) for t in decoded.txs]
+        hashes = [txm.tx_hash(t) for t in decoded.txs]
         return codec.encode([decoded.header.to_value(), hashes, decoded.last_commit])
 
     def expand_block(self, compact: bytes) -> bytes | None:

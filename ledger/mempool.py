@@ -185,12 +185,15 @@ class Mempool:
         return result
 
     def _admit_one(self, batch: Admission, raw: bytes, hold: bool) -> Tx:
-        tx_hash = sha256(raw) if isinstance(raw, bytes) else b""
-        if tx_hash in self._txs or tx_hash in self._held_order:
-            raise TxRejected(Reason.DUPLICATE_TX, f"tx {tx_hash.hex()[:16]}… is already pending")
-        self._check_room(len(raw) if isinstance(raw, bytes) else 0)
-        signer = decode(raw).signer
-        expected = self._next_sequence(batch, signer)
+        # Decoded first: a pending or held tx is still in the decode cache, so a repeat costs
+        # a lookup, and a new one is hashed once (by the decoder), not twice.
+        envelope = decode(raw)
+        if envelope.hash in self._txs or envelope.hash in self._held_order:
+            raise TxRejected(
+                Reason.DUPLICATE_TX, f"tx {envelope.hash.hex()[:16]}… is already pending"
+            )
+        self._check_room(len(raw))
+        expected = self._next_sequence(batch, envelope.signer)
         try:
             tx = batch.admit(raw, expected)
         except TxRejected as exc:
@@ -198,7 +201,7 @@ class Mempool:
             # correctly signed tx of that account is ever held.
             if not (hold and exc.reason is Reason.FUTURE_SEQUENCE):
                 raise
-            return self._hold(decode(raw), expected, exc)
+            return self._hold(envelope, expected, exc)
         self._append(tx)
         return tx
 

@@ -22,11 +22,11 @@ from ledger import codec, merkle
 from ledger.block import Block, Header
 from ledger.errors import StoreError
 from ledger.genesis import Genesis
-from ledger.keys import sha256
 from ledger.pagetrim import RELEASE_EVERY_HEIGHTS, release_file_pages
 from ledger.stored_block import PRUNED_PREFIX, StoredBlock, decode_stored
 from ledger.stored_block import PrunedTx as PrunedTx  # re-exported: part of the store's API
 from ledger.stored_block import pruned_record as pruned_record
+from ledger.tx import tx_hash
 
 
 def map_size_bytes(maxsize: int = sys.maxsize) -> int:
@@ -77,7 +77,7 @@ def _tx_location_records(height: int, txs: Iterable[bytes]) -> list[tuple[bytes,
     """``txidx`` records of a block: tx hash → canonical [height, index]."""
     # Assembled from its parts (a 2-array header, then the two ints): one encode per tx.
     at_height = b"\x92" + codec.encode(height)
-    return [(sha256(raw), at_height + codec.encode(i)) for i, raw in enumerate(txs)]
+    return [(tx_hash(raw), at_height + codec.encode(i)) for i, raw in enumerate(txs)]
 
 
 class LmdbState:

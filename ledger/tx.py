@@ -60,7 +60,8 @@ class Tx:
         Raises:
             TxRejected: ``bad_signature``.
         """
-        digest = keys.sha256(self.raw)  # not self.hash: a hand-built Tx may carry any hash
+        # Not self.hash as it is: a hand-built Tx may carry any hash.
+        digest = self.hash if _DECODED.get(self.raw) is self else keys.sha256(self.raw)
         if digest in _VERIFIED:
             _VERIFIED.move_to_end(digest)
             return
@@ -164,6 +165,17 @@ def decode(raw: bytes) -> Tx:
         while len(_DECODED) > DECODED_CACHE_SIZE or _decoded_bytes > DECODED_CACHE_BYTES:
             _decoded_bytes -= len(_DECODED.popitem(last=False)[0])
     return tx
+
+
+def tx_hash(raw: bytes) -> bytes:
+    """``sha256(raw)``, taken from the decoded envelope when this process holds it.
+
+    A tx's hash is wanted at admission, in the signature cache, in the proposal's ``txs_hash``,
+    the compact form, the block check and the ``txidx`` record; each SHA-256 call costs
+    ≈ 0.7 µs here, a dict lookup by the same bytes ≈ 0.03 (docs/spec/consensus.md §11).
+    """
+    hit = _DECODED.get(raw)
+    return keys.sha256(raw) if hit is None else hit.hash
 
 
 def forget(raws: Iterable[bytes]) -> None:

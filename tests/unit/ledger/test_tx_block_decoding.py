@@ -220,3 +220,24 @@ def test_a_tx_whose_fields_differ_from_its_bytes_is_not_cut() -> None:
     txm.forget([GOOD_TX])
     with pytest.raises(TxRejected, match="signature"):
         forged.verify_signature()
+
+
+def test_tx_hash_is_the_sha256_of_the_bytes_cached_or_not() -> None:
+    """tx_hash gives sha256(raw) from the decode cache and without it."""
+    txm.forget([GOOD_TX])
+    assert txm.tx_hash(GOOD_TX) == hashlib.sha256(GOOD_TX).digest()
+    txm.decode(GOOD_TX)
+    assert txm.tx_hash(GOOD_TX) == hashlib.sha256(GOOD_TX).digest()
+
+
+def test_a_hand_built_tx_carrying_a_verified_hash_is_still_verified() -> None:
+    """The signature cache trusts a Tx's hash field only for the decoder's own object: a
+    hand-built Tx with another envelope's verified hash has its own bytes checked."""
+    good = txm.decode(GOOD_TX)
+    good.verify_signature()  # cached as verified
+    flipped = bytearray(GOOD_TX)
+    flipped[-1] ^= 1  # last signature byte
+    bad = txm.decode(bytes(flipped))
+    posing = dataclasses.replace(bad, hash=good.hash)
+    with pytest.raises(TxRejected, match="signature"):
+        posing.verify_signature()
