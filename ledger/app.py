@@ -405,14 +405,32 @@ class App:
             BlockInvalid: the block does not extend the chain or a tx fails.
             StoreError: the disk write failed (stop the process; nothing was stored).
         """
+        app_hash = self.store_block(block_bytes, commit)
+        self.release_committed(block_bytes)
+        return app_hash
+
+    def store_block(self, block_bytes: bytes, commit: codec.Value) -> bytes:
+        """The durable half of :meth:`commit_block`: validate (cached) and write the block;
+        touches no cache that admission also uses, so it may run in a worker thread while
+        the event loop admits txs (the single validator does). Then call
+        :meth:`release_committed` on the loop's thread.
+
+        Raises:
+            BlockInvalid, StoreError: as :meth:`commit_block`.
+        """
         block = self._validate(block_bytes)
         writes = self._validated[block.hash]
         app_hash = self.store.commit(block, block_bytes, commit, writes)
         self._validated.clear()
+        return app_hash
+
+    def release_committed(self, block_bytes: bytes) -> None:
+        """Drop a stored block's txs from the per-process tx caches (the decoded and
+        verified envelopes, the authenticated results): they are not checked again."""
+        block = self.decode_block(block_bytes)
         txm.forget(block.txs)
         for raw in block.txs:
             self._authenticated.pop(raw, None)
-        return app_hash
 
 
 def _fit(txs: list[bytes], budget: int) -> list[bytes]:

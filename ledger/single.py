@@ -107,7 +107,10 @@ class SingleNode:
             )
             block = decode_block(prepared.block_bytes)
             commit = single_commit(self.key, app.chain_id, height, block.hash)
-            app_hash = await asyncio.to_thread(app.commit_block, prepared.block_bytes, commit)
+            # The fsync waits in a worker thread; the caches admission shares are released
+            # here on the loop's thread (docs/spec/ledger.md §8).
+            app_hash = await asyncio.to_thread(app.store_block, prepared.block_bytes, commit)
+            app.release_committed(prepared.block_bytes)
             self.mempool.update(block.txs, prepared.dropped)
             # More pending after a non-empty block: go again. If nothing fitted (txs waiting for a
             # later block time), wait for the heartbeat or a new tx instead of spinning.

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
 from ledger import codec
+from ledger import tx as txm
 from ledger.access import Queries
 from ledger.block import decode
 from ledger.errors import LedgerError, TxRejected
@@ -95,6 +98,37 @@ async def test_heartbeat_and_waiting_txs(tmp_path: Path) -> None:
     runner.cancel()
     with app.store.state_reader() as r:
         assert codec.decode(r.get(b"tot/" + f"{T0:013d}".encode()) or b"") == [5, 0, 1]
+
+
+async def test_the_commit_thread_leaves_the_tx_caches_to_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The block is written in a worker thread; the tx caches admission also uses (decoded,
+    verified, authenticated envelopes) are released on the event loop's thread, so a
+    concurrent admission never sees them change under it."""
+    app = open_app(tmp_path)
+    node = SingleNode(app, VAL, heartbeat_s=3600, batch_delay_s=0.001, clock_ms=lambda: T0)
+    threads: dict[str, int] = {}
+    store_block, forget = app.store_block, txm.forget
+
+    def recording_store_block(block_bytes: bytes, commit: codec.Value) -> bytes:
+        threads["store"] = threading.get_ident()
+        return store_block(block_bytes, commit)
+
+    def recording_forget(raws: Iterable[bytes]) -> None:
+        threads["forget"] = threading.get_ident()
+        forget(raws)
+
+    monkeypatch.setattr(app, "store_block", recording_store_block)
+    monkeypatch.setattr(txm, "forget", recording_forget)
+    raw = Signer(ADMIN)("AddMeter", {"meter_id": "M1", "account": N1.public_key})
+    node.submit(raw)
+    assert raw in app._authenticated
+    await node.make_block()
+    assert app.height == 1
+    assert threads["store"] != threading.get_ident()
+    assert threads["forget"] == threading.get_ident()
+    assert raw not in app._authenticated
 
 
 def test_refuses_other_validator_sets(tmp_path: Path) -> None:
