@@ -410,9 +410,10 @@ class App:
         return app_hash
 
     def store_block(self, block_bytes: bytes, commit: codec.Value) -> bytes:
-        """The durable half of :meth:`commit_block`: validate (cached) and write the block;
-        touches no cache that admission also uses, so it may run in a worker thread while
-        the event loop admits txs (the single validator does). Then call
+        """The durable half of :meth:`commit_block`: validate and write the block. For a block
+        this app prepared or validated, validation is a cache hit and nothing admission also
+        uses is touched, so it may run in a worker thread while the event loop admits txs
+        (the single validator does, for its own proposal). Then call
         :meth:`release_committed` on the loop's thread.
 
         Raises:
