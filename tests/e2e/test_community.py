@@ -72,20 +72,36 @@ def _alive(pid: int) -> bool:
         return False
 
 
+LAST_SEEN: list[str] = []
+"""One line per node from the latest status poll, for the message of a timeout."""
+
+
 async def committed_everywhere(community: Community, slots: int) -> list[dict[str, Any]] | None:
     """Statuses once every node has ``slots`` of its own records committed, else None."""
     statuses = await community.statuses()
+    LAST_SEEN[:] = [_summary(k, s) for k, s in enumerate(statuses)]
     if any(s is None for s in statuses):
         return None
     done = all(s["submitter"]["committed_records"] >= slots for s in statuses if s)
     return [s for s in statuses if s] if done else None
 
 
+def _summary(k: int, status: dict[str, Any] | None) -> str:
+    if status is None:
+        return f"node{k}: no status answer"
+    keys = ("height", "mempool", "peers")
+    shown = {key: status.get(key) for key in keys}
+    return f"node{k}: {shown} submitter {status.get('submitter')}"
+
+
 async def test_nodes_agree_and_a_killed_validator_catches_up(community: Community) -> None:
     """Every node commits its slots and holds the same blocks; a kill -9'd validator rejoins."""
-    statuses = await wait_for(
-        lambda: committed_everywhere(community, SLOTS), 60, what="slots committed on all nodes"
-    )
+    try:
+        statuses = await wait_for(
+            lambda: committed_everywhere(community, SLOTS), 60, what="slots committed on all nodes"
+        )
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}; last seen:\n" + "\n".join(LAST_SEEN)) from exc
     assert community.exited() == []
     roles = [s["role"]["consensus"] for s in statuses]
     assert roles == ["validator"] * 4 + ["member"] * 2
