@@ -16,9 +16,10 @@ from ledger.tx import MAX_TX_BYTES, tx_hash
 MAX_BLOCK_BYTES = 1 << 20
 """Upper bound on one encoded block [bytes] (also bounds one MQTT message)."""
 MAX_BLOCK_TXS = 2000
-BLOCK_VERSION = 2
-"""2 since the app hash's buckets became flat hashes (merkle.SCHEME 2): a node of version 1
-refuses these headers with a clear error instead of computing other app hashes."""
+BLOCK_VERSION = 3
+"""The app-hash scheme's number (merkle.SCHEME; 3 since the state tree is key-ordered): a node
+of another version refuses these headers with a clear error instead of computing other app
+hashes."""
 
 HEADER_FIELDS = (
     "version",

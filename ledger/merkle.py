@@ -1,38 +1,48 @@
-"""Merkle trees: RFC 6962 lists (tx hashes) and the bucketed state tree.
+"""Merkle trees: RFC 6962 lists (tx hashes) and the key-ordered state tree.
 
-Spec: docs/spec/ledger.md §6. The app hash is the root of a fixed 16-ary tree over
-``N_BUCKETS`` buckets; a state key lives in bucket ``sha256(key)[:2] >> 2``; a bucket's hash is
-``sha256(0x03 || leaf hashes in key order)``, one flat hash (a bucket holds ~n/16384 leaves, so
-re-hashing one is a single C call; a proof carries the bucket's other leaf hashes), a leaf hash
-being ``sha256(0x00 || u16(len(key)) || key || sha256(value))``. A block re-hashes only its dirty
-buckets and their ancestors. Everything here is pure; :func:`verify_proof` is what members run.
+Spec: docs/spec/ledger.md §6. A state key lives in one of 64 partitions (the first 6 bits of
+sha256(key)); each partition is a Merkle search tree over its keys in key order, whose node
+boundaries are the keys of high enough rank (leading zero bits of the same hash), so the tree's
+shape is a function of the key set alone and a block's neighbouring keys share nodes. The app
+hash folds the 64 partition roots 16-ary (64 → 4 → 1). A leaf hash is
+``sha256(0x00 || u16(len(key)) || key || sha256(value))``. Everything here is pure; the store
+(ledger/store.py) keeps the nodes and updates only the ones a block touches;
+:func:`verify_proof` is what members run.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-SCHEME = 2
-"""App-hash scheme: 2 = flat bucket hashes under a 16-ary top over 16,384 buckets (2026-11);
-1 = an RFC 6962 tree inside each bucket, a binary top over 4,096.
-Stores record it (ledger/store.py); the block version was bumped with it (ledger/block.py)."""
-BUCKET_BITS = 14
-N_BUCKETS = 1 << BUCKET_BITS
+SCHEME = 3
+"""App-hash scheme: 3 = a key-ordered Merkle search tree in each of 64 hash partitions (2026-11);
+2 = flat bucket hashes under a 16-ary top over 16,384 buckets; 1 = RFC 6962 buckets under a
+binary top over 4,096. Stores record it (ledger/store.py); the block version follows it
+(ledger/block.py)."""
+PARTITION_BITS = 6
+N_PARTITIONS = 1 << PARTITION_BITS
+"""A key's partition: the first 6 bits of sha256(key). The 64 partitions are a snapshot's chunks."""
+RANK_BITS = 4
+"""A key's rank: the leading zero groups of 4 bits in sha256(key) after its first byte, so one
+key in 16 closes a level-1 node, one in 256 a level-2 node: nodes of ≈ 16 children."""
 ARITY = 16
-"""Children per top-tree node: 16,384 buckets → 1,024 → 64 → 4 → the root (of 4)."""
-LEVEL_SIZES = (N_BUCKETS, N_BUCKETS // ARITY, N_BUCKETS // ARITY**2, N_BUCKETS // ARITY**3, 1)
-PATH_HASHES = sum(min(ARITY, size) - 1 for size in LEVEL_SIZES[:-1])
-"""Sibling hashes in a proof's top path: 15 + 15 + 15 + 3."""
+"""Children per top node over the partition roots: 64 → 4 → the root."""
+TOP_PATH_HASHES = (ARITY - 1) + (N_PARTITIONS // ARITY - 1)
+"""Sibling hashes in a proof's top path: 15 + 3."""
+MAX_LEVELS = 64 // RANK_BITS + 1
+"""Levels above the leaves a partition can have (a rank counts at most 64 bits)."""
 EMPTY = hashlib.sha256(b"").digest()
-"""Hash of an empty list (RFC 6962 §2.1: MTH({}) = SHA-256())."""
+"""Hash of an empty list (RFC 6962 §2.1: MTH({}) = SHA-256()), and the root of an empty
+partition."""
 
 _LEAF = b"\x00"
 _NODE = b"\x01"
 _TOP = b"\x02"  # top-tree nodes get their own prefix so a bucket root never passes as one
-_BUCKET = b"\x03"  # and so do buckets: no leaf, list node or top node can pose as one
+_NODE_PREFIXES = [b"\x04" + bytes((level,)) for level in range(MAX_LEVELS + 1)]
+"""A tree node of level L hashes with 0x04 ‖ L: no leaf, list node, top node or node of another
+level can pose as one (0x03 was scheme 2's buckets)."""
 
 
 _sha256 = hashlib.sha256
@@ -42,12 +52,18 @@ def _h(data: bytes) -> bytes:
     return _sha256(data).digest()
 
 
-def bucket_of(key: bytes) -> int:
-    """The bucket index [0, N_BUCKETS) of a state key."""
+def place(key: bytes) -> tuple[int, int]:
+    """(partition, rank) of a state key, from one SHA-256."""
     # The hash functions a commit calls per written key use hashlib directly, not _h: one
-    # Python call less each, ~3 per key (docs/spec/consensus.md §11).
+    # Python call less each (docs/spec/consensus.md §11).
     digest = _sha256(key).digest()
-    return ((digest[0] << 8) | digest[1]) >> (16 - BUCKET_BITS)
+    zeros = 64 - int.from_bytes(digest[1:9], "big").bit_length()
+    return digest[0] >> (8 - PARTITION_BITS), zeros // RANK_BITS
+
+
+def partition_of(key: bytes) -> int:
+    """The partition [0, N_PARTITIONS) of a state key."""
+    return place(key)[0]
 
 
 def leaf_hash(key: bytes, value: bytes) -> bytes:
@@ -90,15 +106,10 @@ def list_verify(digest: bytes, index: int, size: int, path: Sequence[bytes], roo
     return _root_from_path(_h(_LEAF + digest), index, size, path) == root
 
 
-def bucket_root(leaf_hashes: Sequence[bytes]) -> bytes:
-    """Hash of one bucket from its leaf hashes in key order (empty bucket: ``EMPTY``)."""
-    return bucket_root_joined(b"".join(leaf_hashes))
-
-
-def bucket_root_joined(joined: bytes) -> bytes:
-    """:func:`bucket_root` of leaf hashes already concatenated (what a store cursor gives)."""
-    # Leaf hashes are all 32 bytes, so their concatenation is unambiguous without separators.
-    return _sha256(_BUCKET + joined).digest() if joined else EMPTY
+def node_hash(level: int, children: bytes) -> bytes:
+    """Hash of a tree node of ``level`` (≥ 1) from its children's hashes, concatenated in order."""
+    # Every hash is 32 bytes, so the concatenation needs no separators.
+    return _sha256(_NODE_PREFIXES[level] + children).digest()
 
 
 def _audit_path(leaves: Sequence[bytes], index: int) -> list[bytes]:
@@ -131,6 +142,41 @@ def _root_from_path(leaf: bytes, index: int, size: int, path: Sequence[bytes]) -
     return r if sn == 0 else None
 
 
+Node = tuple[bytes | None, bytes]
+"""One element of a tree level: (its key, its hash); key None is the level's closing element."""
+
+
+def partition_levels(leaves: Sequence[tuple[bytes, bytes]]) -> list[list[Node]]:
+    """Every level of one partition's tree, built from its (key, leaf hash) pairs in key order.
+
+    ``levels[0]`` is the leaves. Level L ≥ 1 has one node per key of rank ≥ L, whose children
+    are the level-(L − 1) elements after the previous such key up to and including it, and one
+    closing node (key None) over the rest, the level below's closing node included. The top
+    level is 1 + the highest rank: its closing node alone, the partition's root. The shape
+    depends on the set of keys only, never on the order they were written in.
+    """
+    if not leaves:
+        return [[]]
+    ranks = {key: place(key)[1] for key, _ in leaves}
+    levels: list[list[Node]] = [list(leaves)]
+    for level in range(1, max(ranks.values()) + 2):
+        nodes: list[Node] = []
+        children: list[bytes] = []
+        for key, digest in levels[-1]:
+            children.append(digest)
+            if key is not None and ranks[key] >= level:
+                nodes.append((key, node_hash(level, b"".join(children))))
+                children = []
+        nodes.append((None, node_hash(level, b"".join(children))))
+        levels.append(nodes)
+    return levels
+
+
+def partition_root(leaves: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """Root of one partition from its (key, leaf hash) pairs in key order (empty: ``EMPTY``)."""
+    return partition_levels(leaves)[-1][-1][1] if leaves else EMPTY
+
+
 def fold(nodes: bytes | bytearray) -> bytes:
     """The next level up: one node per group of ``ARITY`` concatenated 32-byte hashes."""
     step = ARITY * 32
@@ -145,92 +191,22 @@ def fold_to_root(nodes: bytes) -> bytes:
     return nodes
 
 
-_PAGE_NODES = 256
-"""Hashes per page of a top-tree level (8 KiB): a node's 16 children always share a page."""
+def app_hash(partition_roots: Sequence[bytes]) -> bytes:
+    """The app hash over the ``N_PARTITIONS`` partition roots (64 → 4 → 1, 16-ary)."""
+    if len(partition_roots) != N_PARTITIONS or any(len(r) != 32 for r in partition_roots):
+        raise ValueError(f"need {N_PARTITIONS} partition roots of 32 bytes")
+    return fold_to_root(b"".join(partition_roots))
 
 
-def _pages(hashes: bytes | bytearray) -> list[bytearray]:
-    step = _PAGE_NODES * 32
-    return [bytearray(hashes[i : i + step]) for i in range(0, len(hashes), step)]
-
-
-def _copy_pages(level: list[bytearray], nodes: Iterable[int]) -> None:
-    """Give ``level`` (a list shared page by page with another tree) its own copy of each page
-    that holds one of ``nodes``."""
-    for page in {node // _PAGE_NODES for node in nodes}:
-        level[page] = bytearray(level[page])
-
-
-class TopTree:
-    """The tree over the bucket hashes, held in memory: a node hashes its children's hashes
-    concatenated, ``sha256(0x02 || child_1 || … || child_k)``, k = 16 (4 at the root).
-
-    Each level is a list of 8 KiB pages of 32-byte hashes (≈ 0.55 MB in all, no per-node
-    objects). A node's children are one slice of one page, so re-hashing a node is one C call
-    over 512 bytes. :meth:`with_buckets` copies only the pages it changes: the tree a commit
-    builds shares the others with the committed one, and the pages it allocates are small
-    enough for the allocator to reuse (whole 512 KiB levels left ≈ 2 MB of freed heap behind).
-    """
-
-    __slots__ = ("_levels",)
-
-    def __init__(self, bucket_hashes: Sequence[bytes]) -> None:
-        if len(bucket_hashes) != N_BUCKETS or any(len(h) != 32 for h in bucket_hashes):
-            raise ValueError(f"need {N_BUCKETS} bucket hashes of 32 bytes")
-        step = _PAGE_NODES
-        levels = [
-            [bytearray().join(bucket_hashes[i : i + step]) for i in range(0, N_BUCKETS, step)]
-        ]
-        while len(levels[-1]) > 1 or len(levels[-1][0]) > 32:
-            levels.append(_pages(b"".join([fold(page) for page in levels[-1]])))
-        self._levels = levels
-
-    @property
-    def root(self) -> bytes:
-        return bytes(self._levels[-1][0])
-
-    def _node(self, level: int, node: int) -> bytes:
-        at = (node % _PAGE_NODES) * 32
-        return bytes(self._levels[level][node // _PAGE_NODES][at : at + 32])
-
-    def bucket(self, index: int) -> bytes:
-        return self._node(0, index)
-
-    def with_buckets(self, changes: dict[int, bytes]) -> TopTree:
-        """A tree with some bucket hashes replaced, re-hashing only their ancestors; this one
-        is left as it was."""
-        new = TopTree.__new__(TopTree)
-        levels = [list(pages) for pages in self._levels]
-        _copy_pages(levels[0], changes)
-        level0 = levels[0]
-        for index, digest in changes.items():
-            at = (index % _PAGE_NODES) * 32
-            level0[index // _PAGE_NODES][at : at + 32] = digest
-        dirty = {index // ARITY for index in changes}
-        sha = hashlib.sha256
-        group = ARITY * 32  # a node's children: one 512-byte slice of one page below
-        per_page = _PAGE_NODES // ARITY  # nodes whose children share one page below
-        for below, above in itertools.pairwise(levels):
-            _copy_pages(above, dirty)
-            for node in dirty:
-                start = (node % per_page) * group
-                digest = sha(_TOP + below[node // per_page][start : start + group]).digest()
-                at = (node % _PAGE_NODES) * 32
-                above[node // _PAGE_NODES][at : at + 32] = digest
-            dirty = {node // ARITY for node in dirty}
-        new._levels = levels
-        return new
-
-    def path(self, index: int) -> list[bytes]:
-        """The siblings of the bucket and of each ancestor below the root, level by level, each
-        group in child order without the node itself (``PATH_HASHES`` hashes)."""
-        out: list[bytes] = []
-        for level, size in enumerate(LEVEL_SIZES[:-1]):
-            first = index - index % ARITY
-            siblings = range(first, min(first + ARITY, size))
-            out.extend(self._node(level, i) for i in siblings if i != index)
-            index //= ARITY
-        return out
+def top_path(partition_roots: Sequence[bytes], partition: int) -> list[bytes]:
+    """The siblings of a partition's root and of its group's node, each in child order without
+    the node itself (``TOP_PATH_HASHES`` hashes)."""
+    group = partition - partition % ARITY
+    out = [partition_roots[i] for i in range(group, group + ARITY) if i != partition]
+    groups = fold(b"".join(partition_roots))
+    mine = partition // ARITY
+    out.extend(groups[i * 32 : i * 32 + 32] for i in range(N_PARTITIONS // ARITY) if i != mine)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,21 +215,20 @@ class Proof:
 
     Attributes:
         key, value: the proven entry.
-        leaf_index: position of the entry's leaf among its bucket's leaves (key order).
-        neighbours: the bucket's other leaf hashes, in key order (the bucket holds
-            ``len(neighbours) + 1`` leaves).
-        top_path: ``PATH_HASHES`` sibling hashes from the bucket up (:meth:`TopTree.path`).
+        path: one step per tree level from 1 up to the partition's root: (the place of the
+            element below among the node's children, the other children's hashes in order).
+        top_path: ``TOP_PATH_HASHES`` siblings above the partition's root (:func:`top_path`).
     """
 
     key: bytes
     value: bytes
-    leaf_index: int
-    neighbours: tuple[bytes, ...]
+    path: tuple[tuple[int, tuple[bytes, ...]], ...]
     top_path: tuple[bytes, ...]
 
     def to_value(self) -> list[object]:
         """Canonical array form, for queries over the wire."""
-        return [self.key, self.value, self.leaf_index, list(self.neighbours), list(self.top_path)]
+        steps = [[index, list(others)] for index, others in self.path]
+        return [self.key, self.value, steps, list(self.top_path)]
 
 
 def proof_from_value(value: object) -> Proof:
@@ -262,40 +237,40 @@ def proof_from_value(value: object) -> Proof:
     Raises:
         ValueError: not a proof's array form.
     """
-    if not isinstance(value, list) or len(value) != 5:
-        raise ValueError("a proof is [key, value, leaf_index, neighbours, top_path]")
-    key, val, index, neighbours, top_path = value
-    ok = isinstance(key, bytes) and isinstance(val, bytes) and isinstance(index, int)
-    paths = (neighbours, top_path)
-    ok = ok and all(isinstance(p, list) and all(isinstance(h, bytes) for h in p) for p in paths)
-    if not ok:
+    if not isinstance(value, list) or len(value) != 4:
+        raise ValueError("a proof is [key, value, path, top_path]")
+    key, val, steps, top = value
+    if not (isinstance(key, bytes) and isinstance(val, bytes) and isinstance(steps, list)):
         raise ValueError("proof fields have wrong types")
-    return Proof(key, val, index, tuple(neighbours), tuple(top_path))
-
-
-def make_proof(
-    key: bytes, value: bytes, bucket_leaves: Sequence[bytes], index: int, top: TopTree
-) -> Proof:
-    """Build the proof of ``bucket_leaves[index]`` (leaf hashes of key's bucket, key order)."""
-    neighbours = (*bucket_leaves[:index], *bucket_leaves[index + 1 :])
-    return Proof(key, value, index, neighbours, tuple(top.path(bucket_of(key))))
+    if not (isinstance(top, list) and all(isinstance(h, bytes) for h in top)):
+        raise ValueError("proof top_path is not a list of hashes")
+    path: list[tuple[int, tuple[bytes, ...]]] = []
+    for step in steps:
+        ok = isinstance(step, list) and len(step) == 2 and isinstance(step[0], int)
+        if not (ok and isinstance(step[1], list) and all(isinstance(h, bytes) for h in step[1])):
+            raise ValueError("a proof step is [index, [hash, …]]")
+        path.append((step[0], tuple(step[1])))
+    return Proof(key, val, tuple(path), tuple(top))
 
 
 def verify_proof(proof: Proof, app_hash: bytes) -> bool:
     """True when ``proof`` shows ``proof.key = proof.value`` in the state with root ``app_hash``."""
-    if len(proof.top_path) != PATH_HASHES or not 0 <= proof.leaf_index <= len(proof.neighbours):
+    if len(proof.top_path) != TOP_PATH_HASHES or not 1 <= len(proof.path) <= MAX_LEVELS:
         return False
     if len(proof.key) > 0xFFFF:
         return False  # no leaf has such a key (u16 length), and leaf_hash could not encode it
-    if any(len(h) != 32 for h in (*proof.neighbours, *proof.top_path)):
+    hashes = [*proof.top_path, *(h for _, others in proof.path for h in others)]
+    if any(len(h) != 32 for h in hashes):
         return False  # a short or long "hash" would shift the others' places in the hashed bytes
-    i = proof.leaf_index
-    leaves = (*proof.neighbours[:i], leaf_hash(proof.key, proof.value), *proof.neighbours[i:])
-    node, index, taken = bucket_root(leaves), bucket_of(proof.key), 0
-    for size in LEVEL_SIZES[:-1]:
-        siblings = proof.top_path[taken : taken + min(ARITY, size) - 1]
-        taken += len(siblings)
-        at = index % ARITY
-        node = _h(_TOP + b"".join((*siblings[:at], node, *siblings[at:])))
-        index //= ARITY
+    node = leaf_hash(proof.key, proof.value)
+    for level, (index, others) in enumerate(proof.path, start=1):
+        if not 0 <= index <= len(others):
+            return False
+        node = node_hash(level, b"".join((*others[:index], node, *others[index:])))
+    partition = partition_of(proof.key)
+    for index, siblings in (
+        (partition % ARITY, proof.top_path[: ARITY - 1]),
+        (partition // ARITY, proof.top_path[ARITY - 1 :]),
+    ):
+        node = _h(_TOP + b"".join((*siblings[:index], node, *siblings[index:])))
     return node == app_hash

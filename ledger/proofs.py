@@ -237,7 +237,6 @@ class ProofService:
         self._remember_set()
         self._served: StateView | None = None  # state after the block before the newest
         self._candidate: StateView | None = None  # state after the newest block
-        self._served_top: merkle.TopTree | None = None
 
     def _remember_set(self) -> None:
         vals = tuple(self.app.validators())
@@ -256,7 +255,7 @@ class ProofService:
         if self._is_validator():
             if self._served is not None:
                 self._served.close()
-            self._served, self._served_top = self._candidate, None
+            self._served = self._candidate
             self._candidate = self.app.store.view()
         header = self.app.decode_block(block).header  # decoded once per node (App cache)
         self._remember_set()
@@ -403,16 +402,7 @@ class ProofService:
 
     def _view_proof(self, view: StateView, key: bytes) -> merkle.Proof | None:
         """Inclusion proof of ``key`` in the pinned state ``view`` (None: absent there)."""
-        bucket = merkle.bucket_of(key)
-        entries, _ = view.entries(bucket, bucket + 1, b"", max_bytes=1 << 30)
-        index = next((i for i, (k, _) in enumerate(entries) if k == key), None)
-        if index is None:
-            return None
-        if self._served_top is None:
-            # One per view and only when asked: 1,093 node hashes over 16,384 buckets.
-            self._served_top = merkle.TopTree(view.bucket_hashes())
-        leaves = [merkle.leaf_hash(k, v) for k, v in entries]
-        return merkle.make_proof(key, entries[index][1], leaves, index, self._served_top)
+        return view.prove(key)
 
     def close(self) -> None:
         """Release the pinned views (their LMDB read transactions)."""

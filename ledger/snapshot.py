@@ -2,15 +2,14 @@
 
 Spec: docs/spec/consensus.md §5b. A node that cannot replay blocks from genesis (their bodies are
 pruned: ledger/bodyprune.py) restores the state at a height S from a peer and continues by block
-sync from S + 1. The app hash is the root of a 16-ary tree over 16,384 buckets
-(docs/spec/ledger.md §6); a snapshot cuts it at its 64-node level:
+sync from S + 1. The app hash folds the roots of 64 partitions of the state (docs/spec/ledger.md
+§6); a snapshot cuts it there:
 
-- **manifest**: the 64 roots of the subtrees of 256 buckets each ("chunk roots"); folding them
-  with the top-tree rule ``sha256(0x02 ‖ children)`` must give the app hash after S, which
-  header S + 1 carries and its commit signs;
-- **chunk** c: the state entries of buckets [256·c, 256·c + 256), in (bucket, key) order, sent
-  in pieces of at most :data:`PIECE_BYTES`; its bucket roots folded the same way must give chunk
-  root c.
+- **manifest**: the 64 partition roots ("chunk roots"); folding them with the top rule
+  ``sha256(0x02 ‖ children)`` must give the app hash after S, which header S + 1 carries and its
+  commit signs;
+- **chunk** c: the state entries of partition c in key order, sent in pieces of at most
+  :data:`PIECE_BYTES`; the partition's tree built from them must give chunk root c.
 
 A server answers from an LMDB read transaction opened right after a commit (a consistent view
 while the node keeps committing); a view of height S is served once S + 1 is committed, so its
@@ -32,9 +31,8 @@ from ledger.errors import CodecError, LedgerError, SignatureError
 from ledger.store import StateView, Store
 from ledger.transport.base import Message
 
-N_CHUNKS = merkle.LEVEL_SIZES[2]
-"""64: a chunk is one node of the top tree's third level, the root of 256 buckets."""
-BUCKETS_PER_CHUNK = merkle.N_BUCKETS // N_CHUNKS
+N_CHUNKS = merkle.N_PARTITIONS
+"""64: a chunk is one partition of the state tree."""
 PIECE_BYTES = 64 << 10
 """Keys + values per chunk answer [bytes]: well under the 256 KiB MQTT payload bound
 (docs/spec/transport.md) with the framing."""
@@ -59,44 +57,36 @@ class SnapshotError(LedgerError):
 # format (pure) ---------------------------------------------------------------------------------
 
 
-def chunk_roots(bucket_hashes: Sequence[bytes]) -> list[bytes]:
-    """The manifest: root of each chunk's 256 bucket hashes."""
-    return [
-        merkle.fold_to_root(
-            b"".join(bucket_hashes[c * BUCKETS_PER_CHUNK : (c + 1) * BUCKETS_PER_CHUNK])
-        )
-        for c in range(N_CHUNKS)
-    ]
+def chunk_roots(partition_roots: Sequence[bytes]) -> list[bytes]:
+    """The manifest: the partition roots, chunk by chunk."""
+    return list(partition_roots)
 
 
 def manifest_root(roots: Sequence[bytes]) -> bytes:
     """The app hash the chunk roots give (compare with a trusted header's ``app_hash``)."""
     if len(roots) != N_CHUNKS or not all(isinstance(r, bytes) and len(r) == 32 for r in roots):
         raise SnapshotError(f"manifest: needs {N_CHUNKS} roots of 32 bytes")
-    return merkle.fold_to_root(b"".join(roots))
+    return merkle.app_hash(roots)
 
 
 def chunk_root(chunk: int, entries: Sequence[tuple[bytes, bytes]]) -> bytes:
     """Root of chunk ``chunk`` recomputed from its entries.
 
     Raises:
-        SnapshotError: an entry outside the chunk's buckets, out of order, or duplicated
+        SnapshotError: an entry of another partition, out of key order, or duplicated
             (naming the chunk).
     """
-    first = chunk * BUCKETS_PER_CHUNK
-    per_bucket: list[list[bytes]] = [[] for _ in range(BUCKETS_PER_CHUNK)]
-    previous = (-1, b"")
+    leaves = []
+    previous: bytes | None = None
     for key, value in entries:
-        bucket = merkle.bucket_of(key)
-        if not first <= bucket < first + BUCKETS_PER_CHUNK:
-            raise SnapshotError(f"chunk {chunk}: key {key[:40]!r} belongs to bucket {bucket}")
-        if (bucket, key) <= previous:
-            raise SnapshotError(
-                f"chunk {chunk}: entries out of (bucket, key) order at {key[:40]!r}"
-            )
-        previous = (bucket, key)
-        per_bucket[bucket - first].append(merkle.leaf_hash(key, value))
-    return merkle.fold_to_root(b"".join([merkle.bucket_root(leaves) for leaves in per_bucket]))
+        partition = merkle.partition_of(key)
+        if partition != chunk:
+            raise SnapshotError(f"chunk {chunk}: key {key[:40]!r} belongs to chunk {partition}")
+        if previous is not None and key <= previous:
+            raise SnapshotError(f"chunk {chunk}: entries out of key order at {key[:40]!r}")
+        previous = key
+        leaves.append((key, merkle.leaf_hash(key, value)))
+    return merkle.partition_root(leaves)
 
 
 def verify_chunk(
@@ -272,7 +262,7 @@ class SnapshotServer:
             self._send("sync_resp", codec.encode(["snap_none", chain, nonce, "no_view"]), sender)
             return
         if self._roots is None:
-            self._roots = chunk_roots(self._served.bucket_hashes())
+            self._roots = chunk_roots(self._served.partition_roots())
         self._sessions[sender] = self._served.height
         self._lease_until = self._now_s() + LEASE_S
         self.stats["manifests"] += 1
@@ -295,8 +285,7 @@ class SnapshotServer:
             return
         if not 0 <= chunk < N_CHUNKS or not isinstance(after, bytes):
             raise ValueError(f"chunk request for chunk {chunk!r}")
-        first = chunk * BUCKETS_PER_CHUNK
-        entries, more = view.entries(first, first + BUCKETS_PER_CHUNK, after, PIECE_BYTES)
+        entries, more = view.entries(chunk, after, PIECE_BYTES)
         self._lease_until = self._now_s() + LEASE_S
         self.stats["pieces"] += 1
         pairs = [[k, v] for k, v in entries]

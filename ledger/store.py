@@ -1,15 +1,13 @@
-"""The LMDB store: blocks, commits, state, Merkle buckets and indexes in one environment.
+"""The LMDB store: blocks, commits, state, the state tree and indexes in one environment.
 
-Spec: docs/spec/ledger.md §5–§6. Everything one block changes (block, commit, state writes, leaf
-and bucket hashes, app hash, height) goes into ONE write transaction with sync and metasync on,
-so a power cut leaves either the old height or the new one. Opening re-derives the app hash from
-the stored bucket hashes and refuses a store where it differs from the recorded one.
+Spec: docs/spec/ledger.md §5–§6. Everything one block changes (block, commit, state writes, tree
+nodes, app hash, height) goes into ONE write transaction with sync and metasync on, so a power
+cut leaves either the old height or the new one. Opening re-derives the app hash from the stored
+partition roots and refuses a store where it differs from the recorded one.
 """
 
 from __future__ import annotations
 
-import itertools
-import operator
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -18,7 +16,7 @@ from typing import Any
 
 import lmdb
 
-from ledger import codec, merkle
+from ledger import codec, merkle, statetree
 from ledger.block import Block, Header
 from ledger.errors import StoreError
 from ledger.genesis import Genesis
@@ -37,40 +35,20 @@ def map_size_bytes(maxsize: int = sys.maxsize) -> int:
 
 MAP_SIZE_BYTES = map_size_bytes()
 
-_DBS = ("meta", "blocks", "commits", "heights", "apphash", "txidx", "state", "leaves", "buckets")
+_DBS = ("meta", "blocks", "commits", "heights", "apphash", "txidx", "state", "tree", "roots")
 
 
 def _h8(height: int) -> bytes:
     return height.to_bytes(8, "big")
 
 
-def _b2(bucket: int) -> bytes:
-    return bucket.to_bytes(2, "big")
-
-
 K_BODY_CURSOR = b"bodyprune"
 """meta key: [next height the body pruner examines] (ledger/bodyprune.py)."""
 K_SCHEME = b"scheme"
-"""meta key: the app-hash scheme (``merkle.SCHEME``) the store's leaf and bucket hashes follow."""
+"""meta key: the app-hash scheme (``merkle.SCHEME``) the store's tree nodes follow."""
 K_SNAPSHOT_BASE = b"snapbase"
 """meta key: [height, block hash, time_ms, app hash] of the snapshot this store was restored
 from (ledger/snapshot.py); blocks at or below it were never stored here."""
-
-
-def _bucket_bytes(leaves: lmdb.Cursor, bucket: int) -> bytes:
-    """The leaf hashes of ``bucket`` in key order, concatenated, read with a cursor on the
-    ``leaves`` db (what :func:`merkle.bucket_root_joined` hashes)."""
-    if not leaves.set_range(_b2(bucket)):
-        return b""
-    # ``(end,) > (key, value)`` holds exactly while key < end (a leaf key is longer than the
-    # 2-byte bound, so it never equals it): the bucket's entries are taken without a Python
-    # loop, which is most of a commit's reading cost (one bucket per written key).
-    end: tuple[object, ...] = (_b2(bucket + 1),)
-    inside = itertools.takewhile(end.__gt__, leaves.iternext())
-    return b"".join(map(_LEAF_HASH, inside))
-
-
-_LEAF_HASH = operator.itemgetter(1)
 
 
 def _tx_location_records(height: int, txs: Iterable[bytes]) -> list[tuple[bytes, bytes]]:
@@ -122,32 +100,27 @@ class StateView:
         self.time_ms: int = tip[2]
         self.app_hash: bytes = tip[3]
 
-    def bucket_hashes(self) -> list[bytes]:
-        """All N_BUCKETS bucket hashes (empty buckets: ``merkle.EMPTY``)."""
-        buckets = [merkle.EMPTY] * merkle.N_BUCKETS
-        for key, value in self._txn.cursor(db=self._db["buckets"]):
-            buckets[int.from_bytes(key, "big")] = bytes(value)
-        return buckets
+    def partition_roots(self) -> list[bytes]:
+        """All ``N_PARTITIONS`` partition roots (empty partitions: ``merkle.EMPTY``)."""
+        return statetree.load_roots(self._txn, self._db["roots"])[0]
 
     def entries(
-        self, first_bucket: int, end_bucket: int, after: bytes, max_bytes: int
+        self, partition: int, after: bytes, max_bytes: int
     ) -> tuple[list[tuple[bytes, bytes]], bool]:
-        """State entries of buckets [first_bucket, end_bucket) in (bucket, key) order, starting
-        after the entry whose state key is ``after`` (b"": from the start), up to about
-        ``max_bytes`` of keys and values. Returns (entries, more)."""
+        """State entries of ``partition`` in key order, starting after the state key ``after``
+        (b"": from the start), up to about ``max_bytes`` of keys and values. Returns
+        (entries, more)."""
         out: list[tuple[bytes, bytes]] = []
         used = 0
-        start = _b2(first_bucket) + after
-        if after:
-            start = _b2(merkle.bucket_of(after)) + after + b"\x00"
-        end = _b2(end_bucket) if end_bucket < merkle.N_BUCKETS else b"\xff\xff\xff"
-        cursor = self._txn.cursor(db=self._db["leaves"])
+        start = statetree.node_key(partition, 0, after + b"\x00" if after else b"")
+        end = statetree.node_key(partition, 0, None)
+        cursor = self._txn.cursor(db=self._db["tree"])
         if not cursor.set_range(start):
             return out, False
-        for lkey in cursor.iternext(keys=True, values=False):
-            if lkey >= end:
+        for record in cursor.iternext(keys=True, values=False):
+            if record >= end:
                 return out, False
-            key = bytes(lkey[2:])
+            key = bytes(record[3:])
             value = self._txn.get(key, db=self._db["state"])
             if value is None:
                 raise StoreError(f"leaf without a state entry: {key[:40]!r}")
@@ -156,6 +129,13 @@ class StateView:
             out.append((key, bytes(value)))
             used += len(key) + len(value) + 8
         return out, False
+
+    def prove(self, key: bytes) -> merkle.Proof | None:
+        """Inclusion proof of ``key`` in this view's state (None if the key is absent)."""
+        value = self._txn.get(key, db=self._db["state"])
+        if value is None:
+            return None
+        return statetree.prove(self._txn, self._db["tree"], self._db["roots"], key, bytes(value))
 
     def close(self) -> None:
         self._txn.abort()
@@ -201,8 +181,9 @@ class Store:
             raise StoreError(f"{path}: cannot open LMDB store: {exc}") from exc
         self.path = path
         self._readonly = readonly
-        self._top = merkle.TopTree([merkle.EMPTY] * merkle.N_BUCKETS)
-        self._pending_top = self._top
+        self._roots = [merkle.EMPTY] * merkle.N_PARTITIONS
+        self._tops = [0] * merkle.N_PARTITIONS
+        self._pending = (self._roots, self._tops)
         self.height, self.last_block_hash, self.last_time_ms, self.app_hash = 0, b"", 0, b""
         stored = self._meta(b"genesis")
         if stored is None:
@@ -223,8 +204,8 @@ class Store:
         return None if value is None else bytes(value)
 
     def _check_scheme(self) -> None:
-        # The stored bucket hashes are only valid under the scheme that wrote them: a store of
-        # another scheme would mix both hash kinds in its next commit and leave the chain.
+        # The stored tree nodes are only valid under the scheme that wrote them: a store of
+        # another scheme would mix both kinds of node in its next commit and leave the chain.
         raw = self._meta(K_SCHEME)
         found = None if raw is None else codec.decode(raw)
         if found != merkle.SCHEME:
@@ -245,18 +226,16 @@ class Store:
 
     def _load(self) -> None:
         with self._env.begin() as txn:
-            buckets = [merkle.EMPTY] * merkle.N_BUCKETS
-            for key, value in txn.cursor(db=self._db["buckets"]):
-                buckets[int.from_bytes(key, "big")] = bytes(value)
+            self._roots, self._tops = statetree.load_roots(txn, self._db["roots"])
             raw_tip = txn.get(b"tip", db=self._db["meta"])
         if raw_tip is None:
             raise StoreError(f"{self.path}: store has a genesis but no tip record")
         tip = codec.decode(bytes(raw_tip))
-        self._top = merkle.TopTree(buckets)
         self.height, self.last_block_hash, self.last_time_ms, self.app_hash = tip
-        if self._top.root != self.app_hash:
+        derived = merkle.app_hash(self._roots)
+        if derived != self.app_hash:
             raise StoreError(
-                f"{self.path}: bucket hashes give app hash {self._top.root.hex()[:16]}…, "
+                f"{self.path}: partition roots give app hash {derived.hex()[:16]}…, "
                 f"the store records {self.app_hash.hex()[:16]}… at height {self.height}"
             )
 
@@ -295,7 +274,7 @@ class Store:
             txn.cursor(db=self._db["txidx"]).putmulti(_tx_location_records(h, block.txs))
             new_top_root = self._write_state(txn, writes)
             self._write_tip(txn, h, block.hash, block.header.time_ms, new_top_root)
-        self._top = self._pending_top
+        self._roots, self._tops = self._pending
         self.height, self.last_block_hash = h, block.hash
         self.last_time_ms, self.app_hash = block.header.time_ms, new_top_root
         if h % RELEASE_EVERY_HEIGHTS == 0:
@@ -304,45 +283,28 @@ class Store:
         return new_top_root
 
     def _write_state(self, txn: lmdb.Transaction, writes: dict[bytes, bytes | None]) -> bytes:
-        sdb, ldb, bdb = self._db["state"], self._db["leaves"], self._db["buckets"]
-        dirty: set[int] = set()
-        state_puts, leaf_puts = [], []
+        sdb = self._db["state"]
+        state_puts = []
+        by_partition: dict[int, list[statetree.Write]] = {}
+        place, leaf_hash = merkle.place, merkle.leaf_hash
         for key, value in writes.items():  # distinct keys: the order of their writes is free
-            bucket = merkle.bucket_of(key)
-            dirty.add(bucket)
+            partition, rank = place(key)
             if value is None:
                 txn.delete(key, db=sdb)
-                txn.delete(_b2(bucket) + key, db=ldb)
+                write: statetree.Write = (key, rank, None)
             else:
                 state_puts.append((key, value))
-                leaf_puts.append((_b2(bucket) + key, merkle.leaf_hash(key, value)))
-        # One C loop per sub-db instead of a Python call per put (a block writes ~2 keys per tx).
+                write = (key, rank, leaf_hash(key, value))
+            by_partition.setdefault(partition, []).append(write)
+        # One C loop instead of a Python call per put (a block writes ~2 keys per tx).
         txn.cursor(db=sdb).putmulti(state_puts)
-        leaves = txn.cursor(db=ldb)
-        leaves.putmulti(leaf_puts)
-        changes, bucket_puts = {}, []
-        for bucket in sorted(dirty):
-            root = merkle.bucket_root_joined(_bucket_bytes(leaves, bucket))
-            changes[bucket] = root
-            if root == merkle.EMPTY:
-                txn.delete(_b2(bucket), db=bdb)
-            else:
-                bucket_puts.append((_b2(bucket), root))
-        txn.cursor(db=bdb).putmulti(bucket_puts)
-        self._pending_top = self._top.with_buckets(changes)
-        return self._pending_top.root
-
-    def _bucket_leaves(self, txn: lmdb.Transaction, bucket: int) -> tuple[list[bytes], list[bytes]]:
-        prefix = _b2(bucket)
-        keys, hashes = [], []
-        cursor = txn.cursor(db=self._db["leaves"])
-        if cursor.set_range(prefix):
-            for key, value in cursor:
-                if key[:2] != prefix:
-                    break
-                keys.append(bytes(key[2:]))
-                hashes.append(bytes(value))
-        return keys, hashes
+        tree, roots_db = self._db["tree"], self._db["roots"]
+        changed = statetree.update(txn, tree, roots_db, by_partition, self._tops)
+        roots, tops = list(self._roots), list(self._tops)
+        for partition, (root, top) in changed.items():
+            roots[partition], tops[partition] = root, top
+        self._pending = (roots, tops)
+        return merkle.app_hash(roots)
 
     def _write_tip(
         self, txn: lmdb.Transaction, height: int, block_hash: bytes, time_ms: int, app_hash: bytes
@@ -433,32 +395,27 @@ class Store:
         height, block_hash, time_ms, app_hash = base
         if height <= self.height:
             raise StoreError(f"snapshot at height {height} is not above the store's {self.height}")
-        sdb, ldb, bdb = self._db["state"], self._db["leaves"], self._db["buckets"]
+        sdb, tdb, rdb = self._db["state"], self._db["tree"], self._db["roots"]
         with self._txn() as txn:
-            for name in (sdb, ldb, bdb):
+            for name in (sdb, tdb, rdb):
                 txn.drop(name, delete=False)
-            per_bucket: dict[int, list[tuple[bytes, bytes]]] = {}
+            leaves = []
             for key, value in entries:
-                bucket = merkle.bucket_of(key)
-                leaf = merkle.leaf_hash(key, value)
                 txn.put(key, value, db=sdb)
-                txn.put(_b2(bucket) + key, leaf, db=ldb)
-                per_bucket.setdefault(bucket, []).append((key, leaf))
-            buckets = [merkle.EMPTY] * merkle.N_BUCKETS
-            for bucket, leaves in per_bucket.items():
-                buckets[bucket] = merkle.bucket_root([leaf for _, leaf in sorted(leaves)])
-                txn.put(_b2(bucket), buckets[bucket], db=bdb)
-            top = merkle.TopTree(buckets)
-            if top.root != app_hash:
+                leaves.append((key, merkle.leaf_hash(key, value)))
+            roots, tops = statetree.build(txn, tdb, rdb, leaves)
+            derived = merkle.app_hash(roots)
+            if derived != app_hash:
                 raise StoreError(
                     f"snapshot at height {height}: entries give app hash "
-                    f"{top.root.hex()[:16]}…, expected {app_hash.hex()[:16]}…"
+                    f"{derived.hex()[:16]}…, expected {app_hash.hex()[:16]}…"
                 )
             txn.put(K_SNAPSHOT_BASE, codec.encode(list(base)), db=self._db["meta"])
             if self.height == 0:  # no block below: the body pruner starts after the snapshot
                 txn.put(K_BODY_CURSOR, codec.encode([height + 1]), db=self._db["meta"])
             self._write_tip(txn, height, block_hash, time_ms, app_hash)
-        self._top = self._pending_top = top
+        self._roots, self._tops = roots, tops
+        self._pending = (roots, tops)
         self.height, self.last_block_hash, self.last_time_ms, self.app_hash = base
 
     def compact_copy(self, destination: Path) -> None:
@@ -501,8 +458,7 @@ class Store:
             value = txn.get(key, db=self._db["state"])
             if value is None:
                 return None
-            keys, hashes = self._bucket_leaves(txn, merkle.bucket_of(key))
-        return merkle.make_proof(key, bytes(value), hashes, keys.index(key), self._top)
+            return statetree.prove(txn, self._db["tree"], self._db["roots"], key, bytes(value))
 
     def size_bytes(self) -> int:
         """Bytes of the LMDB data file in use (pages × page size)."""

@@ -145,4 +145,4 @@ def test_genesis_hashes_are_pinned(tmp_path: Path) -> None:
     the state key layout or the Merkle scheme is a chain-breaking change and shows here."""
     app = App(Store(tmp_path, G, durable=False))
     assert G.hash.hex() == "c840919bab64a6489577aaf19066d5cd35f9a97a7be499d9fec625ff2951c715"
-    assert app.app_hash.hex() == "fe28b027188716b1a530f42069b2671c177cb5325cfcad21163073a043889d22"
+    assert app.app_hash.hex() == "771e48cb0db2df83122bf8ba9cd502e9bd1e6d20afa17dfd25c93ddc86999302"

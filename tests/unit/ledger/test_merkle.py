@@ -1,5 +1,5 @@
-"""Merkle trees: RFC 6962 tx roots, flat bucket hashes, state proofs that verify and fail when
-tampered."""
+"""Merkle trees: RFC 6962 tx roots, the key-ordered state tree (scheme 3), state proofs that verify
+and fail when tampered."""
 
 from __future__ import annotations
 
@@ -35,6 +35,43 @@ def test_list_root_is_rfc6962(hashes: list[bytes]) -> None:
     assert merkle.list_root(hashes) == _rfc6962(hashes)
 
 
+def _order(key: bytes | None) -> tuple[int, bytes]:
+    """Sort key of a level's element: the closing node (None) after every key."""
+    return (1, b"") if key is None else (0, key)
+
+
+def _reference_tree(items: dict[bytes, bytes]) -> tuple[bytes, dict[bytes, merkle.Proof]]:
+    """Independent of ledger/statetree.py: the app hash and every key's proof, computed from
+    each partition's levels (``merkle.partition_levels``) by walking them as lists."""
+    by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+    for k in sorted(items):
+        by_partition.setdefault(merkle.partition_of(k), []).append(
+            (k, merkle.leaf_hash(k, items[k]))
+        )
+    roots = [merkle.EMPTY] * merkle.N_PARTITIONS
+    levels_of = {p: merkle.partition_levels(leaves) for p, leaves in by_partition.items()}
+    for p, levels in levels_of.items():
+        roots[p] = levels[-1][-1][1]
+    proofs = {}
+    for k, v in items.items():
+        p = merkle.partition_of(k)
+        levels, below, steps = levels_of[p], k, []
+        for level in range(1, len(levels)):
+            keys_above = [key for key, _ in levels[level]]
+            at = next(i for i, key in enumerate(keys_above) if _order(key) >= _order(below))
+            lo = _order(keys_above[at - 1]) if at else (-1, b"")
+            kids = [
+                (key, h)
+                for key, h in levels[level - 1]
+                if lo < _order(key) <= _order(keys_above[at])
+            ]
+            index = [key for key, _ in kids].index(below)
+            steps.append((index, tuple(h for i, (_, h) in enumerate(kids) if i != index)))
+            below = keys_above[at]
+        proofs[k] = merkle.Proof(k, v, tuple(steps), tuple(merkle.top_path(roots, p)))
+    return merkle.app_hash(roots), proofs
+
+
 @given(
     st.dictionaries(
         st.binary(min_size=1, max_size=12), st.binary(max_size=12), min_size=1, max_size=60
@@ -43,72 +80,102 @@ def test_list_root_is_rfc6962(hashes: list[bytes]) -> None:
 @settings(max_examples=40)
 def test_every_key_proves_and_tampering_fails(items: dict[bytes, bytes]) -> None:
     """Each entry's proof verifies against the root; changing value, key or a path hash fails."""
-    buckets: dict[int, list[bytes]] = {}
-    for k in sorted(items):
-        buckets.setdefault(merkle.bucket_of(k), []).append(k)
-    roots = [merkle.EMPTY] * merkle.N_BUCKETS
-    for b, ks in buckets.items():
-        roots[b] = merkle.bucket_root([merkle.leaf_hash(k, items[k]) for k in ks])
-    top = merkle.TopTree(roots)
+    root, proofs = _reference_tree(items)
     for k, v in items.items():
-        ks = buckets[merkle.bucket_of(k)]
-        leaves = [merkle.leaf_hash(x, items[x]) for x in ks]
-        proof = merkle.make_proof(k, v, leaves, ks.index(k), top)
-        assert merkle.verify_proof(proof, top.root)
-        assert not merkle.verify_proof(dataclasses.replace(proof, value=v + b"x"), top.root)
-        assert not merkle.verify_proof(dataclasses.replace(proof, key=k + b"x"), top.root)
+        proof = proofs[k]
+        assert merkle.verify_proof(proof, root)
+        assert not merkle.verify_proof(dataclasses.replace(proof, value=v + b"x"), root)
+        assert not merkle.verify_proof(dataclasses.replace(proof, key=k + b"x"), root)
         bad_top = (bytes(32), *proof.top_path[1:])
-        assert not merkle.verify_proof(dataclasses.replace(proof, top_path=bad_top), top.root)
-        if proof.neighbours:
-            bad = (bytes(32), *proof.neighbours[1:])
-            assert not merkle.verify_proof(dataclasses.replace(proof, neighbours=bad), top.root)
-            moved = dataclasses.replace(
-                proof, leaf_index=(proof.leaf_index + 1) % (len(proof.neighbours) + 1)
+        assert not merkle.verify_proof(dataclasses.replace(proof, top_path=bad_top), root)
+        index, others = proof.path[0]
+        if others:
+            bad = ((index, (bytes(32), *others[1:])), *proof.path[1:])
+            assert not merkle.verify_proof(dataclasses.replace(proof, path=bad), root)
+            moved = ((index + 1) % (len(others) + 1), others)
+            assert not merkle.verify_proof(
+                dataclasses.replace(proof, path=(moved, *proof.path[1:])), root
             )
-            assert not merkle.verify_proof(moved, top.root)
 
 
-def _same_bucket_keys(n: int) -> list[bytes]:
-    """``n`` distinct keys that all fall into one bucket, sorted."""
-    target = merkle.bucket_of(b"k0")
-    keys = [k for k in (f"k{i}".encode() for i in range(200_000)) if merkle.bucket_of(k) == target]
-    return sorted(keys[:n])
+def _keys_of_partition(n: int, rank: int) -> list[bytes]:
+    """``n`` keys of partition 0 and exactly ``rank``, in key order."""
+    found = []
+    for i in range(2_000_000):
+        key = f"k{i}".encode()
+        if merkle.place(key) == (0, rank):
+            found.append(key)
+            if len(found) == n:
+                return sorted(found)
+    raise AssertionError("not enough keys")
 
 
-def test_bucket_hash_is_one_flat_hash_of_its_leaves_in_key_order() -> None:
-    """bucket = sha256(0x03 || leaf hashes in key order); empty bucket = sha256("")."""
-    leaves = [hashlib.sha256(bytes([i])).digest() for i in range(5)]
-    assert merkle.bucket_root(leaves) == hashlib.sha256(b"\x03" + b"".join(leaves)).digest()
-    assert merkle.bucket_root([]) == hashlib.sha256(b"").digest()
-    assert merkle.bucket_root_joined(b"".join(leaves)) == merkle.bucket_root(leaves)
-    assert merkle.bucket_root(leaves[::-1]) != merkle.bucket_root(leaves)
+def test_tree_shape_and_hashes_follow_the_spec() -> None:
+    """Leaf = sha256(0x00 ‖ u16 len ‖ key ‖ sha256(value)); a key of rank ≥ 1 closes a
+    level-1 node over the leaves since the previous such key; the closing node takes the rest;
+    node = sha256(0x04 ‖ level ‖ children); the top level is 1 + the highest rank."""
+    low, high = _keys_of_partition(4, 0), _keys_of_partition(1, 1)[0]
+    keys = sorted([*low, high])
+    leaf = {k: merkle.leaf_hash(k, b"v") for k in keys}
+    assert (
+        leaf[high]
+        == hashlib.sha256(
+            b"\x00" + len(high).to_bytes(2, "big") + high + hashlib.sha256(b"v").digest()
+        ).digest()
+    )
+    at = keys.index(high)
+    first = hashlib.sha256(b"\x04\x01" + b"".join(leaf[k] for k in keys[: at + 1])).digest()
+    rest = hashlib.sha256(b"\x04\x01" + b"".join(leaf[k] for k in keys[at + 1 :])).digest()
+    root = hashlib.sha256(b"\x04\x02" + first + rest).digest()
+    levels = merkle.partition_levels([(k, leaf[k]) for k in keys])
+    assert levels[1] == [(high, first), (None, rest)]
+    assert levels[2] == [(None, root)]
+    assert merkle.partition_root([(k, leaf[k]) for k in keys]) == root
+    assert (
+        merkle.partition_root([(k, leaf[k]) for k in low])
+        == hashlib.sha256(b"\x04\x01" + b"".join(leaf[k] for k in low)).digest()
+    )
+    assert merkle.partition_root([]) == merkle.EMPTY == hashlib.sha256(b"").digest()
 
 
-def test_proof_in_a_crowded_bucket_pins_place_and_neighbours() -> None:
-    """In a bucket of 6 leaves every proof verifies; a shifted index, a dropped or reordered
-    neighbour, or a neighbour of the wrong length (which would shift the bytes) does not."""
-    keys = _same_bucket_keys(6)
-    assert len(keys) == 6
+def test_nodes_average_sixteen_children() -> None:
+    """Ranks count leading zero nibbles: over 20,000 keys a level-1 node has 16 ± 2 children
+    on average, and a partition of ≈ 300 keys has 3 levels."""
+    keys = [f"meas/{i:013d}/m".encode() for i in range(20_000)]
+    ranks = [merkle.place(k)[1] for k in keys]
+    assert 14 <= len(keys) / sum(r >= 1 for r in ranks) <= 18
+    assert 180 <= len(keys) / sum(r >= 2 for r in ranks) <= 400
+    partitions = [merkle.place(k)[0] for k in keys]
+    assert set(partitions) == set(range(merkle.N_PARTITIONS))
+
+
+def test_proof_pins_place_length_and_level_count() -> None:
+    """In a node of several children every proof verifies; a shifted index, a dropped or
+    reordered sibling, a sibling of the wrong length, two fused siblings, a missing or extra
+    level, or a key too long for any leaf does not."""
+    keys = _keys_of_partition(6, 0)
     items = {k: b"v" + k for k in keys}
-    leaves = [merkle.leaf_hash(k, items[k]) for k in keys]
-    roots = [merkle.EMPTY] * merkle.N_BUCKETS
-    roots[merkle.bucket_of(keys[0])] = merkle.bucket_root(leaves)
-    top = merkle.TopTree(roots)
+    root, proofs = _reference_tree(items)
     for index, k in enumerate(keys):
-        proof = merkle.make_proof(k, items[k], leaves, index, top)
-        assert len(proof.neighbours) == 5
-        assert merkle.verify_proof(proof, top.root)
+        proof = proofs[k]
+        assert proof.path[0][0] == index
+        assert len(proof.path[0][1]) == 5
+        assert merkle.verify_proof(proof, root)
+        n = proof.path[0][1]
         for wrong in {index - 1, index + 1, -1, 6} - {index}:
-            assert not merkle.verify_proof(dataclasses.replace(proof, leaf_index=wrong), top.root)
-        n = proof.neighbours
+            step = ((wrong, n),)
+            assert not merkle.verify_proof(dataclasses.replace(proof, path=step), root)
         for changed in (n[1:], n[::-1], (n[0][:31], *n[1:]), (n[0] + b"\x00", *n[1:])):
-            assert not merkle.verify_proof(dataclasses.replace(proof, neighbours=changed), top.root)
-    # Two neighbours fused into one 64-byte "hash" give the same bucket bytes: refused anyway.
-    proof = merkle.make_proof(keys[0], items[keys[0]], leaves, 0, top)
-    fused = (proof.neighbours[0] + proof.neighbours[1], *proof.neighbours[2:])
-    assert not merkle.verify_proof(dataclasses.replace(proof, neighbours=fused), top.root)
-    # A key too long for any leaf (a hostile server's answer) is refused, not an OverflowError.
-    assert not merkle.verify_proof(dataclasses.replace(proof, key=b"k" * 0x10000), top.root)
+            step = ((index, changed),)
+            assert not merkle.verify_proof(dataclasses.replace(proof, path=step), root)
+    proof = proofs[keys[0]]
+    n = proof.path[0][1]
+    fused = ((0, (n[0] + n[1], *n[2:])),)
+    assert not merkle.verify_proof(dataclasses.replace(proof, path=fused), root)
+    assert not merkle.verify_proof(dataclasses.replace(proof, path=()), root)
+    extra = (*proof.path, (0, ()))
+    assert not merkle.verify_proof(dataclasses.replace(proof, path=extra), root)
+    assert not merkle.verify_proof(dataclasses.replace(proof, key=b"k" * 0x10000), root)
 
 
 def _reference_root(nodes: list[bytes]) -> bytes:
@@ -120,36 +187,15 @@ def _reference_root(nodes: list[bytes]) -> bytes:
     return _reference_root([hashlib.sha256(b"\x02" + b"".join(g)).digest() for g in groups])
 
 
-def test_top_tree_shape_and_root_match_an_independent_reference() -> None:
-    """16,384 buckets under a 16-ary tree (1,024, 64, 4 nodes, then the root); 48 siblings."""
-    roots = [hashlib.sha256(i.to_bytes(2, "big")).digest() for i in range(merkle.N_BUCKETS)]
-    assert merkle.N_BUCKETS == 16_384
-    assert merkle.LEVEL_SIZES == (16_384, 1_024, 64, 4, 1)
-    assert merkle.PATH_HASHES == 48
-    top = merkle.TopTree(roots)
-    assert top.root == _reference_root(roots)
-    assert top.bucket(12_345) == roots[12_345]
-    assert len(top.path(0)) == len(top.path(merkle.N_BUCKETS - 1)) == 48
-    with pytest.raises(ValueError, match="16384 bucket hashes"):
-        merkle.TopTree(roots[:-1])
-
-
-def test_incremental_top_tree_equals_full_rebuild() -> None:
-    """Re-hashing only dirty paths gives the same root as building the tree from scratch, and
-    leaves the tree it was made from as it was."""
-    roots = [merkle.EMPTY] * merkle.N_BUCKETS
-    top = merkle.TopTree(roots)
-    before = top.root
-    changes = {i * 37 % merkle.N_BUCKETS: hashlib.sha256(bytes([i])).digest() for i in range(50)}
-    changes[merkle.N_BUCKETS - 1] = hashlib.sha256(b"last").digest()
-    for b, h in changes.items():
-        roots[b] = h
-    changed = top.with_buckets(changes)
-    assert changed.root == merkle.TopTree(roots).root == _reference_root(roots)
-    assert top.root == before
-    assert all(top.bucket(b) == merkle.EMPTY for b in changes)  # no shared page was written
-    assert all(changed.bucket(b) == h for b, h in changes.items())
-    assert changed.with_buckets({0: merkle.EMPTY}).root != changed.root  # bucket 0 was set
+def test_app_hash_folds_the_64_partition_roots() -> None:
+    """64 partition roots under a 16-ary top (4 nodes, then the root); 18 siblings."""
+    roots = [hashlib.sha256(bytes([i])).digest() for i in range(merkle.N_PARTITIONS)]
+    assert merkle.N_PARTITIONS == 64
+    assert merkle.TOP_PATH_HASHES == 18
+    assert merkle.app_hash(roots) == _reference_root(roots)
+    assert all(len(merkle.top_path(roots, p)) == 18 for p in (0, 17, 63))
+    with pytest.raises(ValueError, match="64 partition roots"):
+        merkle.app_hash(roots[:-1])
 
 
 def test_store_proof_of_balance_against_app_hash(tmp_path: Path) -> None:

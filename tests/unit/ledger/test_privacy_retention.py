@@ -332,6 +332,6 @@ def test_state_proof_of_another_key_is_refused() -> None:
     proof = privacy.prove_record("p", A1, [rec], rec)
     value = codec.encode([1, 2, 1, proof.member_root])
     fake = merkle.Proof(
-        privacy.k_day_root("p", T0, A2), value, 0, (), (b"\x00" * 32,) * merkle.PATH_HASHES
+        privacy.k_day_root("p", T0, A2), value, ((0, ()),), (b"\x00" * 32,) * merkle.TOP_PATH_HASHES
     )
     assert not privacy.verify_record_in_state(proof, fake, b"\x00" * 32)

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from ledger import codec, merkle
 from ledger.errors import StoreError
 from ledger.snapshot import (
-    BUCKETS_PER_CHUNK,
     N_CHUNKS,
     PIECE_BYTES,
     SnapshotError,
@@ -47,14 +46,13 @@ def _all_entries(store: Store) -> tuple[int, list[bytes], list[Entries]]:
     """(height, manifest, entries per chunk) read through a state view, piece by piece."""
     view = store.view()
     try:
-        roots = chunk_roots(view.bucket_hashes())
+        roots = chunk_roots(view.partition_roots())
         chunks: list[Entries] = []
         for c in range(N_CHUNKS):
             entries: Entries = []
             after, more = b"", True
             while more:
-                first = c * BUCKETS_PER_CHUNK
-                piece, more = view.entries(first, first + BUCKETS_PER_CHUNK, after, 300)
+                piece, more = view.entries(c, after, 300)
                 entries += piece
                 after = piece[-1][0] if piece else after
             chunks.append(entries)
@@ -136,7 +134,7 @@ def test_restore_gives_the_same_app_hash_and_proofs(extra: dict[bytes, bytes]) -
             assert target.prove(key) == source.prove(key)
         source.close()
         target.close()
-        again = Store(Path(tmp) / "b", genesis(), durable=False)  # reopens: buckets match tip
+        again = Store(Path(tmp) / "b", genesis(), durable=False)  # reopens: roots match tip
         assert again.app_hash == manifest_root(roots)
         again.close()
 
@@ -238,7 +236,7 @@ def test_view_is_consistent_while_the_node_commits(tmp_path: Path) -> None:
     )
     assert app.app_hash != app_hash
     assert view.height == height
-    assert merkle.TopTree(view.bucket_hashes()).root == app_hash
+    assert merkle.app_hash(view.partition_roots()) == app_hash
     view.close()
 
 

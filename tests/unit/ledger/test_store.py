@@ -51,35 +51,36 @@ def test_empty_store_needs_genesis_and_other_genesis_refused(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize(
-    ("scheme", "says"), [(None, "before schemes were recorded"), (1, "with scheme 1")]
+    ("scheme", "says"),
+    [(None, "before schemes were recorded"), (1, "with scheme 1"), (2, "with scheme 2")],
 )
 def test_a_store_of_another_app_hash_scheme_is_refused(
     tmp_path: Path, scheme: int | None, says: str
 ) -> None:
     """A store written under another app-hash scheme (or before stores recorded one) is not
-    opened: its next commit would mix two kinds of bucket hash."""
+    opened: its next commit would mix two kinds of tree node."""
     _chain(tmp_path).store.close()
     env = lmdb.open(str(tmp_path), max_dbs=16)
     meta = env.open_db(b"meta")
     with env.begin(write=True, db=meta) as txn:
-        assert codec.decode(txn.get(b"scheme")) == merkle.SCHEME == 2
+        assert codec.decode(txn.get(b"scheme")) == merkle.SCHEME == 3
         if scheme is None:
             txn.delete(b"scheme")
         else:
             txn.put(b"scheme", codec.encode(scheme))
     env.close()
-    with pytest.raises(StoreError, match=f"written {says}; this lemd uses app-hash scheme 2"):
+    with pytest.raises(StoreError, match=f"written {says}; this lemd uses app-hash scheme 3"):
         Store(tmp_path)
 
 
 def test_tampered_state_detected_on_open(tmp_path: Path) -> None:
-    """A bucket hash edited behind the store's back makes opening fail loudly."""
+    """A partition root edited behind the store's back makes opening fail loudly."""
     _chain(tmp_path).store.close()
     env = lmdb.open(str(tmp_path), max_dbs=16)
-    db = env.open_db(b"buckets")
+    db = env.open_db(b"roots")
     with env.begin(write=True, db=db) as txn:
-        key, _ = next(iter(txn.cursor()))
-        txn.put(key, b"\x00" * 32)
+        key, value = next(iter(txn.cursor()))
+        txn.put(key, value[:1] + b"\x00" * 32)
     env.close()
     with pytest.raises(StoreError, match="app hash"):
         Store(tmp_path)

@@ -40,10 +40,12 @@ GOOD_BLOCK = _good_block()
 
 
 def test_a_header_of_the_old_app_hash_scheme_is_refused() -> None:
-    """Version 1 headers (RFC 6962 buckets) are refused by name, not computed on."""
-    assert blk.BLOCK_VERSION == 2
-    with pytest.raises(BlockInvalid, match=r"header\.version 1 is not 2"):
-        blk.decode(_good_block(version=1))
+    """Headers of versions 1 and 2 (the bucketed app-hash schemes) are refused by name, not
+    computed on."""
+    assert blk.BLOCK_VERSION == 3
+    for old in (1, 2):
+        with pytest.raises(BlockInvalid, match=rf"header\.version {old} is not 3"):
+            blk.decode(_good_block(version=old))
 
 
 def _decode_verified(data: bytes) -> None:
