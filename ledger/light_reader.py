@@ -18,7 +18,7 @@ on an idle chain is up to ``block_heartbeat_s`` away, so a read:
    checked when their header arrives, so the next read has them.
 
 ``absent`` and ``denied`` are a validator's word, not proofs (there are no absence proofs:
-the neighbours in a bucket are other members' rows). They are kept only until the next header.
+a key's neighbours in key order are other members' rows). They are kept only until the next header.
 """
 
 from __future__ import annotations
