@@ -1,7 +1,7 @@
 """CPU per tx of one validator's ledger pipeline, by stage, without network or consensus.
 
 Usage: .venv/bin/python bench/validator_pipeline.py [--block 1500] [--blocks 16] [--repeat 3]
-       [--no-durable]
+       [--no-durable] [--growth N]
 
 What one validator of bench/consensus_mqtt_throughput.py does for each signed ``AddMeter`` tx,
 in one process on a real LMDB store (fsync on unless ``--no-durable``):
@@ -10,13 +10,17 @@ in one process on a real LMDB store (fsync on unless ``--no-durable``):
 * prepare: the proposer's block building (every tx executed on an overlay);
 * validate: a second validation of the same block bytes (what a non-proposer's
   ``validate_block`` costs is ``prepare`` here; this line shows the cache hit);
-* commit: ``commit_block`` (state, Merkle buckets, indexes, one LMDB write transaction);
+* commit: ``commit_block`` (state, state tree, indexes, one LMDB write transaction);
 * update: the mempool's post-commit re-check.
 
 Each tx adds two state keys, so the state grows with the run (``--blocks`` × ``--block`` × 2
-keys) and the Merkle buckets with it. Figures are CPU time (``time.process_time``) per tx; the
+keys) and the state tree with it. Figures are CPU time (``time.process_time``) per tx; the
 run is repeated ``--repeat`` times in fresh stores and the fastest repeat is printed, since
 other load on this shared machine only ever adds time.
+
+``--growth N`` shows how the commit's cost follows the state instead: one run, and for every N
+blocks the commit's CPU per tx and the bytes the process wrote to disk per tx during the
+commits (``write_bytes`` of /proc/self/io: what reaches the eMMC, page copies included).
 """
 
 from __future__ import annotations
@@ -51,8 +55,17 @@ def _txs(chain_id: str, count: int) -> list[bytes]:
     return txs
 
 
-def run_once(txs: list[bytes], block: int, durable: bool) -> dict[str, float]:
-    """Seconds of CPU per stage for the whole run, in a fresh store."""
+def _written_bytes() -> int:
+    """Bytes this process has caused to be written to storage (Linux)."""
+    with open("/proc/self/io") as io:
+        return next(int(line.split()[1]) for line in io if line.startswith("write_bytes"))
+
+
+def run_once(
+    txs: list[bytes], block: int, durable: bool, commits: list[tuple[float, int]] | None = None
+) -> dict[str, float]:
+    """Seconds of CPU per stage for the whole run, in a fresh store; with ``commits``, each
+    block's (commit CPU [s], bytes written by the commit) is appended to it."""
     g = genesis(admins=(ADMIN.public_key, *(k.public_key for k in ADMINS)))
     spent = dict.fromkeys(STAGES, 0.0)
     with tempfile.TemporaryDirectory(prefix="lem-pipe-") as tmp:
@@ -72,9 +85,12 @@ def run_once(txs: list[bytes], block: int, durable: bool) -> dict[str, float]:
             )  # fmt: skip
             t2 = time.process_time()
             app.validate_block(prepared.block_bytes)
+            written = _written_bytes() if commits is not None else 0
             t3 = time.process_time()
             app.commit_block(prepared.block_bytes, [[VAL.public_key, b"\x00" * 64]])
             t4 = time.process_time()
+            if commits is not None:
+                commits.append((t4 - t3, _written_bytes() - written))
             pool.update(app.decode_block(prepared.block_bytes).txs)
             t5 = time.process_time()
             marks = (t0, t1, t2, t3, t4, t5)
@@ -90,9 +106,13 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-durable", dest="durable", action="store_false")
+    parser.add_argument("--growth", type=int, metavar="N", help="commit cost per N blocks")
     args = parser.parse_args()
     g = genesis(admins=(ADMIN.public_key, *(k.public_key for k in ADMINS)))
     txs = _txs(g.chain_id, args.block * args.blocks)
+    if args.growth:
+        _print_growth(txs, args.block, args.durable, args.growth)
+        return
     runs = []
     for _ in range(args.repeat):
         runs.append(run_once(txs, args.block, args.durable))
@@ -106,6 +126,21 @@ def main() -> None:
     )
     print(f"  CPU per tx [µs]: {parts}; total {sum(best.values()) / n * 1e6:.1f}")
     print(f"  all repeats, total [µs/tx]: {[round(sum(r.values()) / n * 1e6, 1) for r in runs]}")
+
+
+def _print_growth(txs: list[bytes], block: int, durable: bool, every: int) -> None:
+    commits: list[tuple[float, int]] = []
+    run_once(txs, block, durable, commits)
+    print(f"{len(txs)} AddMeter txs in blocks of {block}, durable={durable}: commit per tx")
+    for first in range(0, len(commits), every):
+        part = commits[first : first + every]
+        n = len(part) * block
+        cpu, written = sum(c for c, _ in part) / n * 1e6, sum(w for _, w in part) / n / 1024
+        keys = (first + len(part)) * block * 2
+        print(
+            f"  blocks {first:4d}-{first + len(part) - 1:4d} (state ≤ {keys:,} keys):"
+            f" CPU {cpu:6.1f} µs, written {written:6.1f} KiB"
+        )
 
 
 if __name__ == "__main__":
