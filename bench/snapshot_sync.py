@@ -32,7 +32,6 @@ from ledger.app import App
 from ledger.bodyprune import MAX_BLOCKS_PER_STEP, BodyPruner
 from ledger.keys import SigningKey
 from ledger.snapshot import (
-    BUCKETS_PER_CHUNK,
     N_CHUNKS,
     PIECE_BYTES,
     chunk_roots,
@@ -112,7 +111,7 @@ def _snapshot(app: App, tmp: Path, label: str) -> None:
     store = app.store
     t = time.perf_counter()
     view = store.view()
-    roots = chunk_roots(view.bucket_hashes())
+    roots = chunk_roots(view.partition_roots())
     manifest_s = time.perf_counter() - t
     chunks: list[list[tuple[bytes, bytes]]] = []
     pieces, largest, wire = 0, 0, 0
@@ -121,8 +120,7 @@ def _snapshot(app: App, tmp: Path, label: str) -> None:
         entries: list[tuple[bytes, bytes]] = []
         after, more = b"", True
         while more:
-            first = c * BUCKETS_PER_CHUNK
-            piece, more = view.entries(first, first + BUCKETS_PER_CHUNK, after, PIECE_BYTES)
+            piece, more = view.entries(c, after, PIECE_BYTES)
             message = codec.encode(["snap_chunk", "lem-bench", view.height, c, after, 0,
                                     [[k, v] for k, v in piece], more])  # fmt: skip
             pieces, largest, wire = pieces + 1, max(largest, len(message)), wire + len(message)
