@@ -39,7 +39,7 @@ partition."""
 
 _LEAF = b"\x00"
 _NODE = b"\x01"
-_TOP = b"\x02"  # top-tree nodes get their own prefix so a bucket root never passes as one
+_TOP = b"\x02"  # top nodes get their own prefix so a partition root never passes as one
 _NODE_PREFIXES = [b"\x04" + bytes((level,)) for level in range(MAX_LEVELS + 1)]
 """A tree node of level L hashes with 0x04 ‖ L: no leaf, list node, top node or node of another
 level can pose as one (0x03 was scheme 2's buckets)."""
