@@ -398,11 +398,7 @@ class ProofService:
                 return current
         elif self._served is None:
             return self.app.store.prove(key)
-        return self._view_proof(self._served, key)
-
-    def _view_proof(self, view: StateView, key: bytes) -> merkle.Proof | None:
-        """Inclusion proof of ``key`` in the pinned state ``view`` (None: absent there)."""
-        return view.prove(key)
+        return self._served.prove(key)
 
     def close(self) -> None:
         """Release the pinned views (their LMDB read transactions)."""

@@ -57,11 +57,6 @@ class SnapshotError(LedgerError):
 # format (pure) ---------------------------------------------------------------------------------
 
 
-def chunk_roots(partition_roots: Sequence[bytes]) -> list[bytes]:
-    """The manifest: the partition roots, chunk by chunk."""
-    return list(partition_roots)
-
-
 def manifest_root(roots: Sequence[bytes]) -> bytes:
     """The app hash the chunk roots give (compare with a trusted header's ``app_hash``)."""
     if len(roots) != N_CHUNKS or not all(isinstance(r, bytes) and len(r) == 32 for r in roots):
@@ -262,7 +257,7 @@ class SnapshotServer:
             self._send("sync_resp", codec.encode(["snap_none", chain, nonce, "no_view"]), sender)
             return
         if self._roots is None:
-            self._roots = chunk_roots(self._served.partition_roots())
+            self._roots = self._served.partition_roots()  # chunk c = partition c
         self._sessions[sender] = self._served.height
         self._lease_until = self._now_s() + LEASE_S
         self.stats["manifests"] += 1

@@ -17,7 +17,6 @@ from ledger.snapshot import (
     PIECE_BYTES,
     SnapshotError,
     SnapshotServer,
-    chunk_roots,
     decode,
     make_chunk_request,
     make_request,
@@ -46,7 +45,7 @@ def _all_entries(store: Store) -> tuple[int, list[bytes], list[Entries]]:
     """(height, manifest, entries per chunk) read through a state view, piece by piece."""
     view = store.view()
     try:
-        roots = chunk_roots(view.partition_roots())
+        roots = view.partition_roots()
         chunks: list[Entries] = []
         for c in range(N_CHUNKS):
             entries: Entries = []
