@@ -53,7 +53,7 @@ _HASH = operator.itemgetter(1)
 
 
 class _Partition:
-    """One partition's nodes inside one write transaction."""
+    """One partition's nodes inside one LMDB transaction (a write one for :meth:`update`)."""
 
     def __init__(self, txn: lmdb.Transaction, tree_db: Any, partition: int) -> None:
         self._txn = txn
@@ -61,7 +61,7 @@ class _Partition:
         self._cursor = txn.cursor(db=tree_db)
         self.p = partition
 
-    def _at_or_after(self, level: int, suffix: bytes) -> bytes:
+    def at_or_after(self, level: int, suffix: bytes) -> bytes:
         """Suffix (0x01 ‖ key or 0x02) of the first element of ``level`` at or after ``suffix``
         (the closing node exists on every level up to the top, so there always is one)."""
         cursor = self._cursor
@@ -80,7 +80,7 @@ class _Partition:
         node = b""
         for suffix in dirty:
             if suffix > node:  # beyond the node found last: look the next one up
-                node = self._at_or_after(level, suffix)
+                node = self.at_or_after(level, suffix)
                 nodes.add(node)
         return nodes
 
@@ -150,7 +150,7 @@ class _Partition:
             above = self._nodes_over(level, dirty)
             # A new boundary splits the node it fell in: the part after it is re-hashed too.
             above.update(
-                self._at_or_after(level, _KEY + key + b"\x00")
+                self.at_or_after(level, _KEY + key + b"\x00")
                 for key, rank in inserted
                 if rank >= level
             )
@@ -197,7 +197,7 @@ def prove(
     steps = []
     below = _KEY + key
     for level in range(1, tops[p] + 1):
-        node = part._at_or_after(level, below)
+        node = part.at_or_after(level, below)
         children = part.children(level, node)
         index = [suffix for suffix, _ in children].index(below)
         others = tuple(digest for i, (_, digest) in enumerate(children) if i != index)
