@@ -143,7 +143,7 @@ class _Partition:
         top = self.top_level()
         for level in range(top + 1, old_top + 1):
             txn.delete(node_key(p, level, None), db=db)
-        dirty = sorted({_KEY + key for key, _, _ in writes})
+        dirty = [_KEY + key for key, _, _ in writes]  # in order and distinct, as ``writes``
         for level in range(1, top + 1):
             if level > old_top:
                 txn.put(node_key(p, level, None), _PLACEHOLDER, db=db)

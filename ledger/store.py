@@ -58,6 +58,14 @@ def _tx_location_records(height: int, txs: Iterable[bytes]) -> list[tuple[bytes,
     return [(tx_hash(raw), at_height + codec.encode(i)) for i, raw in enumerate(txs)]
 
 
+def _prove(txn: lmdb.Transaction, dbs: dict[str, Any], key: bytes) -> merkle.Proof | None:
+    """Inclusion proof of ``key`` in the state ``txn`` reads (None if the key is absent)."""
+    value = txn.get(key, db=dbs["state"])
+    if value is None:
+        return None
+    return statetree.prove(txn, dbs["tree"], dbs["roots"], key, bytes(value))
+
+
 class LmdbState:
     """A :class:`ledger.state.StateReader` over one LMDB read transaction."""
 
@@ -132,10 +140,7 @@ class StateView:
 
     def prove(self, key: bytes) -> merkle.Proof | None:
         """Inclusion proof of ``key`` in this view's state (None if the key is absent)."""
-        value = self._txn.get(key, db=self._db["state"])
-        if value is None:
-            return None
-        return statetree.prove(self._txn, self._db["tree"], self._db["roots"], key, bytes(value))
+        return _prove(self._txn, self._db, key)
 
     def close(self) -> None:
         self._txn.abort()
@@ -455,10 +460,7 @@ class Store:
     def prove(self, key: bytes) -> merkle.Proof | None:
         """Inclusion proof of ``key`` against :attr:`app_hash` (None if the key is absent)."""
         with self._env.begin() as txn:
-            value = txn.get(key, db=self._db["state"])
-            if value is None:
-                return None
-            return statetree.prove(txn, self._db["tree"], self._db["roots"], key, bytes(value))
+            return _prove(txn, self._db, key)
 
     def size_bytes(self) -> int:
         """Bytes of the LMDB data file in use (pages × page size)."""
