@@ -51,6 +51,7 @@ from ledger.light import LightClient
 from ledger.light_node import LightNode
 from ledger.light_reader import ProvenReader
 from ledger.node import Node
+from ledger.proofs import tx_query_of
 from ledger.transport.base import CHANNELS, LIGHT_CHANNELS
 from ledger.transport.mqtt import MqttTransport
 from ledger.transport.mqtt_settings import MqttSettings
@@ -184,7 +185,8 @@ async def _busy(b: Bench) -> tuple[list[Link], int, int, int]:
             await m.node.submit(raw)
             before_raw = previous[i]
             if before_raw is not None:
-                _, (result,) = await m.node.prove([("tx", sha256(before_raw))], timeout_s=20)
+                query = tx_query_of(before_raw)
+                _, (result,) = await m.node.prove([("tx", query)], timeout_s=20)
                 proved += isinstance(result, int)
             previous[i] = raw
         await asyncio.sleep(b.args.slot_s)

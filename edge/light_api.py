@@ -434,9 +434,13 @@ def _measure_record(body: dict[str, Any]) -> OutboxRecord:
 
 
 def _queued(item: dict[str, Any]) -> dict[str, Any]:
-    """A queued tx as ``GET /outbox`` shows it (bytes as hex)."""
+    """A queued tx as ``GET /outbox`` shows it (bytes as hex); once signed, with the hash and
+    sequence of its last signed form (what ``lemctl ledger prove --key tx`` asks for)."""
     body = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in dict(item["body"]).items()}
-    return {"id": item["id"], "kind": item["kind"], "body": body, "rounds": item.get("rounds", 0)}
+    shown = {"id": item["id"], "kind": item["kind"], "body": body, "rounds": item.get("rounds", 0)}
+    if item.get("tx") and "seq" in item:
+        shown |= {"tx_hash": bytes(item["tx"]).hex(), "sequence": int(item["seq"])}
+    return shown
 
 
 def _int(entry: Proven) -> int:

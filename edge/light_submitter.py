@@ -11,10 +11,10 @@ mempool — stale sequence after a crash, say — is never included). A record n
 
 Other txs (``POST /solve`` and the admin writes of the REST API, the join task's JoinRequest:
 :meth:`LightSubmitter.queue_tx`) are durable too: each is stored in the outbox's LMDB
-(``meta`` key :data:`API_QUEUE`, synced) before the API answers 202, with the hash of its last
-signed form. They share the sequence and the inclusion proofs; after a restart a stored hash
-is proven first (committed before the crash: done), then the tx is signed anew. One never
-included after ``give_up_rounds`` re-signs moves to :data:`API_REJECTED` with the reason
+(``meta`` key :data:`API_QUEUE`, synced) before the API answers 202, with the hash and sequence
+of its last signed form. They share the sequence and the inclusion proofs; after a restart that
+signed form is proven first (committed before the crash: done), then the tx is signed anew. One
+never included after ``give_up_rounds`` re-signs moves to :data:`API_REJECTED` with the reason
 (``GET /outbox`` ``rejected_txs``). ``POST /measure`` is an outbox record like a meter slot
 (edge/light_api.py). While ``hold()`` is true (a joining node, edge/light_join.py) outbox
 records wait unsigned; queued txs still go.
@@ -38,7 +38,7 @@ from ledger import tx as txm
 from ledger.errors import LedgerError
 from ledger.keys import SigningKey
 from ledger.light_node import LightNode
-from ledger.proofs import ProofError
+from ledger.proofs import ProofError, tx_query, tx_query_of
 
 log = logging.getLogger("lemd.submitter")
 
@@ -119,7 +119,9 @@ class LightSubmitter:
         self._sends: Counter[bytes] = Counter()
         self._rounds: Counter[bytes] = Counter()
         self.hold = hold
-        self._recheck = [bytes(i["tx"]) for i in self.queued() if i.get("tx")]
+        self._recheck = [
+            (bytes(i["tx"]), int(i["seq"])) for i in self.queued() if i.get("tx") and "seq" in i
+        ]
         self.committed = 0
         self.stats: Counter[str] = Counter()
 
@@ -205,10 +207,11 @@ class LightSubmitter:
     async def _recheck_restored(self) -> None:
         """After a restart: a queued tx whose last signed form was committed before the crash
         is done (not signed again)."""
-        hashes = self._recheck[:PROOF_BATCH]
-        _, results = await self.node.prove([("tx", h) for h in hashes], timeout_s=30.0)
+        signed = self._recheck[:PROOF_BATCH]
+        queries = [("tx", tx_query(h, seq)) for h, seq in signed]
+        _, results = await self.node.prove(queries, timeout_s=30.0)
         self._recheck = self._recheck[PROOF_BATCH:]
-        done = {h for h, r in zip(hashes, results, strict=True) if isinstance(r, int)}
+        done = {h for (h, _), r in zip(signed, results, strict=True) if isinstance(r, int)}
         for item in self.queued():
             if bytes(item.get("tx") or b"") in done:
                 self._drop(str(item["id"]))
@@ -226,7 +229,7 @@ class LightSubmitter:
             raw = txm.make(self.key, self.node.chain_id, self.sequence, item["kind"], item["body"])
             self.sequence += 1
             tx = await self.node.submit(raw)
-            self._update(item["id"], tx=tx.hash)
+            self._update(item["id"], tx=tx.hash, seq=tx.sequence)
             self.inflight[tx.hash] = Pending(
                 None, raw, tx.hash, time.monotonic(), item["kind"], item["id"]
             )
@@ -256,7 +259,8 @@ class LightSubmitter:
         hashes = list(self.inflight)[:PROOF_BATCH]
         if not hashes:
             return
-        _, results = await self.node.prove([("tx", h) for h in hashes], timeout_s=30.0)
+        queries = [("tx", tx_query_of(self.inflight[h].raw)) for h in hashes]
+        _, results = await self.node.prove(queries, timeout_s=30.0)
         stale = False
         for tx_hash, result in zip(hashes, results, strict=True):
             pending = self.inflight[tx_hash]

@@ -12,8 +12,9 @@ direct channel ``proof_resp``, two requests it receives on ``proof_req``:
   ``proof_req``): per query an inclusion proof — ``kind`` ``"key"``: a state key, proven
   against the app hash after the answer's height, served only when seed 000 Fig. 4 lets the
   requester read it (:meth:`ledger.access.Queries.prove`, plus the requester's own
-  ``own/<key>/<meter>`` rows); ``"tx"``: a tx hash, proven against its block's ``txs_hash``,
-  served only for the requester's own txs; ``"list"``: the keys under a prefix the requester
+  ``own/<key>/<meter>`` rows); ``"tx"``: one of the requester's own txs, named by
+  :func:`tx_query` (its hash and sequence), proven against its block's ``txs_hash``;
+  ``"list"``: the keys under a prefix the requester
   may enumerate (``period/``, its own ``own/<key>/``), at most :data:`MAX_LISTED`, not proven
   (each listed key is then proven on its own; completeness is not: light.md §4).
 
@@ -50,7 +51,7 @@ from ledger.app import App
 from ledger.consensus.messages import Commit
 from ledger.errors import AccessDenied, CodecError, LedgerError, SignatureError
 from ledger.light import HeaderUpdate, LightClient, Valset, decode_update, encode_update
-from ledger.store import PrunedTx, StateView
+from ledger.store import StateView
 from ledger.transport.base import Message
 
 HEADERS_PER_ANSWER = 32
@@ -78,6 +79,22 @@ def own_prefix(account: bytes) -> bytes:
 
 
 # requests (member side) -----------------------------------------------------------------------
+
+
+TX_QUERY_BYTES = 32 + 8
+"""A ``tx`` query's argument: tx hash ‖ u64 sequence."""
+
+
+def tx_query(tx_hash: bytes, sequence: int) -> bytes:
+    """The argument of a ``tx`` query: the hash of one of the requester's own txs and its
+    sequence (the validator finds it by requester and sequence: ledger.md §7)."""
+    return tx_hash + sequence.to_bytes(8, "big")
+
+
+def tx_query_of(raw: bytes) -> bytes:
+    """:func:`tx_query` of the envelope ``raw`` (the requester's own tx)."""
+    tx = txm.decode(raw)
+    return tx_query(tx.hash, tx.sequence)
 
 
 def make_headers_request(
@@ -185,19 +202,21 @@ def verify_list_answer(answer: Answer) -> tuple[list[bytes], bool]:
 
 
 def verify_tx_answer(answer: Answer, light: LightClient) -> int:
-    """Height of the block that includes the tx hash ``answer.arg``.
+    """Height of the block that includes the tx whose hash :func:`tx_query` put in
+    ``answer.arg``.
 
     Raises:
         ProofError: not ok, unknown header, or the path does not lead to its ``txs_hash``.
     """
+    tx_hash = answer.arg[:32]
     if answer.status != "ok":
-        raise ProofError(f"tx {answer.arg.hex()[:16]}…: {answer.status}: {answer.data}")
+        raise ProofError(f"tx {tx_hash.hex()[:16]}…: {answer.status}: {answer.data}")
     height, index, size, path = answer.data
     header = light.header(int(height))
     if header is None:
-        raise ProofError(f"tx {answer.arg.hex()[:16]}…: header {height} is not verified yet")
-    if not merkle.list_verify(answer.arg, index, size, list(path), header.txs_hash):
-        raise ProofError(f"tx {answer.arg.hex()[:16]}…: inclusion path does not verify")
+        raise ProofError(f"tx {tx_hash.hex()[:16]}…: header {height} is not verified yet")
+    if not merkle.list_verify(tx_hash, index, size, list(path), header.txs_hash):
+        raise ProofError(f"tx {tx_hash.hex()[:16]}…: inclusion path does not verify")
     return int(height)
 
 
@@ -421,18 +440,22 @@ class ProofService:
                 found.append(bytes(key))
         return ["list", prefix, "ok", [found, False]]
 
-    def _answer_tx(self, requester: bytes, tx_hash: bytes) -> list[codec.Value]:
-        where = self.app.store.tx_location(tx_hash)
+    def _answer_tx(self, requester: bytes, arg: bytes) -> list[codec.Value]:
+        """Inclusion of the requester's tx named by :func:`tx_query`. Only the requester's own
+        txs are looked up (the index is keyed by account), so another member's tx is just
+        absent: the answer does not tell whether it exists."""
+        if len(arg) != TX_QUERY_BYTES:
+            self.stats["proof_denied"] += 1
+            return ["tx", arg, "denied", "a tx query is a tx hash and its u64 sequence"]
+        tx_hash, sequence = arg[:32], int.from_bytes(arg[32:], "big")
+        where = self.app.store.tx_location(requester, sequence)
         if where is None:
-            return ["tx", tx_hash, "absent", None]
+            return ["tx", arg, "absent", None]
         height, index = where
         stored = self.app.store.stored_block(height)
         assert stored is not None, "an indexed tx's block is stored"
-        entry = stored.txs[index]  # a body-pruned tx keeps its hash and signer
-        signer = entry.signer if isinstance(entry, PrunedTx) else txm.decode(entry).signer
-        if signer != requester:
-            self.stats["proof_denied"] += 1
-            return ["tx", tx_hash, "denied", "a member proves only its own txs"]
-        hashes = stored.tx_hashes
+        hashes = stored.tx_hashes  # a body-pruned block keeps them
+        if hashes[index] != tx_hash:  # the sequence was used by another tx of the requester
+            return ["tx", arg, "absent", None]
         path: codec.Value = list(merkle.list_path(hashes, index))
-        return ["tx", tx_hash, "ok", [height, index, len(hashes), path]]
+        return ["tx", arg, "ok", [height, index, len(hashes), path]]

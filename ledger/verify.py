@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ledger import block as blk
+from ledger import tx as txm
 from ledger.app import App
 from ledger.errors import LedgerError
-from ledger.keys import sha256
 from ledger.registry import EvidenceVerifier
 from ledger.store import K_SNAPSHOT_BASE, Store
 
@@ -80,7 +80,11 @@ def verify_height(store: Store, replay: App, height: int) -> str | None:
     if store.height_of(block.hash) != height:
         return "block hash index does not point to this height"
     for i, t in enumerate(block.txs):
-        if store.tx_location(sha256(t)) != (height, i):
+        try:
+            tx = txm.decode(t)
+        except LedgerError as exc:
+            return f"tx {i} does not decode: {exc}"
+        if store.tx_location(tx.signer, tx.sequence) != (height, i):
             return f"tx index entry of tx {i} is missing or wrong"
     try:
         app_hash = replay.commit_block(raw, store.commit_at(height))

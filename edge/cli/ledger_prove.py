@@ -9,7 +9,8 @@ lemd (its own MQTT client id; the answers come to the node's inbox).
 Keys: ``balance`` (``bal/<account>`` [µECT]); ``measure --period P`` (the node's meter's
 ``meas/<slot>/<meter>`` records of period P, from its start, at most ``--limit`` slots);
 ``period-total --period P`` (``ptot/P/<account>`` after pruning: [import_wh, export_wh,
-records]); ``tx --tx-hash H`` (inclusion of a committed tx of this node).
+records]); ``tx --tx-hash H --sequence S`` (inclusion of a committed tx of this node: its
+hash and the sequence it was signed with, as ``GET /outbox`` and the logs show them).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ledger import codec, privacy, state
 from ledger.errors import LedgerError
 from ledger.light import LightClient
 from ledger.light_node import LightNode
-from ledger.proofs import ProofError
+from ledger.proofs import ProofError, tx_query
 from ledger.transport.base import LIGHT_CHANNELS
 
 SLOT_MS = 900_000
@@ -47,6 +48,7 @@ def register(sub: Any) -> None:
     prove.add_argument("--period", help="period id (measure, period-total)")
     prove.add_argument("--meter", help="ledger meter id (default: meter.meter_id / admission)")
     prove.add_argument("--tx-hash", help="hex tx hash (key tx)")
+    prove.add_argument("--sequence", type=int, help="the tx's sequence number (key tx)")
     prove.add_argument("--limit", type=int, default=96, help="most slots proven (measure)")
     prove.add_argument("--timeout", type=float, default=120.0, help="seconds to wait [s]")
     prove.add_argument("--json", action="store_true", help="print JSON")
@@ -137,9 +139,9 @@ async def _queries(
     if args.key == "balance":
         keys = [state.k_balance(account)]
     elif args.key == "tx":
-        if not args.tx_hash:
-            raise ValueError("--tx-hash is needed for --key tx")
-        return await _tx(node, bytes.fromhex(args.tx_hash))
+        if not args.tx_hash or args.sequence is None:
+            raise ValueError("--tx-hash and --sequence are needed for --key tx")
+        return await _tx(node, bytes.fromhex(args.tx_hash), args.sequence)
     elif not args.period:
         raise ValueError(f"--period is needed for --key {args.key}")
     elif args.key == "period-total":
@@ -165,8 +167,10 @@ async def _measure_keys(node: LightNode, period: str, meter: str, limit: int) ->
     return [state.k_measure(slot, meter) for slot in list(slots)[:limit]]
 
 
-async def _tx(node: LightNode, tx_hash: bytes) -> dict[str, Any]:
-    _, (result,) = await node.prove([("tx", tx_hash)])
+async def _tx(node: LightNode, tx_hash: bytes, sequence: int) -> dict[str, Any]:
+    if len(tx_hash) != 32 or not 0 <= sequence < 1 << 64:
+        raise ValueError("--tx-hash is 64 hex digits and --sequence an unsigned 64-bit int")
+    _, (result,) = await node.prove([("tx", tx_query(tx_hash, sequence))])
     if isinstance(result, ProofError):
         return {"results": [_row(tx_hash, "refused", result)], "header": _header(node, 0)}
     row = {"key": f"tx/{tx_hash.hex()}", "value": f"in block {result}", "status": "proof OK"}

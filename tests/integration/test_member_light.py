@@ -18,11 +18,11 @@ from ledger import codec, state
 from ledger import tx as txm
 from ledger.consensus.engine import EngineConfig
 from ledger.genesis import Genesis, Period
-from ledger.keys import SigningKey
+from ledger.keys import SigningKey, sha256
 from ledger.light import LightClient
 from ledger.light_node import LightNode
 from ledger.node import Node
-from ledger.proofs import ProofError, make_proof_request
+from ledger.proofs import ProofError, make_proof_request, tx_query, tx_query_of
 from ledger.transport.base import LIGHT_CHANNELS, Message
 from ledger.transport.mqtt import MqttTransport
 from ledger.transport.mqtt_settings import MqttSettings
@@ -125,11 +125,16 @@ async def test_members_follow_headers_and_prove_their_own_state(
                 return base.get(key1) is not None and base.get(state.k_measure(T0, M2)) is not None
 
         await c.until(measured)
-        _, (included,) = await m1.node.prove([("tx", txm.decode(raw1).hash)])
+        _, (included,) = await m1.node.prove([("tx", tx_query_of(raw1))])
         assert isinstance(included, int)
-        location = v0.store.tx_location(txm.decode(raw1).hash)
+        location = v0.store.locate_tx(raw1)
         assert location is not None
         assert location[0] == included
+        # The same sequence with another hash (a tx of m1's that lost its sequence) is absent.
+        other = tx_query(sha256(b"never signed"), txm.decode(raw1).sequence)
+        _, (lost,) = await m1.node.prove([("tx", other)])
+        assert isinstance(lost, ProofError)
+        assert "absent" in str(lost)
 
         await m1.node.submit(m1.signer("SolveMarkets", {"period_id": "p0"}))
         account = state.k_balance(state.account_id(N1.public_key))
@@ -172,13 +177,17 @@ async def test_members_follow_headers_and_prove_their_own_state(
         assert code == 0
         assert row["value"][:2] == [2500, 0]
 
-        _, (refused, refused_tx) = await m2.node.prove(
-            [("key", key1), ("tx", txm.decode(raw1).hash)]
+        _, (refused, not_mine, malformed) = await m2.node.prove(
+            [("key", key1), ("tx", tx_query_of(raw1)), ("tx", txm.decode(raw1).hash)]
         )
         assert isinstance(refused, ProofError)
         assert "denied" in str(refused)
-        assert isinstance(refused_tx, ProofError)
-        assert "only its own txs" in str(refused_tx)
+        # m1's tx is looked up among m2's own: absent, so the answer does not even tell that
+        # it exists; a bare hash (no sequence) is refused by name.
+        assert isinstance(not_mine, ProofError)
+        assert "absent" in str(not_mine)
+        assert isinstance(malformed, ProofError)
+        assert "denied: a tx query is a tx hash and its u64 sequence" in str(malformed)
 
         await c.until(lambda: m2.light.height >= 3 and m1.light.height >= 3)
         for m in (m1, m2):
@@ -267,10 +276,9 @@ async def test_light_member_works_through_the_shipped_acl(
         ]
         raw = Signer(N1, CHAIN)("SetMeasure", _measure(M1, 2500, 0))
         await member.submit(raw)
-        tx_hash = txm.decode(raw).hash
-        await until(lambda: validator.store.tx_location(tx_hash) is not None, 20, "tx committed")
-        _, (height,) = await member.prove([("tx", txm.decode(raw).hash)], timeout_s=20)
-        assert height == validator.store.tx_location(txm.decode(raw).hash)[0]  # type: ignore[index]
+        await until(lambda: validator.store.locate_tx(raw) is not None, 20, "tx committed")
+        _, (height,) = await member.prove([("tx", tx_query_of(raw))], timeout_s=20)
+        assert height == validator.store.locate_tx(raw)[0]  # type: ignore[index]
         assert light.height >= height
         assert set(seen) <= {"header", "proof_resp"}
         assert "header" in seen

@@ -22,7 +22,6 @@ from ledger.consensus.clock import LoopClock
 from ledger.consensus.core import TimeoutConfig
 from ledger.consensus.engine import EngineConfig
 from ledger.errors import CodecError
-from ledger.keys import sha256
 from ledger.light import LightClient
 from ledger.light_node import LightNode
 from ledger.node import Node
@@ -99,7 +98,7 @@ async def test_hostile_messages_on_every_channel_never_stop_a_validator(tmp_path
         raw = admin("AddMeter", {"meter_id": "M9", "account": N1.public_key})
         node.submit_tx(raw)
         async with asyncio.timeout(20):
-            while node.store.tx_location(sha256(raw)) is None:
+            while node.store.locate_tx(raw) is None:
                 assert not task.done(), task.exception()
                 await asyncio.sleep(0.02)
     finally:

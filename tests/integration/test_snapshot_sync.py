@@ -102,10 +102,9 @@ class Chain:
         """Submit at v0 and wait until every validator has every tx in a block."""
         for raw in raws:
             self.nodes["v0"].submit_tx(raw)
-        hashes = [sha256(r) for r in raws]
         validators = [self.nodes[f"v{i}"] for i in range(4)]
         await self.until(
-            lambda: all(n.store.tx_location(h) is not None for n in validators for h in hashes),
+            lambda: all(n.store.locate_tx(r) is not None for n in validators for r in raws),
             f"{len(raws)} txs committed",
         )
 
@@ -307,10 +306,9 @@ async def _commit_at(c: Chain, names: list[str], *raws: bytes) -> None:
     """Submit at the first node and wait until every named node has every tx in a block."""
     for raw in raws:
         c.nodes[names[0]].submit_tx(raw)
-    hashes = [sha256(r) for r in raws]
     nodes = [c.nodes[n] for n in names]
     await c.until(
-        lambda: all(n.store.tx_location(h) is not None for n in nodes for h in hashes),
+        lambda: all(n.store.locate_tx(r) is not None for n in nodes for r in raws),
         f"{len(raws)} txs committed at {names}",
     )
 

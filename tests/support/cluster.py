@@ -492,8 +492,7 @@ class Cluster:
         stores = [Store(self.procs[n].directory / "ledger", readonly=True) for n in names]
         try:
             for raw in self.submitted:
-                digest = sha256(raw)
-                if any(s.tx_location(digest) is None for s in stores):
+                if any(s.locate_tx(raw) is None for s in stores):
                     missing.append(raw)
         finally:
             for s in stores:

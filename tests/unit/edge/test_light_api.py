@@ -149,6 +149,11 @@ async def test_writes_are_stored_before_the_202_and_shown_by_lemctl_outbox(
     submitter.queue_tx("SolveMarkets", {"period_id": "q"})
     response, got = await _get(router, "/outbox")
     assert [t["body"] for t in got["queued_txs"]] == [{"period_id": "q"}]
+    assert "tx_hash" not in got["queued_txs"][0]  # not signed yet
+    submitter._update(got["queued_txs"][0]["id"], tx=b"\x07" * 32, seq=5)
+    response, got = await _get(router, "/outbox")
+    signed = got["queued_txs"][0]
+    assert (signed["tx_hash"], signed["sequence"]) == ("07" * 32, 5)  # for ledger prove --key tx
     assert got["rejected_txs"][0]["reason"].endswith("refused")
     listen = f"127.0.0.1:{free_port()}"
     server = await serve(router, listen)

@@ -15,13 +15,14 @@ from edge.outbox import Outbox, OutboxRecord
 from ledger import codec, state
 from ledger import tx as txm
 from ledger.keys import SigningKey
-from ledger.proofs import Answer, ProofError, ProofResponse
+from ledger.proofs import Answer, ProofError, ProofResponse, tx_query
 
 KEY = SigningKey(b"\x31" * 32)
 
 
 class ScriptedNode:
-    """Answers proofs from a set of 'committed' tx hashes and a committed sequence."""
+    """Answers proofs from a set of 'committed' tx hashes and a committed sequence; a tx
+    query must name the hash and the sequence the tx was signed with (ledger/proofs.py)."""
 
     chain_id = "light-unit"
 
@@ -29,10 +30,13 @@ class ScriptedNode:
         self.committed: set[bytes] = set()
         self.sequence: int | None = None
         self.sent: list[txm.Tx] = []
+        self.signed: dict[bytes, int] = {}
+        """Every tx hash submitted → its sequence (kept across a simulated restart)."""
 
     async def submit(self, raw: bytes) -> txm.Tx:
         tx = txm.decode(raw)
         self.sent.append(tx)
+        self.signed[tx.hash] = tx.sequence
         return tx
 
     async def prove(
@@ -47,7 +51,9 @@ class ScriptedNode:
                 answers.append(Answer(kind, arg, "ok" if ok else "absent", None))
                 results.append(codec.encode(self.sequence) if ok else ProofError("absent"))
             else:
-                ok = arg in self.committed
+                tx_hash = arg[:32]
+                assert arg == tx_query(tx_hash, self.signed[tx_hash])
+                ok = tx_hash in self.committed
                 answers.append(Answer(kind, arg, "ok" if ok else "absent", None))
                 results.append(7 if ok else ProofError("absent"))
         return ProofResponse(0, 7, tuple(answers)), results

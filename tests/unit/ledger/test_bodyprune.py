@@ -11,7 +11,6 @@ from ledger import block as blk
 from ledger import merkle
 from ledger import tx as txm
 from ledger.bodyprune import BodyPruner
-from ledger.keys import sha256
 from ledger.store import Store
 from ledger.stored_block import PrunedTx
 from ledger.verify import verify_store
@@ -90,7 +89,7 @@ def test_pruning_keeps_headers_hashes_commits_and_app_hashes(c: Community) -> No
         assert merkle.list_root(stored.tx_hashes) == stored.header.txs_hash
         original = blk.decode(whole[h] or b"")
         for i, raw in enumerate(original.txs):
-            assert store.tx_location(sha256(raw)) == (h, i)
+            assert store.locate_tx(raw) == (h, i)
             entry = stored.txs[i]
             assert isinstance(entry, PrunedTx)
             assert entry.signer == txm.decode(raw).signer

@@ -99,7 +99,7 @@ def test_box_stays_while_pending_and_goes_once_approved(tmp_path: Path) -> None:
     assert store.block(2) is not None  # the approval (its admission is for the node) stays
     assert [_facts(store, h) for h in (1, 2)] == before
     assert merkle.list_root(stored.tx_hashes) == stored.header.txs_hash
-    assert store.tx_location(sha256(join_tx)) == (1, 0)
+    assert store.locate_tx(join_tx) == (1, 0)
     assert pruner.joins.cursor == 3
     assert (pruner.joins.pruned_blocks, pruner.joins.pruned_txs) == (1, 1)
 
@@ -213,7 +213,7 @@ def test_box_bytes_leave_the_file_after_compaction(tmp_path: Path) -> None:
     compact_stores(tmp_path, force=True)
     assert box not in data.read_bytes()
     store = Store(tmp_path / "ledger")
-    assert store.tx_location(store.stored_block(1).tx_hashes[0]) == (1, 0)  # type: ignore[union-attr]
+    assert store.tx_location(NEW.public_key, 0) == (1, 0)  # the join request, NEW's first tx
     store.close()
 
 

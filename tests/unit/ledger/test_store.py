@@ -9,9 +9,17 @@ import pytest
 
 from ledger import block as blk
 from ledger import codec, merkle
+from ledger import tx as txm
 from ledger.app import App
 from ledger.errors import BlockInvalid, StoreError
-from ledger.store import MAP_SIZE_BYTES, Store, map_size_bytes
+from ledger.store import (
+    LAYOUT,
+    MAP_SIZE_BYTES,
+    Store,
+    _tx_location_records,
+    map_size_bytes,
+    tx_index_key,
+)
 from tests.unit.ledger.helpers import ADMIN, N1, SLOT, T0, VAL, Signer, commit, genesis
 
 
@@ -122,24 +130,64 @@ def test_commit_refuses_wrong_height_and_bad_blocks(tmp_path: Path) -> None:
 
 
 def test_indexes(tmp_path: Path) -> None:
-    """Block hash and tx hash indexes point at the committed block and position."""
+    """The block hash index and the tx index (by signer and sequence) point at the committed
+    block and position."""
     app = _chain(tmp_path, 2)
     raw = app.store.block(2)
     assert raw is not None
     b = blk.decode(raw)
     assert app.store.height_of(b.hash) == 2
-    from ledger.keys import sha256
-
-    assert app.store.tx_location(sha256(b.txs[0])) == (2, 0)
+    assert app.store.tx_location(ADMIN.public_key, 1) == (2, 0)  # ADMIN's second tx
+    assert app.store.tx_location(ADMIN.public_key, 2) is None
+    assert app.store.tx_location(N1.public_key, 1) is None
+    assert app.store.locate_tx(b.txs[0]) == (2, 0)
     assert app.store.commit_at(2) == [[VAL.public_key, b"\x00" * 64]]
 
 
-@pytest.mark.parametrize("height", [1, 127, 128, 65_536, 2**32])
-def test_tx_index_record_is_the_canonical_location(height: int) -> None:
-    """The txidx record the store assembles from its parts is exactly encode([height, index])."""
-    from ledger import codec
-    from ledger.store import _tx_location_records
+def test_a_tx_that_lost_its_sequence_to_another_is_not_located(tmp_path: Path) -> None:
+    """Two txs signed with one sequence (a submitter re-signed after a crash): only the
+    committed one is located, though both name the same index key."""
+    app = _chain(tmp_path, 1)
+    committed, replaced = (
+        txm.make(ADMIN, app.chain_id, 0, "AddMeter", {"meter_id": m, "account": N1.public_key})
+        for m in ("M0", "M9")
+    )
+    assert app.store.locate_tx(committed) == (1, 0)
+    assert app.store.tx_location(ADMIN.public_key, 0) == (1, 0)
+    assert app.store.locate_tx(replaced) is None
 
-    raws = [n.to_bytes(2, "big") for n in range(300)]
+
+@pytest.mark.parametrize("height", [1, 127, 128, 65_536, 2**32])
+def test_tx_index_records_are_by_signer_and_sequence(height: int) -> None:
+    """A block's txidx records are signer ‖ u64 sequence → exactly encode([height, index]), in
+    key order whatever the order of the txs in the block."""
+    signers = [Signer(k) for k in (N1, ADMIN, VAL)]
+    raws = [signers[i % 3]("RemoveMeter", {"meter_id": f"M{i}"}) for i in range(300)]
+    expected = []
+    for i, raw in enumerate(raws):
+        tx = txm.decode(raw)
+        expected.append((tx.signer + tx.sequence.to_bytes(8, "big"), codec.encode([height, i])))
     records = _tx_location_records(height, raws)
-    assert [value for _, value in records] == [codec.encode([height, i]) for i in range(300)]
+    assert records == sorted(expected)
+    first = min(N1.public_key, ADMIN.public_key, VAL.public_key)
+    assert records[0][0] == tx_index_key(first, 0)
+
+
+@pytest.mark.parametrize(("layout", "says"), [(None, "layout 1"), (1, "layout 1"), (3, "layout 3")])
+def test_a_store_of_another_index_layout_is_refused(
+    tmp_path: Path, layout: int | None, says: str
+) -> None:
+    """A store whose tx index is filed otherwise (by tx hash before layout 2) is not opened:
+    its old records would never be found and new ones would mix in."""
+    _chain(tmp_path).store.close()
+    env = lmdb.open(str(tmp_path), max_dbs=16)
+    meta = env.open_db(b"meta")
+    with env.begin(write=True, db=meta) as txn:
+        assert codec.decode(txn.get(b"layout")) == LAYOUT == 2
+        if layout is None:
+            txn.delete(b"layout")
+        else:
+            txn.put(b"layout", codec.encode(layout))
+    env.close()
+    with pytest.raises(StoreError, match=f"indexes have {says}; this lemd uses layout 2"):
+        Store(tmp_path)
