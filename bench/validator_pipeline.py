@@ -20,7 +20,9 @@ other load on this shared machine only ever adds time.
 
 ``--growth N`` shows how the commit's cost follows the state instead: one run, and for every N
 blocks the commit's CPU per tx and the bytes the process wrote to disk per tx during the
-commits (``write_bytes`` of /proc/self/io: what reaches the eMMC, page copies included).
+commits (``write_bytes`` of /proc/self/io: what reaches the eMMC, page copies included). The
+CPU is split into the tx index records, the state with its tree, and the rest (mostly the LMDB
+transaction's commit: page writes and fsync) where the store has those parts as methods.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -61,11 +65,45 @@ def _written_bytes() -> int:
         return next(int(line.split()[1]) for line in io if line.startswith("write_bytes"))
 
 
+class _CommitParts:
+    """Times the named parts of ``Store.commit`` (instrumentation for ``--growth``); a store
+    without such a method (older code) is timed as a whole."""
+
+    NAMES = ("_write_tx_index", "_write_state")
+
+    def __init__(self) -> None:
+        self.spent = dict.fromkeys(self.NAMES, 0.0)
+        for name in self.NAMES:
+            method = getattr(Store, name, None)
+            if method is not None:
+                setattr(Store, name, self._timed(name, method))
+
+    def _timed(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.process_time()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.spent[name] += time.process_time() - started
+
+        return timed
+
+    def take(self) -> dict[str, float]:
+        """CPU [s] per part since the last call."""
+        spent, self.spent = self.spent, dict.fromkeys(self.NAMES, 0.0)
+        return spent
+
+
+Commit = tuple[float, int, dict[str, float]]
+"""One block's commit: CPU [s], bytes written, CPU [s] per timed part."""
+
+
 def run_once(
-    txs: list[bytes], block: int, durable: bool, commits: list[tuple[float, int]] | None = None
+    txs: list[bytes], block: int, durable: bool, commits: list[Commit] | None = None
 ) -> dict[str, float]:
     """Seconds of CPU per stage for the whole run, in a fresh store; with ``commits``, each
-    block's (commit CPU [s], bytes written by the commit) is appended to it."""
+    block's commit (:data:`Commit`) is appended to it."""
+    parts = _CommitParts() if commits is not None else None
     g = genesis(admins=(ADMIN.public_key, *(k.public_key for k in ADMINS)))
     spent = dict.fromkeys(STAGES, 0.0)
     with tempfile.TemporaryDirectory(prefix="lem-pipe-") as tmp:
@@ -89,8 +127,8 @@ def run_once(
             t3 = time.process_time()
             app.commit_block(prepared.block_bytes, [[VAL.public_key, b"\x00" * 64]])
             t4 = time.process_time()
-            if commits is not None:
-                commits.append((t4 - t3, _written_bytes() - written))
+            if commits is not None and parts is not None:
+                commits.append((t4 - t3, _written_bytes() - written, parts.take()))
             pool.update(app.decode_block(prepared.block_bytes).txs)
             t5 = time.process_time()
             marks = (t0, t1, t2, t3, t4, t5)
@@ -129,17 +167,19 @@ def main() -> None:
 
 
 def _print_growth(txs: list[bytes], block: int, durable: bool, every: int) -> None:
-    commits: list[tuple[float, int]] = []
+    commits: list[Commit] = []
     run_once(txs, block, durable, commits)
     print(f"{len(txs)} AddMeter txs in blocks of {block}, durable={durable}: commit per tx")
     for first in range(0, len(commits), every):
         part = commits[first : first + every]
         n = len(part) * block
-        cpu, written = sum(c for c, _ in part) / n * 1e6, sum(w for _, w in part) / n / 1024
+        cpu, written = sum(c[0] for c in part) / n * 1e6, sum(c[1] for c in part) / n / 1024
+        index, tree = (sum(c[2][name] for c in part) / n * 1e6 for name in _CommitParts.NAMES)
         keys = (first + len(part)) * block * 2
         print(
             f"  blocks {first:4d}-{first + len(part) - 1:4d} (state ≤ {keys:,} keys):"
-            f" CPU {cpu:6.1f} µs, written {written:6.1f} KiB"
+            f" CPU {cpu:6.1f} µs (tx index {index:4.1f}, state and tree {tree:5.1f}, rest"
+            f" {cpu - index - tree:5.1f}), written {written:6.1f} KiB"
         )
 
 
