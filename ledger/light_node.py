@@ -211,7 +211,8 @@ class LightNode:
 
         Raises:
             TimeoutError: no answer within ``timeout_s``.
-            ProofError: the request cannot be made (too many queries).
+            ProofError: the request cannot be made (too many queries), or the answer is not to
+                these queries (a validator may not swap in a proof of something else).
         """
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[ProofResponse] = loop.create_future()
@@ -236,7 +237,11 @@ class LightNode:
             for nonce in nonces:
                 self._waiting.pop(nonce, None)
         self.stats["proof_answers"] += 1
-        return fut.result()
+        response = fut.result()
+        if [(a.kind, a.arg) for a in response.answers] != [(k, bytes(a)) for k, a in queries]:
+            self.stats["proof_answer_mismatch"] += 1
+            raise ProofError("the validator's answer is not to the queries asked")
+        return response
 
     async def prove(
         self, queries: list[tuple[str, bytes]], timeout_s: float = 30.0

@@ -183,7 +183,7 @@ class ProvenReader:
                 return True
             try:
                 answer = await self.node.ask([("key", k) for k in batch], remaining)
-            except TimeoutError:
+            except (TimeoutError, ProofError):  # no answer, or one to other queries
                 return True
             self.stats["requests"] += 1
             for k in batch:

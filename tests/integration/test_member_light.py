@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -194,6 +195,31 @@ async def test_members_follow_headers_and_prove_their_own_state(
             tip = m.light.latest
             assert v0.store.height_of(tip.hash) == tip.height
         assert m1.node.stats["header_rejected_bad_commit"] == 0
+
+
+async def test_a_validator_cannot_answer_a_tx_query_with_another_txs_proof(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """A byzantine validator that answers "is my tx committed?" with the (valid) proof of
+    another committed tx of the member does not convince it: the answer is refused because it
+    is not to the query asked, so the member never takes an uncommitted tx for committed."""
+    async with light_community(tmp_path, mosquitto) as (c, m1, _):
+        raw = m1.signer("SetMeasure", _measure(M1, 2500, 0))
+        await m1.node.submit(raw)
+        v0 = c.nodes["v0"]
+        await c.until(lambda: all(n.store.locate_tx(raw) is not None for n in c.nodes.values()))
+        never_committed = tx_query(sha256(b"still on its way"), txm.decode(raw).sequence + 1)
+        for node in c.nodes.values():
+            honest = node.proofs._answer
+
+            def swapped(requester: bytes, kind: str, arg: bytes, honest: Any = honest) -> Any:
+                return honest(requester, kind, tx_query_of(raw) if kind == "tx" else arg)
+
+            node.proofs._answer = swapped  # type: ignore[method-assign]
+        with pytest.raises(ProofError, match="not to the queries asked"):
+            await m1.node.prove([("tx", never_committed)], timeout_s=20)
+        assert m1.node.stats["proof_answer_mismatch"] == 1
+        assert v0.store.tx_location(N1.public_key, txm.decode(raw).sequence + 1) is None
 
 
 async def test_a_replayed_or_unsigned_proof_request_gets_no_answer(
