@@ -119,6 +119,8 @@ class LightSubmitter:
         self._sends: Counter[bytes] = Counter()
         self._rounds: Counter[bytes] = Counter()
         self.hold = hold
+        # (hash, sequence) of each queued tx's last signed form. An item stored before
+        # sequences were kept (store layout 1, pre-release) cannot be asked for: it is re-signed.
         self._recheck = [
             (bytes(i["tx"]), int(i["seq"])) for i in self.queued() if i.get("tx") and "seq" in i
         ]

@@ -14,9 +14,9 @@ direct channel ``proof_resp``, two requests it receives on ``proof_req``:
   requester read it (:meth:`ledger.access.Queries.prove`, plus the requester's own
   ``own/<key>/<meter>`` rows); ``"tx"``: one of the requester's own txs, named by
   :func:`tx_query` (its hash and sequence), proven against its block's ``txs_hash``;
-  ``"list"``: the keys under a prefix the requester
-  may enumerate (``period/``, its own ``own/<key>/``), at most :data:`MAX_LISTED`, not proven
-  (each listed key is then proven on its own; completeness is not: light.md §4).
+  ``"list"``: the keys under a prefix the requester may enumerate (``period/``, its own
+  ``own/<key>/``), at most :data:`MAX_LISTED`, not proven (each listed key is then proven on
+  its own; completeness is not: light.md §4).
 
 ``target`` is the public key of the validator that should answer (a member learns it with the
 node id from the headers that validator published); b"" (a broadcast on ``proof_req``) lets the
