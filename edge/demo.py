@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import io
 import math
 import shutil
@@ -71,7 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--hours {args.hours}: must divide 24", file=sys.stderr)
         return 2
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="lem-demo-"))
+    # Ctrl-C raises at once wherever the demo is: left to asyncio.run, a SIGINT only cancels
+    # the watch task, and a cancellation that lands as a status request times out can be
+    # taken for that timeout, so the demo went on watching.
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: stacks to stderr
     broker: RunningBroker | None = None
     community: Community | None = None
     try:

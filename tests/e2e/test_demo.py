@@ -61,7 +61,16 @@ def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
         assert sum("edge.daemon" in k for k in kinds) == 6
         assert any("mosquitto" in k or "edge.broker" in k for k in kinds)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 130
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)  # edge.demo dumps its threads' stacks to stderr
+            time.sleep(1.0)
+            proc.kill()
+            _, err = proc.communicate()
+            states = {" ".join(c.cmdline()[-3:]): c.status() for c in children if c.is_running()}
+            pytest.fail(f"demo still running 30 s after SIGINT; children {states}\n{err[-8000:]}")
+        assert code == 130
     finally:
         if proc.poll() is None:
             proc.kill()
