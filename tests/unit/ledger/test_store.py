@@ -31,6 +31,20 @@ def _chain(path: Path, blocks: int = 3) -> App:
     return app
 
 
+def _rewrite_meta(path: Path, key: bytes, value: int | None) -> int:
+    """Replace the closed store's ``meta`` int ``key`` (None: delete it); returns the old one."""
+    env = lmdb.open(str(path), max_dbs=16)
+    meta = env.open_db(b"meta")
+    with env.begin(write=True, db=meta) as txn:
+        old = int(codec.decode(txn.get(key)))
+        if value is None:
+            txn.delete(key)
+        else:
+            txn.put(key, codec.encode(value))
+    env.close()
+    return old
+
+
 def test_map_size_fits_the_platform() -> None:
     """1 GiB on 64-bit hosts, 512 MiB on 32-bit armhf (sys.maxsize 2**31 - 1)."""
     assert map_size_bytes(2**63 - 1) == 1 << 30
@@ -68,15 +82,7 @@ def test_a_store_of_another_app_hash_scheme_is_refused(
     """A store written under another app-hash scheme (or before stores recorded one) is not
     opened: its next commit would mix two kinds of tree node."""
     _chain(tmp_path).store.close()
-    env = lmdb.open(str(tmp_path), max_dbs=16)
-    meta = env.open_db(b"meta")
-    with env.begin(write=True, db=meta) as txn:
-        assert codec.decode(txn.get(b"scheme")) == merkle.SCHEME == 3
-        if scheme is None:
-            txn.delete(b"scheme")
-        else:
-            txn.put(b"scheme", codec.encode(scheme))
-    env.close()
+    assert _rewrite_meta(tmp_path, b"scheme", scheme) == merkle.SCHEME == 3
     with pytest.raises(StoreError, match=f"written {says}; this lemd uses app-hash scheme 3"):
         Store(tmp_path)
 
@@ -180,14 +186,6 @@ def test_a_store_of_another_index_layout_is_refused(
     """A store whose tx index is filed otherwise (by tx hash before layout 2) is not opened:
     its old records would never be found and new ones would mix in."""
     _chain(tmp_path).store.close()
-    env = lmdb.open(str(tmp_path), max_dbs=16)
-    meta = env.open_db(b"meta")
-    with env.begin(write=True, db=meta) as txn:
-        assert codec.decode(txn.get(b"layout")) == LAYOUT == 2
-        if layout is None:
-            txn.delete(b"layout")
-        else:
-            txn.put(b"layout", codec.encode(layout))
-    env.close()
+    assert _rewrite_meta(tmp_path, b"layout", layout) == LAYOUT == 2
     with pytest.raises(StoreError, match=f"indexes have {says}; this lemd uses layout 2"):
         Store(tmp_path)
