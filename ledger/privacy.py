@@ -62,13 +62,15 @@ def mode(st: state.Overlay) -> Mode:
         ValueError: the record names no known mode.
     """
     value = st.get_value(state.K_CHAIN) or {}
-    name = str(value.get("privacy", Mode.OPEN.value))
-    # A dict lookup, not Mode(name): calling an enum costs ~0.7 µs, and every AddMeter asks
-    # twice (admission and execution; docs/spec/consensus.md §11).
-    return _MODES.get(name) or Mode(name)
+    name = value.get("privacy", _OPEN)
+    # Dict lookups, not Mode(name) or Mode.OPEN.value: each enum call or member attribute costs
+    # ~0.7 µs, and every AddMeter asks twice (admission and execution; consensus.md §11).
+    mode = _MODES.get(name) if isinstance(name, str) else None
+    return mode or Mode(str(name))
 
 
 _MODES = {m.value: m for m in Mode}
+_OPEN = Mode.OPEN.value
 
 
 def is_pseudonym(meter_id: str) -> bool:
