@@ -8,10 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger import privacy
+from ledger import codec, privacy
 from ledger import tx as txm
 from ledger.access import Queries
 from ledger.genesis import Genesis, GenesisError
+from ledger.state import K_CHAIN, MemoryState, Overlay
 from tests.unit.ledger.helpers import (
     ADMIN,
     CHAIN,
@@ -80,6 +81,31 @@ def test_bad_serial_refused(serial: str) -> None:
     with pytest.raises(privacy.PrivacyError) as err:
         privacy.pseudonym(SECRET, serial)
     assert serial.strip() == "" or serial not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        (None, privacy.Mode.OPEN),
+        ({"chain_id": CHAIN}, privacy.Mode.OPEN),
+        ({"privacy": "open"}, privacy.Mode.OPEN),
+        ({"privacy": "pseudonymous"}, privacy.Mode.PSEUDONYMOUS),
+    ],
+)
+def test_mode_read_from_the_chain_record(record: object, expected: privacy.Mode) -> None:
+    """No ``cfg/chain`` record or no ``privacy`` field: open, the mode of chains before it."""
+    st = MemoryState()
+    if record is not None:
+        st.items[K_CHAIN] = codec.encode(record)
+    assert privacy.mode(Overlay(st)) is expected
+
+
+@pytest.mark.parametrize("name", ["hidden", 3, ""])
+def test_mode_unknown_name_refused_by_name(name: object) -> None:
+    st = MemoryState()
+    st.items[K_CHAIN] = codec.encode({"privacy": name})
+    with pytest.raises(ValueError, match=repr(str(name))):
+        privacy.mode(Overlay(st))
 
 
 def test_pseudonymous_genesis_refuses_serials() -> None:
