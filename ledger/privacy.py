@@ -65,8 +65,8 @@ def mode(st: state.Overlay) -> Mode:
     name = value.get("privacy", _OPEN)
     # Dict lookups, not Mode(name) or Mode.OPEN.value: each enum call or member attribute costs
     # ~0.7 µs, and every AddMeter asks twice (admission and execution; consensus.md §11).
-    mode = _MODES.get(name) if isinstance(name, str) else None
-    return mode or Mode(str(name))
+    known = _MODES.get(name) if isinstance(name, str) else None
+    return known or Mode(str(name))
 
 
 _MODES = {m.value: m for m in Mode}

@@ -94,18 +94,18 @@ def test_bad_serial_refused(serial: str) -> None:
 )
 def test_mode_read_from_the_chain_record(record: object, expected: privacy.Mode) -> None:
     """No ``cfg/chain`` record or no ``privacy`` field: open, the mode of chains before it."""
-    st = MemoryState()
+    chain_state = MemoryState()
     if record is not None:
-        st.items[K_CHAIN] = codec.encode(record)
-    assert privacy.mode(Overlay(st)) is expected
+        chain_state.items[K_CHAIN] = codec.encode(record)
+    assert privacy.mode(Overlay(chain_state)) is expected
 
 
 @pytest.mark.parametrize("name", ["hidden", 3, ""])
 def test_mode_unknown_name_refused_by_name(name: object) -> None:
-    st = MemoryState()
-    st.items[K_CHAIN] = codec.encode({"privacy": name})
+    chain_state = MemoryState()
+    chain_state.items[K_CHAIN] = codec.encode({"privacy": name})
     with pytest.raises(ValueError, match=repr(str(name))):
-        privacy.mode(Overlay(st))
+        privacy.mode(Overlay(chain_state))
 
 
 def test_pseudonymous_genesis_refuses_serials() -> None:
